@@ -1,0 +1,341 @@
+//! Actions: what to send for a matched trigger. Each type compiles its own fields at load
+//! ([`compile`]) and renders the exact HTTP request for an event ([`build_request`]); the
+//! chat types hide method, headers and payload so users write only the content.
+
+pub mod google_chat;
+pub mod itop;
+pub mod rocketchat;
+pub mod slack;
+pub mod teams;
+pub mod webhook;
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde_json::Value;
+
+use crate::config::raw::{ActionConfig, ActionKind, ActionStatus, AttributesFrom, CallbackWhen, OtherActions, PresentationLists};
+use crate::config::Problems;
+use crate::connection::{check_header_name, Connection};
+use crate::expr::Expression;
+use crate::request::Request;
+use crate::template::{Escape, JsonTemplate, RenderContext, Template};
+
+/// Variables a callback mapping may read.
+pub const CALLBACK_VARIABLES: [&str; 4] = ["response", "event", "object", "previous"];
+
+/// A compiled action.
+#[derive(Debug)]
+pub struct Action {
+    /// Name in the config.
+    pub name: String,
+    /// Action type.
+    pub kind: ActionKind,
+    /// enabled, disabled or test.
+    pub status: ActionStatus,
+    /// Index into `Config::connections`.
+    pub connection: usize,
+    /// Index into `Config::connections`, for `status: test`.
+    pub test_connection: Option<usize>,
+    /// Type-specific fields.
+    pub spec: Spec,
+    /// Attribute updates taken from the answer.
+    pub callback: Option<Callback>,
+}
+
+/// The type-specific part of an action.
+#[derive(Debug)]
+pub enum Spec {
+    /// Generic HTTP call.
+    Webhook(webhook::WebhookSpec),
+    /// Another iTop's REST/JSON API.
+    Itop(itop::ItopSpec),
+    /// Slack incoming webhook (Block Kit).
+    Slack(ChatSpec),
+    /// Rocket.Chat incoming webhook.
+    Rocketchat(rocketchat::RocketchatSpec),
+    /// Google Chat incoming webhook.
+    GoogleChat(google_chat::GoogleChatSpec),
+    /// Microsoft Teams (Workflows adaptive card or legacy MessageCard).
+    Teams(teams::TeamsSpec),
+}
+
+/// Fields Slack and Teams share: the message, the attribute list and the buttons.
+#[derive(Debug)]
+pub struct ChatSpec {
+    /// The message, with placeholders.
+    pub message: Template,
+    /// Which presentation list to show as fields.
+    pub attributes_from: AttributesFrom,
+    /// Show the actor's name.
+    pub user_info: bool,
+    /// Show a Modify button.
+    pub modify_button: bool,
+    /// Show a Delete button.
+    pub delete_button: bool,
+    /// Which transition buttons to show.
+    pub other_actions: OtherActions,
+    /// With `specify`: the stimulus codes to show when available.
+    pub other_actions_codes: Vec<String>,
+}
+
+/// A compiled callback mapping.
+#[derive(Debug)]
+pub struct Callback {
+    /// When it runs.
+    pub when: CallbackWhen,
+    /// Attribute code -> expression.
+    pub fields: Vec<(String, Expression)>,
+}
+
+/// What a chat or API answer means beyond its HTTP status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AnswerError {
+    /// Short stable label, e.g. `itop_error` or Slack's `channel_not_found`.
+    pub reason: String,
+    /// The service's own message.
+    pub detail: String,
+}
+
+/// Checks and compiles one action.
+pub fn compile(
+    place: &str,
+    raw: &ActionConfig,
+    connections: &HashMap<String, usize>,
+    presentation: &BTreeMap<String, PresentationLists>,
+    problems: &mut Problems,
+) -> Option<Action> {
+    let before = problems.0.len();
+    let connection = resolve_connection(&format!("{place}.connection"), &raw.connection, connections, problems);
+    let test_connection = raw
+        .test_connection
+        .as_ref()
+        .and_then(|name| resolve_connection(&format!("{place}.test_connection"), name, connections, problems));
+    let spec = match raw.kind {
+        ActionKind::Webhook => webhook::compile(place, raw, problems).map(Spec::Webhook),
+        ActionKind::Itop => itop::compile(place, raw, problems).map(Spec::Itop),
+        ActionKind::Slack => compile_chat(place, raw, presentation, problems).map(Spec::Slack),
+        ActionKind::Rocketchat => rocketchat::compile(place, raw, problems).map(Spec::Rocketchat),
+        ActionKind::GoogleChat => google_chat::compile(place, raw, problems).map(Spec::GoogleChat),
+        ActionKind::Teams => teams::compile(place, raw, presentation, problems).map(Spec::Teams),
+    };
+    let callback = raw.callback.as_ref().and_then(|cb| {
+        let mut fields = Vec::new();
+        for (code, src) in &cb.fields {
+            match Expression::compile(src, &CALLBACK_VARIABLES) {
+                Ok(e) => fields.push((code.clone(), e)),
+                Err(e) => problems.add(format!("{place}.callback.fields.{code}"), e),
+            }
+        }
+        if fields.is_empty() && cb.fields.is_empty() {
+            problems.add(format!("{place}.callback.fields"), "a callback needs at least one field");
+        }
+        Some(Callback { when: cb.when, fields })
+    });
+    if problems.0.len() > before {
+        return None;
+    }
+    Some(Action {
+        name: raw.name.clone(),
+        kind: raw.kind,
+        status: raw.status,
+        connection: connection?,
+        test_connection,
+        spec: spec?,
+        callback,
+    })
+}
+
+fn resolve_connection(place: &str, name: &str, connections: &HashMap<String, usize>, problems: &mut Problems) -> Option<usize> {
+    match connections.get(name) {
+        None => {
+            let known: Vec<&str> = connections.keys().map(String::as_str).collect();
+            problems.add(place, format!("no connection named {name:?} (known: {})", known.join(", ")));
+            None
+        }
+        // The connection itself failed to compile and was reported there.
+        Some(&usize::MAX) => None,
+        Some(&i) => Some(i),
+    }
+}
+
+/// Parses a text field holding placeholders, recording a problem at `place.field`.
+pub(crate) fn template_field(place: &str, field: &str, text: Option<&str>, problems: &mut Problems) -> Option<Template> {
+    match Template::parse(text.unwrap_or("")) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            problems.add(format!("{place}.{field}"), e.to_string());
+            None
+        }
+    }
+}
+
+/// Compiles a JSON payload given as JSON text (with placeholders) or as a YAML mapping.
+pub(crate) fn json_field(place: &str, field: &str, value: &Value, problems: &mut Problems) -> Option<JsonTemplate> {
+    let compiled = match value {
+        Value::String(text) => JsonTemplate::parse_text(text).map_err(|e| e.to_string()),
+        other => JsonTemplate::compile(other).map_err(|e| e.to_string()),
+    };
+    match compiled {
+        Ok(t) => Some(t),
+        Err(e) => {
+            problems.add(format!("{place}.{field}"), e);
+            None
+        }
+    }
+}
+
+/// Compiles action headers, refusing invalid and reserved names.
+pub(crate) fn headers_field(place: &str, headers: Option<&BTreeMap<String, String>>, problems: &mut Problems) -> Vec<(String, Template)> {
+    let mut out = Vec::new();
+    for (k, v) in headers.into_iter().flatten() {
+        check_header_name(&format!("{place}.headers.{k}"), k, problems);
+        if let Some(t) = template_field(place, &format!("headers.{k}"), Some(v), problems) {
+            out.push((k.to_ascii_lowercase(), t));
+        }
+    }
+    out
+}
+
+/// Compiles the fields Slack and Teams share.
+pub(crate) fn compile_chat(
+    place: &str,
+    raw: &ActionConfig,
+    presentation: &BTreeMap<String, PresentationLists>,
+    problems: &mut Problems,
+) -> Option<ChatSpec> {
+    if raw.message.as_deref().unwrap_or("").trim().is_empty() {
+        problems.add(format!("{place}.message"), "a chat action needs a message");
+    }
+    let message = template_field(place, "message", raw.message.as_deref(), problems);
+    let other_actions = raw.other_actions.unwrap_or_default();
+    let codes = raw.other_actions_codes.clone().unwrap_or_default();
+    if !codes.is_empty() && other_actions != OtherActions::Specify {
+        problems.add(format!("{place}.other_actions_codes"), "only with other_actions: specify");
+    }
+    if other_actions == OtherActions::Specify && codes.is_empty() {
+        problems.add(format!("{place}.other_actions_codes"), "other_actions: specify needs at least one stimulus code");
+    }
+    let attributes_from = raw.attributes_from.unwrap_or_default();
+    if attributes_from != AttributesFrom::None && presentation.is_empty() {
+        problems.add(
+            format!("{place}.attributes_from"),
+            format!("{:?} list requested but the presentation section is empty", attributes_from).to_lowercase(),
+        );
+    }
+    Some(ChatSpec {
+        message: message?,
+        attributes_from,
+        user_info: raw.user_info.unwrap_or(false),
+        modify_button: raw.modify_button.unwrap_or(false),
+        delete_button: raw.delete_button.unwrap_or(false),
+        other_actions,
+        other_actions_codes: codes,
+    })
+}
+
+/// Everything a request is built from.
+pub struct BuildContext<'a> {
+    /// Placeholder values.
+    pub render: &'a RenderContext<'a>,
+    /// The connection to send through (the test connection for `status: test`).
+    pub connection: &'a Connection,
+    /// Attribute lists for chat actions.
+    pub presentation: &'a BTreeMap<String, PresentationLists>,
+}
+
+/// Renders the exact request an action sends for one event (without the per-attempt
+/// `webhook-timestamp` and signature, see [`crate::request::Request::stamp`]).
+pub fn build_request(action: &Action, b: &BuildContext<'_>, webhook_id: &str) -> Request {
+    let conn = b.connection;
+    let mut url = conn.url.render(b.render, Escape::Url);
+    let mut method = "POST";
+    let mut headers: Vec<(String, String)> = conn
+        .headers
+        .iter()
+        .map(|(k, t)| (k.clone(), t.render(b.render, Escape::Header)))
+        .collect();
+    let (content_type, body) = match &action.spec {
+        Spec::Webhook(w) => {
+            method = w.method.as_str();
+            if let Some(p) = &w.path {
+                url = webhook::join_path(&url, &p.render(b.render, Escape::Url));
+            }
+            set_headers(&mut headers, &w.headers, b.render);
+            w.body(b.render)
+        }
+        Spec::Itop(i) => {
+            set_headers(&mut headers, &i.headers, b.render);
+            i.body(b.render, &conn.api_version)
+        }
+        Spec::Slack(s) => slack::body(s, b.render, b.presentation),
+        Spec::Rocketchat(r) => rocketchat::body(r, b.render),
+        Spec::GoogleChat(g) => {
+            if g.thread_key.is_some() {
+                url = google_chat::thread_url(&url);
+            }
+            google_chat::body(g, b.render)
+        }
+        Spec::Teams(t) => teams::body(t, b.render, b.presentation),
+    };
+    if let Some(ct) = content_type {
+        set_header(&mut headers, "content-type", ct);
+    }
+    let mut secret_headers = Vec::new();
+    if let Some((name, value)) = conn.auth.header() {
+        secret_headers.push(name.clone());
+        set_header(&mut headers, &name, value);
+    }
+    set_header(&mut headers, "webhook-id", webhook_id.to_string());
+    Request {
+        method: method.to_string(),
+        url,
+        headers,
+        body,
+        secret_headers,
+    }
+}
+
+fn set_headers(headers: &mut Vec<(String, String)>, extra: &[(String, Template)], ctx: &RenderContext<'_>) {
+    for (k, t) in extra {
+        set_header(headers, k, t.render(ctx, Escape::Header));
+    }
+}
+
+/// Sets a header, replacing one of the same (lower-case) name.
+pub fn set_header(headers: &mut Vec<(String, String)>, name: &str, value: String) {
+    match headers.iter_mut().find(|(k, _)| k == name) {
+        Some(slot) => slot.1 = value,
+        None => headers.push((name.to_string(), value)),
+    }
+}
+
+/// The attribute codes a chat action lists for the event's class (or its nearest ancestor
+/// with a list).
+pub fn presentation_codes<'a>(
+    from: AttributesFrom,
+    event: &crate::event::Event,
+    presentation: &'a BTreeMap<String, PresentationLists>,
+) -> &'a [String] {
+    if from == AttributesFrom::None {
+        return &[];
+    }
+    std::iter::once(&event.class)
+        .chain(event.ancestors.iter())
+        .find_map(|class| presentation.get(class))
+        .map(|lists| match from {
+            AttributesFrom::List => lists.list.as_slice(),
+            AttributesFrom::Slack => lists.slack.as_slice(),
+            AttributesFrom::Msteams => lists.msteams.as_slice(),
+            AttributesFrom::None => &[],
+        })
+        .unwrap_or(&[])
+}
+
+/// What an answer means beyond its HTTP status, per action type.
+pub fn answer_error(kind: ActionKind, status: u16, body: &[u8]) -> Option<AnswerError> {
+    match kind {
+        ActionKind::Itop => itop::answer_error(status, body),
+        ActionKind::Slack => slack::answer_error(status, body),
+        _ => None,
+    }
+}

@@ -1,0 +1,71 @@
+//! Rocket.Chat incoming webhook: `text`, and `alias`, `avatar`, `emoji` only when set.
+
+use serde_json::{json, Map, Value};
+
+use crate::config::raw::ActionConfig;
+use crate::config::Problems;
+use crate::template::{Escape, RenderContext, Template};
+
+use super::template_field;
+
+/// A compiled Rocket.Chat action.
+#[derive(Debug)]
+pub struct RocketchatSpec {
+    /// Message text (Rocket.Chat markdown).
+    pub message: Template,
+    /// Sender name shown instead of the webhook's.
+    pub alias: Option<Template>,
+    /// Avatar image URL.
+    pub avatar_url: Option<Template>,
+    /// Emoji used as avatar, e.g. `:ghost:`.
+    pub emoji: Option<Template>,
+}
+
+/// Checks and compiles a Rocket.Chat action's fields.
+pub fn compile(place: &str, raw: &ActionConfig, problems: &mut Problems) -> Option<RocketchatSpec> {
+    let before = problems.0.len();
+    if raw.message.as_deref().unwrap_or("").trim().is_empty() {
+        problems.add(format!("{place}.message"), "a chat action needs a message");
+    }
+    let message = template_field(place, "message", raw.message.as_deref(), problems);
+    let mut optional = |field: &str, v: &Option<String>| v.as_deref().and_then(|t| template_field(place, field, Some(t), problems));
+    let alias = optional("alias", &raw.alias);
+    let avatar_url = optional("avatar_url", &raw.avatar_url);
+    let emoji = optional("emoji", &raw.emoji);
+    if problems.0.len() > before {
+        return None;
+    }
+    Some(RocketchatSpec {
+        message: message?,
+        alias,
+        avatar_url,
+        emoji,
+    })
+}
+
+/// Escapes Rocket.Chat markdown in substituted values.
+pub fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '*' | '_' | '~' | '`' | '[' | ']') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// The JSON body.
+pub fn body(spec: &RocketchatSpec, ctx: &RenderContext<'_>) -> (Option<String>, Vec<u8>) {
+    let mut payload = Map::new();
+    payload.insert("text".into(), json!(spec.message.render(ctx, Escape::Markup(escape))));
+    for (key, t) in [("alias", &spec.alias), ("avatar", &spec.avatar_url), ("emoji", &spec.emoji)] {
+        if let Some(t) = t {
+            let v = t.render(ctx, Escape::None);
+            if !v.is_empty() {
+                payload.insert(key.into(), Value::String(v));
+            }
+        }
+    }
+    (Some("application/json".into()), serde_json::to_vec(&payload).unwrap_or_default())
+}

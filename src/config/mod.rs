@@ -1,0 +1,356 @@
+//! Configuration: read the YAML file, expand `${ENV}`, validate it against the shipped
+//! schema, then check references, templates and expressions and compile everything into
+//! the typed [`Config`] the pipeline runs on. Every problem is reported at once, each
+//! with its place (`actions[2].payload`) and cause.
+
+pub mod raw;
+pub mod secret;
+pub mod units;
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::path::Path;
+
+use serde_json::Value;
+use thiserror::Error;
+
+use crate::action::{self, Action};
+use crate::connection::{self, Connection};
+use crate::schema;
+use crate::trigger::{self, Trigger};
+
+pub use raw::{DeliveryConfig, DestinationConfig, PresentationLists, RetryConfig, ServerConfig, SourceConfig};
+
+/// One thing wrong with the config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Where: `actions[2].payload`.
+    pub place: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.place, self.message)
+    }
+}
+
+/// Collects problems while checking, so the user sees them all at once.
+#[derive(Debug, Default)]
+pub struct Problems(pub(crate) Vec<Problem>);
+
+impl Problems {
+    /// Records one problem.
+    pub fn add(&mut self, place: impl Into<String>, message: impl Into<String>) {
+        self.0.push(Problem {
+            place: place.into(),
+            message: message.into(),
+        });
+    }
+
+    /// Whether nothing was recorded.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// Why a config cannot be used.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    /// The file cannot be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The path given.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// Not YAML.
+    #[error("{path}: invalid YAML: {message}")]
+    Yaml {
+        /// The path given.
+        path: String,
+        /// Parser message with line and column.
+        message: String,
+    },
+    /// YAML that breaks the rules.
+    #[error("{}", .problems.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("\n"))]
+    Invalid {
+        /// Every problem found.
+        problems: Vec<Problem>,
+    },
+}
+
+/// A validated, compiled configuration.
+#[derive(Debug)]
+pub struct Config {
+    /// Where events come from.
+    pub source: SourceConfig,
+    /// Where results and callback updates go.
+    pub responses: DestinationConfig,
+    /// Where dead letters go.
+    pub dead_letter: DestinationConfig,
+    /// Operations endpoint.
+    pub server: ServerConfig,
+    /// Delivery settings.
+    pub delivery: DeliveryConfig,
+    /// Connections; actions refer to them by index.
+    pub connections: Vec<Connection>,
+    /// Actions; triggers refer to them by index.
+    pub actions: Vec<Action>,
+    /// Triggers in config order.
+    pub triggers: Vec<Trigger>,
+    /// Attribute lists per class.
+    pub presentation: BTreeMap<String, PresentationLists>,
+}
+
+impl Config {
+    /// Reads, validates and compiles the file at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Config::from_yaml(&text).map_err(|e| match e {
+            ConfigError::Yaml { message, .. } => ConfigError::Yaml {
+                path: path.display().to_string(),
+                message,
+            },
+            other => other,
+        })
+    }
+
+    /// Validates and compiles YAML text.
+    pub fn from_yaml(text: &str) -> Result<Config, ConfigError> {
+        let mut value: Value = serde_norway::from_str(text).map_err(|e| ConfigError::Yaml {
+            path: "config".into(),
+            message: e.to_string(),
+        })?;
+        if value.is_null() {
+            value = Value::Object(Default::default());
+        }
+        let mut problems = Problems::default();
+        expand_env(&mut value, "", &mut problems);
+        normalise_yes_no(&mut value);
+        schema_problems(&value, &mut problems);
+        if !problems.is_empty() {
+            return Err(ConfigError::Invalid { problems: problems.0 });
+        }
+        let raw: raw::RawConfig = serde_json::from_value(value).map_err(|e| ConfigError::Invalid {
+            problems: vec![Problem {
+                place: "(top level)".into(),
+                message: e.to_string(),
+            }],
+        })?;
+        compile(raw)
+    }
+
+    /// The action with this name.
+    pub fn action_index(&self, name: &str) -> Option<usize> {
+        self.actions.iter().position(|a| a.name == name)
+    }
+}
+
+fn compile(raw: raw::RawConfig) -> Result<Config, ConfigError> {
+    let mut problems = Problems::default();
+    check_delivery(&raw.delivery, &mut problems);
+    let mut connection_index = HashMap::new();
+    let mut connections = Vec::new();
+    for (name, c) in &raw.connections {
+        if let Some(conn) = connection::compile(name, c, &mut problems) {
+            connection_index.insert(name.clone(), connections.len());
+            connections.push(conn);
+        } else {
+            // Keep the name resolvable so one bad connection does not also fail every action.
+            connection_index.insert(name.clone(), usize::MAX);
+        }
+    }
+    let mut actions = Vec::new();
+    let mut action_index = HashMap::new();
+    for (i, a) in raw.actions.iter().enumerate() {
+        let place = format!("actions[{i}]");
+        if action_index.insert(a.name.clone(), actions.len()).is_some() {
+            problems.add(format!("{place}.name"), format!("duplicate action name {:?}", a.name));
+        }
+        if let Some(action) = action::compile(&place, a, &connection_index, &raw.presentation, &mut problems) {
+            actions.push(action);
+        } else {
+            action_index.insert(a.name.clone(), usize::MAX);
+        }
+    }
+    let mut triggers = Vec::new();
+    let mut trigger_names = HashMap::new();
+    for (i, t) in raw.triggers.iter().enumerate() {
+        let place = format!("triggers[{i}]");
+        if trigger_names.insert(t.name.clone(), i).is_some() {
+            problems.add(format!("{place}.name"), format!("duplicate trigger name {:?}", t.name));
+        }
+        if let Some(trigger) = trigger::compile(&place, t, &action_index, &raw.actions, &mut problems) {
+            triggers.push(trigger);
+        }
+    }
+    for (class, lists) in &raw.presentation {
+        for (list, codes) in [("list", &lists.list), ("slack", &lists.slack), ("msteams", &lists.msteams)] {
+            for (j, code) in codes.iter().enumerate() {
+                if code.is_empty() || !code.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+                    problems.add(format!("presentation.{class}.{list}[{j}]"), format!("{code:?} is not an attribute code"));
+                }
+            }
+        }
+    }
+    if !problems.is_empty() {
+        return Err(ConfigError::Invalid { problems: problems.0 });
+    }
+    Ok(Config {
+        source: raw.source,
+        responses: raw.responses,
+        dead_letter: raw.dead_letter,
+        server: raw.server,
+        delivery: raw.delivery,
+        connections,
+        actions,
+        triggers,
+        presentation: raw.presentation,
+    })
+}
+
+fn check_delivery(d: &DeliveryConfig, problems: &mut Problems) {
+    if d.concurrency == 0 {
+        problems.add("delivery.concurrency", "must be at least 1");
+    }
+    if d.retry.max_attempts == 0 {
+        problems.add("delivery.retry.max_attempts", "must be at least 1");
+    }
+    if d.retry.multiplier < 1.0 {
+        problems.add("delivery.retry.multiplier", "must be at least 1");
+    }
+    if !(0.0..=1.0).contains(&d.retry.jitter) {
+        problems.add("delivery.retry.jitter", "must be between 0 and 1");
+    }
+    if d.retry.initial > d.retry.max {
+        problems.add("delivery.retry.initial", "must not exceed delivery.retry.max");
+    }
+    if d.quick_attempts == 0 {
+        problems.add("delivery.quick_attempts", "must be at least 1");
+    }
+}
+
+/// `${NAME}` and `${NAME:-default}` in every string are replaced by the environment's value.
+fn expand_env(value: &mut Value, place: &str, problems: &mut Problems) {
+    match value {
+        Value::String(s) if s.contains("${") => match expand_string(s) {
+            Ok(expanded) => *s = expanded,
+            Err(message) => problems.add(schema::place(place), message),
+        },
+        Value::Array(items) => {
+            for (i, item) in items.iter_mut().enumerate() {
+                expand_env(item, &format!("{place}/{i}"), problems);
+            }
+        }
+        Value::Object(map) => {
+            for (k, v) in map.iter_mut() {
+                expand_env(v, &format!("{place}/{}", k.replace('~', "~0").replace('/', "~1")), problems);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn expand_string(text: &str) -> Result<String, String> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let end = after.find('}').ok_or_else(|| "unclosed ${ in environment reference".to_string())?;
+        let (name, default) = match after[..end].split_once(":-") {
+            Some((n, d)) => (n, Some(d)),
+            None => (&after[..end], None),
+        };
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            return Err(format!("${{{}}} is not an environment variable reference", &after[..end]));
+        }
+        match (std::env::var(name), default) {
+            (Ok(v), _) => out.push_str(&v),
+            (Err(_), Some(d)) => out.push_str(d),
+            (Err(_), None) => return Err(format!("environment variable {name} is not set")),
+        }
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// YAML 1.1 readers turn `other_actions: no` into a boolean; accept it as the string it was meant to be.
+fn normalise_yes_no(value: &mut Value) {
+    if let Some(actions) = value.get_mut("actions").and_then(Value::as_array_mut) {
+        for a in actions {
+            if let Some(v) = a.get_mut("other_actions") {
+                if let Some(b) = v.as_bool() {
+                    *v = Value::String(if b { "yes" } else { "no" }.into());
+                }
+            }
+        }
+    }
+}
+
+fn schema_problems(value: &Value, problems: &mut Problems) {
+    use std::sync::OnceLock;
+    static VALIDATOR: OnceLock<jsonschema::Validator> = OnceLock::new();
+    let validator = VALIDATOR.get_or_init(|| schema::validator(schema::CONFIG));
+    for e in validator.iter_errors(value) {
+        let pointer = e.instance_path().as_str().to_string();
+        let instance = value.pointer(&pointer).unwrap_or(&Value::Null);
+        let message = variant_problems(e.schema_path().as_str(), instance)
+            .unwrap_or_else(|| e.to_string());
+        problems.add(schema::place(&pointer), message);
+    }
+}
+
+/// For a `oneOf` over `type`-tagged variants, validates against the variant the object
+/// names, so the user reads "unknown key `urll`" rather than "matches none of the variants".
+fn variant_problems(schema_path: &str, instance: &Value) -> Option<String> {
+    let root: Value = serde_json::from_str(schema::CONFIG).ok()?;
+    let one_of = root.pointer(schema_path)?.as_array()?;
+    let tag = instance.get("type")?.as_str()?;
+    let variants: Vec<&Value> = one_of.iter().map(|v| resolve_ref(&root, v)).collect();
+    let tags: Vec<&str> = variants
+        .iter()
+        .filter_map(|v| v.pointer("/properties/type/const").and_then(Value::as_str))
+        .collect();
+    let Some(variant) = variants
+        .iter()
+        .find(|v| v.pointer("/properties/type/const").and_then(Value::as_str) == Some(tag))
+    else {
+        return Some(format!("type {tag:?} is not one of {}", tags.join(", ")));
+    };
+    let mut standalone = (*variant).clone();
+    if let (Some(obj), Some(defs)) = (standalone.as_object_mut(), root.get("$defs")) {
+        obj.insert("$defs".into(), defs.clone());
+    }
+    let validator = jsonschema::validator_for(&standalone).ok()?;
+    let messages: Vec<String> = validator
+        .iter_errors(instance)
+        .map(|e| {
+            let inner = schema::place(e.instance_path().as_str());
+            if inner == "(top level)" {
+                e.to_string()
+            } else {
+                format!("{inner}: {e}")
+            }
+        })
+        .collect();
+    (!messages.is_empty()).then(|| messages.join("; "))
+}
+
+fn resolve_ref<'a>(root: &'a Value, v: &'a Value) -> &'a Value {
+    v.get("$ref")
+        .and_then(Value::as_str)
+        .and_then(|r| r.strip_prefix('#'))
+        .and_then(|p| root.pointer(p))
+        .unwrap_or(v)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,221 @@
+//! Remote application connections: endpoint URL template, authentication, default headers,
+//! TLS, timeout, rate limit and signing secret — compiled once at load.
+
+use std::time::Duration;
+
+use base64::Engine as _;
+
+use crate::config::raw::{AuthConfig, ConnectionConfig, RateLimitConfig, TlsConfig};
+use crate::config::secret::Secret;
+use crate::config::Problems;
+use crate::template::Template;
+
+/// Authentication, with secrets resolved.
+#[derive(Debug, Clone)]
+pub enum Auth {
+    /// Nothing added.
+    None,
+    /// HTTP Basic.
+    Basic {
+        /// User name.
+        user: String,
+        /// Password.
+        password: Secret,
+    },
+    /// `Authorization: Bearer`.
+    Bearer(Secret),
+    /// A header of the user's choosing.
+    Header {
+        /// Header name.
+        name: String,
+        /// Header value.
+        value: Secret,
+    },
+    /// iTop's `Auth-Token` header.
+    ItopToken(Secret),
+}
+
+impl Auth {
+    /// The header this authentication adds, if any: (name, value).
+    pub fn header(&self) -> Option<(String, String)> {
+        match self {
+            Auth::None => None,
+            Auth::Basic { user, password } => Some((
+                "authorization".into(),
+                format!(
+                    "Basic {}",
+                    base64::engine::general_purpose::STANDARD.encode(format!("{user}:{}", password.expose()))
+                ),
+            )),
+            Auth::Bearer(token) => Some(("authorization".into(), format!("Bearer {}", token.expose()))),
+            Auth::Header { name, value } => Some((name.to_ascii_lowercase(), value.expose().to_string())),
+            Auth::ItopToken(token) => Some(("auth-token".into(), token.expose().to_string())),
+        }
+    }
+}
+
+/// A Standard Webhooks signing key, decoded from `whsec_<base64>`.
+#[derive(Clone)]
+pub struct SigningKey(pub Vec<u8>);
+
+impl std::fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// A compiled connection.
+#[derive(Debug, Clone)]
+pub struct Connection {
+    /// Name in the config.
+    pub name: String,
+    /// Informational application type.
+    pub application: Option<String>,
+    /// Endpoint URL.
+    pub url: Template,
+    /// iTop REST API version.
+    pub api_version: String,
+    /// Authentication.
+    pub auth: Auth,
+    /// Headers added to every request.
+    pub headers: Vec<(String, Template)>,
+    /// Per-attempt timeout, when it overrides `delivery.timeout`.
+    pub timeout: Option<Duration>,
+    /// Token bucket.
+    pub rate_limit: Option<RateLimitConfig>,
+    /// In-flight cap.
+    pub max_in_flight: Option<usize>,
+    /// TLS options.
+    pub tls: TlsConfig,
+    /// Signing keys; several may be given space-separated, to rotate secrets.
+    pub signing_keys: Vec<SigningKey>,
+}
+
+/// Header names hookbridge sets itself and a connection may not override.
+pub const RESERVED_HEADERS: [&str; 5] = ["webhook-id", "webhook-timestamp", "webhook-signature", "content-length", "host"];
+
+/// Checks and compiles one connection; problems are recorded and `None` returned.
+pub fn compile(name: &str, raw: &ConnectionConfig, problems: &mut Problems) -> Option<Connection> {
+    let place = format!("connections.{name}");
+    let before = problems_len(problems);
+    let url = match Template::parse(&raw.url) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            problems.add(format!("{place}.url"), e.to_string());
+            None
+        }
+    };
+    let static_url = url.as_ref().filter(|t| t.is_static()).map(|_| raw.url.as_str());
+    // Only a URL's placeholder-free prefix can be checked here; the rest is checked per request.
+    let prefix = raw.url.split('$').next().unwrap_or("");
+    if !(prefix.starts_with("http://") || prefix.starts_with("https://")) {
+        problems.add(format!("{place}.url"), "must start with http:// or https://");
+    } else if let Some(u) = static_url {
+        if let Err(e) = reqwest::Url::parse(u) {
+            problems.add(format!("{place}.url"), format!("invalid URL: {e}"));
+        }
+    }
+    let mut resolve = |field: &str, secret: &crate::config::secret::SecretRef| match secret.resolve() {
+        Ok(s) => Some(s),
+        Err(e) => {
+            problems.add(format!("{place}.{field}"), e);
+            None
+        }
+    };
+    let auth = match &raw.auth {
+        AuthConfig::None => Some(Auth::None),
+        AuthConfig::Basic { user, password } => resolve("auth.password", password).map(|password| Auth::Basic {
+            user: user.clone(),
+            password,
+        }),
+        AuthConfig::Bearer { token } => resolve("auth.token", token).map(Auth::Bearer),
+        AuthConfig::Header { name, value } => resolve("auth.value", value).map(|value| Auth::Header {
+            name: name.clone(),
+            value,
+        }),
+        AuthConfig::ItopToken { token } => resolve("auth.token", token).map(Auth::ItopToken),
+    };
+    let signing_secret = raw.signing_secret.as_ref().and_then(|s| resolve("signing_secret", s));
+    let mut signing_keys = Vec::new();
+    if let Some(secret) = &signing_secret {
+        for part in secret.expose().split_whitespace() {
+            match decode_signing_secret(part) {
+                Ok(k) => signing_keys.push(SigningKey(k)),
+                Err(e) => problems.add(format!("{place}.signing_secret"), e),
+            }
+        }
+    }
+    if let AuthConfig::Header { name: header, .. } = &raw.auth {
+        check_header_name(&format!("{place}.auth.name"), header, problems);
+    }
+    let mut headers = Vec::new();
+    for (k, v) in &raw.headers {
+        check_header_name(&format!("{place}.headers.{k}"), k, problems);
+        match Template::parse(v) {
+            Ok(t) => headers.push((k.to_ascii_lowercase(), t)),
+            Err(e) => problems.add(format!("{place}.headers.{k}"), e.to_string()),
+        }
+    }
+    if let Some(rl) = &raw.rate_limit {
+        if !(rl.per_second > 0.0) {
+            problems.add(format!("{place}.rate_limit.per_second"), "must be greater than 0");
+        }
+        if rl.burst == 0 {
+            problems.add(format!("{place}.rate_limit.burst"), "must be at least 1");
+        }
+    }
+    if raw.max_in_flight == Some(0) {
+        problems.add(format!("{place}.max_in_flight"), "must be at least 1");
+    }
+    for (field, path) in [("ca_file", &raw.tls.ca_file), ("client_cert", &raw.tls.client_cert), ("client_key", &raw.tls.client_key)] {
+        if let Some(p) = path {
+            if std::fs::metadata(p).is_err() {
+                problems.add(format!("{place}.tls.{field}"), format!("cannot read {p}"));
+            }
+        }
+    }
+    if raw.tls.client_cert.is_some() != raw.tls.client_key.is_some() {
+        problems.add(format!("{place}.tls"), "client_cert and client_key go together");
+    }
+    if problems_len(problems) > before {
+        return None;
+    }
+    Some(Connection {
+        name: name.to_string(),
+        application: raw.application.clone(),
+        url: url?,
+        api_version: raw.api_version.clone().unwrap_or_else(|| "1.3".into()),
+        auth: auth?,
+        headers,
+        timeout: raw.timeout.map(|d| d.0),
+        rate_limit: raw.rate_limit.clone(),
+        max_in_flight: raw.max_in_flight,
+        tls: raw.tls.clone(),
+        signing_keys,
+    })
+}
+
+fn problems_len(p: &Problems) -> usize {
+    p.0.len()
+}
+
+/// A header name must be a token and must not be one hookbridge sets itself.
+pub fn check_header_name(place: &str, name: &str, problems: &mut Problems) {
+    if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
+        problems.add(place, format!("{name:?} is not a valid header name"));
+    } else if RESERVED_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
+        problems.add(place, format!("{name} is set by hookbridge itself"));
+    }
+}
+
+/// `whsec_<base64>` (or bare base64) to key bytes.
+pub fn decode_signing_secret(text: &str) -> Result<Vec<u8>, String> {
+    let b64 = text.strip_prefix("whsec_").unwrap_or(text);
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .map_err(|e| format!("a signing secret is `whsec_` followed by base64: {e}"))?;
+    if key.len() < 16 || key.len() > 64 {
+        return Err(format!("a signing key must be 16 to 64 bytes, this one is {}", key.len()));
+    }
+    Ok(key)
+}

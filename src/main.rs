@@ -1,0 +1,142 @@
+//! The `hookbridge` command line.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand, ValueEnum};
+
+use hookbridge::config::Config;
+use hookbridge::render::render_event;
+use hookbridge::schema;
+
+#[derive(Parser)]
+#[command(name = "hookbridge", version, about = "Object-change events to webhooks and chat notifications")]
+struct Cli {
+    /// Log format on stderr.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate a config: exit 0, or non-zero with every error.
+    Check {
+        /// Config file.
+        #[arg(long, env = "HOOKBRIDGE_CONFIG")]
+        config: PathBuf,
+    },
+    /// Print, as JSON, the matched triggers and the exact requests an event causes. Sends nothing.
+    Render {
+        /// Config file.
+        #[arg(long, env = "HOOKBRIDGE_CONFIG")]
+        config: PathBuf,
+        /// Event file (one JSON event; CloudEvents structured mode accepted).
+        #[arg(long)]
+        event: PathBuf,
+        /// Only this action.
+        #[arg(long)]
+        action: Option<String>,
+    },
+    /// Print a shipped JSON Schema.
+    Schema {
+        /// Which one.
+        #[arg(value_enum)]
+        which: SchemaKind,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum SchemaKind {
+    Config,
+    Event,
+    Response,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("HOOKBRIDGE_LOG").unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+fn load(path: &Path) -> Result<Config, ExitCode> {
+    Config::load(path).map_err(|e| {
+        eprintln!("{}: invalid configuration", path.display());
+        for line in e.to_string().lines() {
+            eprintln!("  {line}");
+        }
+        ExitCode::from(2)
+    })
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Check { config } => Ok(match load(&config) {
+            Ok(c) => {
+                println!(
+                    "{}: ok ({} connections, {} actions, {} triggers)",
+                    config.display(),
+                    c.connections.len(),
+                    c.actions.len(),
+                    c.triggers.len()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(code) => code,
+        }),
+        Command::Render { config, event, action } => {
+            let config = match load(&config) {
+                Ok(c) => c,
+                Err(code) => return Ok(code),
+            };
+            if let Some(a) = &action {
+                if config.action_index(a).is_none() {
+                    anyhow::bail!("no action named {a:?} in the config");
+                }
+            }
+            let bytes = std::fs::read(&event).with_context(|| format!("cannot read {}", event.display()))?;
+            let event = match hookbridge::event::parse_event(&bytes, None) {
+                Ok(e) => e,
+                Err(e) => {
+                    eprintln!("{}: {} ({})", event.display(), e, e.reason());
+                    return Ok(ExitCode::from(3));
+                }
+            };
+            let out = render_event(&config, &event, action.as_deref());
+            println!("{}", serde_json::to_string_pretty(&out)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Schema { which } => {
+            let text = match which {
+                SchemaKind::Config => schema::CONFIG,
+                SchemaKind::Event => schema::EVENT,
+                SchemaKind::Response => schema::RESPONSE,
+            };
+            print!("{text}");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
