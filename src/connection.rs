@@ -92,7 +92,8 @@ pub struct Connection {
 }
 
 /// Header names hookbridge sets itself and a connection may not override.
-pub const RESERVED_HEADERS: [&str; 5] = ["webhook-id", "webhook-timestamp", "webhook-signature", "content-length", "host"];
+pub const RESERVED_HEADERS: [&str; 5] =
+    ["webhook-id", "webhook-timestamp", "webhook-signature", "content-length", "host"];
 
 /// Checks and compiles one connection; problems are recorded and `None` returned.
 pub fn compile(name: &str, raw: &ConnectionConfig, problems: &mut Problems) -> Option<Connection> {
@@ -124,15 +125,13 @@ pub fn compile(name: &str, raw: &ConnectionConfig, problems: &mut Problems) -> O
     };
     let auth = match &raw.auth {
         AuthConfig::None => Some(Auth::None),
-        AuthConfig::Basic { user, password } => resolve("auth.password", password).map(|password| Auth::Basic {
-            user: user.clone(),
-            password,
-        }),
+        AuthConfig::Basic { user, password } => {
+            resolve("auth.password", password).map(|password| Auth::Basic { user: user.clone(), password })
+        }
         AuthConfig::Bearer { token } => resolve("auth.token", token).map(Auth::Bearer),
-        AuthConfig::Header { name, value } => resolve("auth.value", value).map(|value| Auth::Header {
-            name: name.clone(),
-            value,
-        }),
+        AuthConfig::Header { name, value } => {
+            resolve("auth.value", value).map(|value| Auth::Header { name: name.clone(), value })
+        }
         AuthConfig::ItopToken { token } => resolve("auth.token", token).map(Auth::ItopToken),
     };
     let signing_secret = raw.signing_secret.as_ref().and_then(|s| resolve("signing_secret", s));
@@ -167,7 +166,9 @@ pub fn compile(name: &str, raw: &ConnectionConfig, problems: &mut Problems) -> O
     if raw.max_in_flight == Some(0) {
         problems.add(format!("{place}.max_in_flight"), "must be at least 1");
     }
-    for (field, path) in [("ca_file", &raw.tls.ca_file), ("client_cert", &raw.tls.client_cert), ("client_key", &raw.tls.client_key)] {
+    for (field, path) in
+        [("ca_file", &raw.tls.ca_file), ("client_cert", &raw.tls.client_cert), ("client_key", &raw.tls.client_key)]
+    {
         if let Some(p) = path {
             if std::fs::metadata(p).is_err() {
                 problems.add(format!("{place}.tls.{field}"), format!("cannot read {p}"));

@@ -257,9 +257,7 @@ impl EventError {
 /// Parses one message: plain event, structured CloudEvent, or binary CloudEvent when
 /// `ce` carries its header attributes.
 pub fn parse_event(bytes: &[u8], ce: Option<&CloudEventHeaders>) -> Result<Event, EventError> {
-    let text = std::str::from_utf8(bytes).map_err(|e| EventError::NotUtf8 {
-        offset: e.valid_up_to(),
-    })?;
+    let text = std::str::from_utf8(bytes).map_err(|e| EventError::NotUtf8 { offset: e.valid_up_to() })?;
     let mut value: Value = serde_json::from_str(text).map_err(|e| {
         let hint = json_hint(text, &e);
         EventError::InvalidJson(format!("{e}{hint}"))
@@ -300,12 +298,7 @@ fn structured_envelope(obj: &Map<String, Value>) -> Result<CloudEventHeaders, Ev
             return Err(EventError::CloudEvents(format!("datacontenttype {ct:?} is not JSON")));
         }
     }
-    Ok(CloudEventHeaders {
-        specversion,
-        id: text("id"),
-        time: text("time"),
-        source: text("source"),
-    })
+    Ok(CloudEventHeaders { specversion, id: text("id"), time: text("time"), source: text("source") })
 }
 
 /// Envelope `id`, `time` and `source` fill the event's own when absent.

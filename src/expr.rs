@@ -19,9 +19,17 @@ impl std::fmt::Debug for Expression {
 impl Expression {
     /// Compiles `source`; every variable it reads must be in `allowed`.
     pub fn compile(source: &str, allowed: &[&str]) -> Result<Expression, String> {
-        let program = Program::compile(source).map_err(|e| format!("invalid CEL expression: {}", e.to_string().trim()))?;
+        let program =
+            Program::compile(source).map_err(|e| format!("invalid CEL expression: {}", e.to_string().trim()))?;
         let references = program.references();
-        let unknown: Vec<&str> = references.variables().into_iter().filter(|v| !allowed.contains(v)).collect();
+        let bound = macro_variables(source);
+        let unknown: Vec<&str> = references
+            .variables()
+            .into_iter()
+            .filter(|v| {
+                !allowed.contains(v) && !bound.iter().any(|b| b == v) && !v.starts_with('@') && !v.starts_with("__")
+            })
+            .collect();
         if !unknown.is_empty() {
             return Err(format!(
                 "unknown variable{} {} (available: {})",
@@ -30,10 +38,7 @@ impl Expression {
                 allowed.join(", ")
             ));
         }
-        Ok(Expression {
-            source: source.to_string(),
-            program,
-        })
+        Ok(Expression { source: source.to_string(), program })
     }
 
     /// The expression as written.
@@ -60,6 +65,32 @@ impl Expression {
     }
 }
 
+/// Names bound by comprehension macros (`list.map(x, …)`, `all`, `exists`, `exists_one`,
+/// `filter`): they are variables inside the macro, not inputs.
+fn macro_variables(source: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for name in ["map", "filter", "all", "exists", "exists_one", "transformList", "transformMap"] {
+        let pattern = format!(".{name}(");
+        let mut rest = source;
+        while let Some(i) = rest.find(&pattern) {
+            rest = &rest[i + pattern.len()..];
+            let args = rest.trim_start();
+            let ident: String = args.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+            let after = args[ident.len()..].trim_start();
+            if !ident.is_empty() && after.starts_with(',') {
+                out.push(ident);
+                // Two-variable forms bind a second name.
+                let second = after[1..].trim_start();
+                let ident2: String = second.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+                if !ident2.is_empty() && second[ident2.len()..].trim_start().starts_with(',') {
+                    out.push(ident2);
+                }
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -67,7 +98,8 @@ mod tests {
 
     #[test]
     fn compiles_and_evaluates() {
-        let e = Expression::compile(r#"object.priority == "1" && "Ticket" in event.ancestors"#, &["event", "object"]).unwrap();
+        let e = Expression::compile(r#"object.priority == "1" && "Ticket" in event.ancestors"#, &["event", "object"])
+            .unwrap();
         let ev = json!({"ancestors": ["Ticket"]});
         assert!(e.eval_bool(&[("event", &ev), ("object", &json!({"priority": "1"}))]).unwrap());
         assert!(!e.eval_bool(&[("event", &ev), ("object", &json!({"priority": "2"}))]).unwrap());
@@ -75,11 +107,9 @@ mod tests {
 
     #[test]
     fn map_macro_over_response_body() {
-        let e = Expression::compile(
-            "response.body.objects.map(k, response.body.objects[k].fields.ref)[0]",
-            &["response"],
-        )
-        .unwrap();
+        let e =
+            Expression::compile("response.body.objects.map(k, response.body.objects[k].fields.ref)[0]", &["response"])
+                .unwrap();
         let r = json!({"status": 200, "body": {"objects": {"UserRequest::45": {"fields": {"ref": "R-000045"}}}}});
         assert_eq!(e.eval(&[("response", &r)]).unwrap(), json!("R-000045"));
     }

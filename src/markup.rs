@@ -86,7 +86,9 @@ pub fn html_to_text(html: &str) -> String {
         match (tag.starts_with('/'), name.as_str()) {
             (_, "br") => out.push('\n'),
             (false, "li") => out.push_str("\n- "),
-            (true, "p" | "div" | "ul" | "ol" | "h1" | "h2" | "h3" | "h4" | "tr" | "blockquote" | "pre") => out.push('\n'),
+            (true, "p" | "div" | "ul" | "ol" | "h1" | "h2" | "h3" | "h4" | "tr" | "blockquote" | "pre") => {
+                out.push('\n')
+            }
             _ => {}
         }
         rest = &rest[open + close + 1..];
@@ -104,7 +106,10 @@ mod tests {
     #[test]
     fn escapes_and_strips() {
         assert_eq!(html_escape("a<b>&\"c\""), "a&lt;b&gt;&amp;&quot;c&quot;");
-        assert_eq!(html_to_text("<p>Hello <b>world</b></p><ul><li>one</li><li>two &amp; three</li></ul>"), "Hello world\n\n- one\n- two & three");
+        assert_eq!(
+            html_to_text("<p>Hello <b>world</b></p><ul><li>one</li><li>two &amp; three</li></ul>"),
+            "Hello world\n\n- one\n- two & three"
+        );
         assert_eq!(html_to_text("a &lt; b"), "a < b");
         assert_eq!(decode_entities("&#233;t&#xE9; &unknown; &"), "été &unknown; &");
         assert!(looks_like_html("<p>x</p>"));

@@ -7,11 +7,25 @@
 
 /// Query parameters whose value is a credential.
 const SECRET_PARAMS: [&str; 12] = [
-    "sig", "signature", "token", "key", "api_key", "apikey", "access_token", "secret", "password", "code", "auth", "sv",
+    "sig",
+    "signature",
+    "token",
+    "key",
+    "api_key",
+    "apikey",
+    "access_token",
+    "secret",
+    "password",
+    "code",
+    "auth",
+    "sv",
 ];
 
 /// Path prefixes after which everything is a credential.
-const SECRET_PATHS: [&str; 5] = ["/services/", "/webhookb2/", "/hooks/", "/webhook/", "/api/webhooks/"];
+const SECRET_PATHS: [&str; 3] = ["/services/", "/webhookb2/", "/api/webhooks/"];
+
+/// Path prefixes followed by `<id>/<token>` in chat webhooks (Rocket.Chat, Mattermost).
+const TOKEN_PATHS: [&str; 2] = ["/hooks/", "/webhook/"];
 
 /// The URL with credentials replaced by `***`.
 pub fn url(raw: &str) -> String {
@@ -23,7 +37,15 @@ pub fn url(raw: &str) -> String {
         let _ = u.set_password(Some("***"));
     }
     let path = u.path().to_string();
-    if let Some((prefix, _)) = SECRET_PATHS.iter().find_map(|p| path.find(p).map(|i| (&path[..i + p.len()], ()))) {
+    let secret_prefix = SECRET_PATHS.iter().find_map(|p| path.find(p).map(|i| &path[..i + p.len()])).or_else(|| {
+        TOKEN_PATHS.iter().find_map(|p| {
+            let i = path.find(p)?;
+            let rest: Vec<&str> = path[i + p.len()..].split('/').collect();
+            // `<id>/<long token>`: a credential, not an ordinary API path.
+            (rest.len() == 2 && rest[1].len() >= 20).then(|| &path[..i + p.len()])
+        })
+    });
+    if let Some(prefix) = secret_prefix {
         if path.len() > prefix.len() {
             u.set_path(&format!("{prefix}***"));
         }
@@ -65,7 +87,11 @@ mod tests {
         let teams = url("https://prod-01.westus.logic.azure.com:443/workflows/123/triggers/manual/paths/invoke?api-version=2016-06-01&sp=%2Ftriggers&sv=1.0&sig=SECRET");
         assert!(!teams.contains("SECRET"), "{teams}");
         assert!(teams.contains("api-version=2016-06-01"), "{teams}");
-        assert_eq!(url("https://chat.example.com/hooks/abc/def"), "https://chat.example.com/hooks/***");
+        assert_eq!(
+            url("https://chat.example.com/hooks/5f3a9c1e/aZ3kL9pQ2wX8yV7bN4mR6tU1"),
+            "https://chat.example.com/hooks/***"
+        );
+        assert_eq!(url("https://api.example.com/hooks/tickets/R-1"), "https://api.example.com/hooks/tickets/R-1");
         assert_eq!(url("https://user:pw@example.com/x"), "https://user:***@example.com/x");
         assert_eq!(url("https://example.com/api/tickets?id=4"), "https://example.com/api/tickets?id=4");
     }

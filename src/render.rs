@@ -42,17 +42,10 @@ pub fn plan(config: &Config, event: &Event, m: &Match) -> Planned {
     };
     let mentioned = m.mention.and_then(|i| event.mentions.get(i));
     let ctx = RenderContext::new(event, &trigger.name, &action.name, mentioned);
-    let build = BuildContext {
-        render: &ctx,
-        connection: &config.connections[connection],
-        presentation: &config.presentation,
-    };
+    let build =
+        BuildContext { render: &ctx, connection: &config.connections[connection], presentation: &config.presentation };
     let request = build_request(action, &build, &webhook_id(&event.id, &action.name, m.mention));
-    Planned::Send {
-        request,
-        connection,
-        missing: ctx.missing(),
-    }
+    Planned::Send { request, connection, missing: ctx.missing() }
 }
 
 /// One entry of `render`'s output.

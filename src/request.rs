@@ -98,12 +98,7 @@ impl Request {
             Ok(text) => text.to_string(),
             Err(_) => base64::engine::general_purpose::STANDARD.encode(&self.body),
         };
-        ShownRequest {
-            method: self.method.clone(),
-            url: self.masked_url(),
-            headers,
-            body,
-        }
+        ShownRequest { method: self.method.clone(), url: self.masked_url(), headers, body }
     }
 }
 

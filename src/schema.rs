@@ -12,10 +12,7 @@ pub const RESPONSE: &str = include_str!("../schemas/response.v1.json");
 /// Compiles one of the shipped schemas; they are tested, so failure is a build defect.
 pub fn validator(text: &str) -> jsonschema::Validator {
     let schema: Value = serde_json::from_str(text).expect("shipped schema is JSON");
-    jsonschema::options()
-        .should_validate_formats(false)
-        .build(&schema)
-        .expect("shipped schema compiles")
+    jsonschema::options().should_validate_formats(false).build(&schema).expect("shipped schema compiles")
 }
 
 /// Turns a JSON pointer (`/actions/2/payload`) into the place users read (`actions[2].payload`).

@@ -124,13 +124,7 @@ pub struct RenderContext<'a> {
 impl<'a> RenderContext<'a> {
     /// A context for one (trigger, action) render.
     pub fn new(event: &'a Event, trigger: &'a str, action: &'a str, mentioned: Option<&'a Map<String, Value>>) -> Self {
-        RenderContext {
-            event,
-            trigger,
-            action,
-            mentioned,
-            missing: RefCell::new(BTreeSet::new()),
-        }
+        RenderContext { event, trigger, action, mentioned, missing: RefCell::new(BTreeSet::new()) }
     }
 
     /// Placeholders that resolved to nothing, as written.
@@ -329,12 +323,9 @@ impl JsonTemplate {
             JsonTemplate::Literal(v) => v.clone(),
             JsonTemplate::String(t) => t.render_json(ctx),
             JsonTemplate::Array(items) => Value::Array(items.iter().map(|i| i.render(ctx)).collect()),
-            JsonTemplate::Object(entries) => Value::Object(
-                entries
-                    .iter()
-                    .map(|(k, v)| (k.render(ctx, Escape::None), v.render(ctx)))
-                    .collect(),
-            ),
+            JsonTemplate::Object(entries) => {
+                Value::Object(entries.iter().map(|(k, v)| (k.render(ctx, Escape::None), v.render(ctx))).collect())
+            }
         }
     }
 }
@@ -359,16 +350,9 @@ fn looks_like_placeholder(inner: &str) -> bool {
 
 fn parse_placeholder(inner: &str) -> Result<Placeholder, TemplateError> {
     let source = format!("${inner}$");
-    let err = |message: &str| TemplateError {
-        placeholder: source.clone(),
-        message: message.to_string(),
-    };
+    let err = |message: &str| TemplateError { placeholder: source.clone(), message: message.to_string() };
     if inner == "APP_URL" {
-        return Ok(Placeholder {
-            source,
-            root: Root::AppUrl,
-            expr: Expr::Whole,
-        });
+        return Ok(Placeholder { source, root: Root::AppUrl, expr: Expr::Whole });
     }
     let (name, root) = ROOTS
         .iter()
@@ -378,11 +362,11 @@ fn parse_placeholder(inner: &str) -> Result<Placeholder, TemplateError> {
     let rest = &inner[name.len() + 2..];
     let expr = if let Some(open) = rest.find('(') {
         let verb = &rest[..open];
-        let arg = rest[open + 1..]
-            .strip_suffix(')')
-            .ok_or_else(|| err("a verb's argument must end with ')'"))?
-            .trim();
-        let path = || parse_path(arg).ok_or_else(|| err("the argument must be an attribute code such as `status` or `team_id->name`"));
+        let arg = rest[open + 1..].strip_suffix(')').ok_or_else(|| err("a verb's argument must end with ')'"))?.trim();
+        let path = || {
+            parse_path(arg)
+                .ok_or_else(|| err("the argument must be an attribute code such as `status` or `team_id->name`"))
+        };
         let no_arg = |e: Expr| if arg.is_empty() { Ok(e) } else { Err(err(&format!("{verb}() takes no argument"))) };
         let expr = match verb {
             "html" => Expr::Html(path()?),
@@ -413,27 +397,23 @@ fn parse_placeholder(inner: &str) -> Result<Placeholder, TemplateError> {
         }
         expr
     } else {
-        Expr::Path(parse_path(rest).ok_or_else(|| err("expected attribute codes made of letters, digits and '_', joined by '->'"))?)
+        Expr::Path(
+            parse_path(rest)
+                .ok_or_else(|| err("expected attribute codes made of letters, digits and '_', joined by '->'"))?,
+        )
     };
     if matches!(root, Root::Trigger | Root::Action) {
         if expr != Expr::Path(vec!["name".into()]) {
             return Err(err(&format!("only {name}->name is available")));
         }
-        return Ok(Placeholder {
-            source,
-            root,
-            expr: Expr::Whole,
-        });
+        return Ok(Placeholder { source, root, expr: Expr::Whole });
     }
     Ok(Placeholder { source, root, expr })
 }
 
 fn parse_path(text: &str) -> Option<Vec<String>> {
     let parts: Vec<String> = text.split("->").map(str::to_string).collect();
-    parts
-        .iter()
-        .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'))
-        .then_some(parts)
+    parts.iter().all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')).then_some(parts)
 }
 
 /// The map a root's paths walk.
@@ -485,10 +465,7 @@ fn resolve_text(p: &Placeholder, ctx: &RenderContext<'_>) -> String {
         Expr::Html(path) => walk(p.root, path, ctx).map(|v| value_html(&v)),
         Expr::Text(path) => walk(p.root, path, ctx).map(|v| markup::html_to_text(&value_text(&v))),
         Expr::Label(path) => {
-            let label = (path.len() == 1)
-                .then(|| event.labels.values.get(&path[0]))
-                .flatten()
-                .map(value_text);
+            let label = (path.len() == 1).then(|| event.labels.values.get(&path[0])).flatten().map(value_text);
             label.or_else(|| walk(p.root, path, ctx).map(|v| value_text(&v)))
         }
         Expr::Head(code) => newest_entry(event, code).map(|e| entry_text(e, false)),
@@ -535,9 +512,7 @@ fn newest_entry<'a>(event: &'a Event, code: &str) -> Option<&'a Value> {
 fn entry_text(entry: &Value, html: bool) -> String {
     let field = |k: &str| entry.get(k).and_then(Value::as_str);
     if html {
-        field("message_html")
-            .map(str::to_string)
-            .unwrap_or_else(|| markup::html_escape(field("message").unwrap_or("")))
+        field("message_html").map(str::to_string).unwrap_or_else(|| markup::html_escape(field("message").unwrap_or("")))
     } else {
         field("message")
             .map(str::to_string)

@@ -90,7 +90,8 @@ pub fn compile(
             None => problems.add(format!("{place}.actions[{j}]"), format!("no action named {name:?}")),
             Some(&i) => {
                 if raw.on == TriggerOn::LogUpdate {
-                    let kind = raw_actions.iter().find(|a| &a.name == name).map(|a| a.kind.as_str()).unwrap_or("webhook");
+                    let kind =
+                        raw_actions.iter().find(|a| &a.name == name).map(|a| a.kind.as_str()).unwrap_or("webhook");
                     problems.add(
                         format!("{place}.actions[{j}]"),
                         format!("a log_update trigger is reserved for e-mail replies and cannot run the {kind} action {name:?}"),
@@ -136,10 +137,9 @@ impl Trigger {
             TriggerOn::StateEnter => state.is_some_and(|s| s.to.is_some() && s.to == self.state && s.from != s.to),
             TriggerOn::StateLeave => state.is_some_and(|s| s.from.is_some() && s.from == self.state && s.from != s.to),
             TriggerOn::Mention => !event.mentions.is_empty(),
-            TriggerOn::LogUpdate => event
-                .log
-                .as_ref()
-                .is_some_and(|l| self.attributes.is_empty() || self.attributes.contains(&l.attribute)),
+            TriggerOn::LogUpdate => {
+                event.log.as_ref().is_some_and(|l| self.attributes.is_empty() || self.attributes.contains(&l.attribute))
+            }
         }
     }
 }
@@ -167,26 +167,16 @@ pub fn match_event(triggers: &[Trigger], event: &Event) -> (Vec<Match>, Vec<Cond
                 Ok(true) => {}
                 Ok(false) => continue,
                 Err(message) => {
-                    errors.push(ConditionError {
-                        trigger: t.name.clone(),
-                        message,
-                    });
+                    errors.push(ConditionError { trigger: t.name.clone(), message });
                     continue;
                 }
             }
         }
-        let mentions: Vec<Option<usize>> = if t.on == TriggerOn::Mention {
-            (0..event.mentions.len()).map(Some).collect()
-        } else {
-            vec![None]
-        };
+        let mentions: Vec<Option<usize>> =
+            if t.on == TriggerOn::Mention { (0..event.mentions.len()).map(Some).collect() } else { vec![None] };
         for mention in mentions {
             for &action in &t.actions {
-                matches.push(Match {
-                    trigger: ti,
-                    action,
-                    mention,
-                });
+                matches.push(Match { trigger: ti, action, mention });
             }
         }
     }

@@ -30,10 +30,7 @@ pub fn compile(place: &str, raw: &ActionConfig, problems: &mut Problems) -> Opti
         Some(t) => Some(template_field(place, "thread_key", Some(t), problems)?),
         None => None,
     };
-    Some(GoogleChatSpec {
-        message: template_field(place, "message", raw.message.as_deref(), problems)?,
-        thread_key,
-    })
+    Some(GoogleChatSpec { message: template_field(place, "message", raw.message.as_deref(), problems)?, thread_key })
 }
 
 /// Adds the reply option that makes `threadKey` open or continue a thread.

@@ -29,10 +29,7 @@ pub fn compile(place: &str, raw: &ActionConfig, problems: &mut Problems) -> Opti
     if !matches!(json_data, JsonTemplate::Object(_) | JsonTemplate::Literal(Value::Object(_))) {
         problems.add(format!("{place}.json_data"), "must be a JSON object with an \"operation\"");
     }
-    Some(ItopSpec {
-        headers: headers_field(place, raw.headers.as_ref(), problems),
-        json_data,
-    })
+    Some(ItopSpec { headers: headers_field(place, raw.headers.as_ref(), problems), json_data })
 }
 
 impl ItopSpec {
@@ -49,7 +46,9 @@ fn url_encode_form(pairs: &[(&str, &str)]) -> String {
     const FORM: &percent_encoding::AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'*');
     pairs
         .iter()
-        .map(|(k, v)| format!("{}={}", utf8_percent_encode(k, FORM), utf8_percent_encode(v, FORM).to_string().replace("%20", "+")))
+        .map(|(k, v)| {
+            format!("{}={}", utf8_percent_encode(k, FORM), utf8_percent_encode(v, FORM).to_string().replace("%20", "+"))
+        })
         .collect::<Vec<_>>()
         .join("&")
 }
@@ -72,14 +71,8 @@ pub fn answer_error(status: u16, body: &[u8]) -> Option<AnswerError> {
         Some(0) => None,
         Some(code) => Some(AnswerError {
             reason: "itop_error".into(),
-            detail: format!(
-                "code {code}: {}",
-                parsed.get("message").and_then(Value::as_str).unwrap_or("(no message)")
-            ),
+            detail: format!("code {code}: {}", parsed.get("message").and_then(Value::as_str).unwrap_or("(no message)")),
         }),
-        None => Some(AnswerError {
-            reason: "itop_invalid_answer".into(),
-            detail: "the answer has no \"code\"".into(),
-        }),
+        None => Some(AnswerError { reason: "itop_invalid_answer".into(), detail: "the answer has no \"code\"".into() }),
     }
 }

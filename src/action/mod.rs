@@ -13,7 +13,9 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde_json::Value;
 
-use crate::config::raw::{ActionConfig, ActionKind, ActionStatus, AttributesFrom, CallbackWhen, OtherActions, PresentationLists};
+use crate::config::raw::{
+    ActionConfig, ActionKind, ActionStatus, AttributesFrom, CallbackWhen, OtherActions, PresentationLists,
+};
 use crate::config::Problems;
 use crate::connection::{check_header_name, Connection};
 use crate::expr::Expression;
@@ -145,7 +147,12 @@ pub fn compile(
     })
 }
 
-fn resolve_connection(place: &str, name: &str, connections: &HashMap<String, usize>, problems: &mut Problems) -> Option<usize> {
+fn resolve_connection(
+    place: &str,
+    name: &str,
+    connections: &HashMap<String, usize>,
+    problems: &mut Problems,
+) -> Option<usize> {
     match connections.get(name) {
         None => {
             let known: Vec<&str> = connections.keys().map(String::as_str).collect();
@@ -159,7 +166,12 @@ fn resolve_connection(place: &str, name: &str, connections: &HashMap<String, usi
 }
 
 /// Parses a text field holding placeholders, recording a problem at `place.field`.
-pub(crate) fn template_field(place: &str, field: &str, text: Option<&str>, problems: &mut Problems) -> Option<Template> {
+pub(crate) fn template_field(
+    place: &str,
+    field: &str,
+    text: Option<&str>,
+    problems: &mut Problems,
+) -> Option<Template> {
     match Template::parse(text.unwrap_or("")) {
         Ok(t) => Some(t),
         Err(e) => {
@@ -185,7 +197,11 @@ pub(crate) fn json_field(place: &str, field: &str, value: &Value, problems: &mut
 }
 
 /// Compiles action headers, refusing invalid and reserved names.
-pub(crate) fn headers_field(place: &str, headers: Option<&BTreeMap<String, String>>, problems: &mut Problems) -> Vec<(String, Template)> {
+pub(crate) fn headers_field(
+    place: &str,
+    headers: Option<&BTreeMap<String, String>>,
+    problems: &mut Problems,
+) -> Vec<(String, Template)> {
     let mut out = Vec::new();
     for (k, v) in headers.into_iter().flatten() {
         check_header_name(&format!("{place}.headers.{k}"), k, problems);
@@ -249,11 +265,8 @@ pub fn build_request(action: &Action, b: &BuildContext<'_>, webhook_id: &str) ->
     let conn = b.connection;
     let mut url = conn.url.render(b.render, Escape::Url);
     let mut method = "POST";
-    let mut headers: Vec<(String, String)> = conn
-        .headers
-        .iter()
-        .map(|(k, t)| (k.clone(), t.render(b.render, Escape::Header)))
-        .collect();
+    let mut headers: Vec<(String, String)> =
+        conn.headers.iter().map(|(k, t)| (k.clone(), t.render(b.render, Escape::Header))).collect();
     let (content_type, body) = match &action.spec {
         Spec::Webhook(w) => {
             method = w.method.as_str();
@@ -286,13 +299,7 @@ pub fn build_request(action: &Action, b: &BuildContext<'_>, webhook_id: &str) ->
         set_header(&mut headers, &name, value);
     }
     set_header(&mut headers, "webhook-id", webhook_id.to_string());
-    Request {
-        method: method.to_string(),
-        url,
-        headers,
-        body,
-        secret_headers,
-    }
+    Request { method: method.to_string(), url, headers, body, secret_headers }
 }
 
 fn set_headers(headers: &mut Vec<(String, String)>, extra: &[(String, Template)], ctx: &RenderContext<'_>) {

@@ -28,19 +28,15 @@ pub fn compile(place: &str, raw: &ActionConfig, problems: &mut Problems) -> Opti
         problems.add(format!("{place}.message"), "a chat action needs a message");
     }
     let message = template_field(place, "message", raw.message.as_deref(), problems);
-    let mut optional = |field: &str, v: &Option<String>| v.as_deref().and_then(|t| template_field(place, field, Some(t), problems));
+    let mut optional =
+        |field: &str, v: &Option<String>| v.as_deref().and_then(|t| template_field(place, field, Some(t), problems));
     let alias = optional("alias", &raw.alias);
     let avatar_url = optional("avatar_url", &raw.avatar_url);
     let emoji = optional("emoji", &raw.emoji);
     if problems.0.len() > before {
         return None;
     }
-    Some(RocketchatSpec {
-        message: message?,
-        alias,
-        avatar_url,
-        emoji,
-    })
+    Some(RocketchatSpec { message: message?, alias, avatar_url, emoji })
 }
 
 /// Escapes Rocket.Chat markdown in substituted values.

@@ -15,7 +15,11 @@ pub fn escape(text: &str) -> String {
 }
 
 /// The JSON body.
-pub fn body(spec: &ChatSpec, ctx: &RenderContext<'_>, _presentation: &BTreeMap<String, PresentationLists>) -> (Option<String>, Vec<u8>) {
+pub fn body(
+    spec: &ChatSpec,
+    ctx: &RenderContext<'_>,
+    _presentation: &BTreeMap<String, PresentationLists>,
+) -> (Option<String>, Vec<u8>) {
     let text = spec.message.render(ctx, Escape::Markup(escape));
     let payload = json!({
         "text": text,
@@ -31,8 +35,6 @@ pub fn answer_error(status: u16, body: &[u8]) -> Option<AnswerError> {
         return None;
     }
     let code = text.split_whitespace().next().unwrap_or("");
-    (!code.is_empty() && code.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')).then(|| AnswerError {
-        reason: code.to_string(),
-        detail: text.clone(),
-    })
+    (!code.is_empty() && code.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'))
+        .then(|| AnswerError { reason: code.to_string(), detail: text.clone() })
 }

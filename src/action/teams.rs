@@ -27,7 +27,12 @@ pub struct TeamsSpec {
 }
 
 /// Checks and compiles a Teams action's fields.
-pub fn compile(place: &str, raw: &ActionConfig, presentation: &BTreeMap<String, PresentationLists>, problems: &mut Problems) -> Option<TeamsSpec> {
+pub fn compile(
+    place: &str,
+    raw: &ActionConfig,
+    presentation: &BTreeMap<String, PresentationLists>,
+    problems: &mut Problems,
+) -> Option<TeamsSpec> {
     let before = problems.0.len();
     let chat = compile_chat(place, raw, presentation, problems);
     let title = raw.title.as_deref().and_then(|t| template_field(place, "title", Some(t), problems));
@@ -51,7 +56,11 @@ pub fn compile(place: &str, raw: &ActionConfig, presentation: &BTreeMap<String, 
 }
 
 /// The JSON body.
-pub fn body(spec: &TeamsSpec, ctx: &RenderContext<'_>, _presentation: &BTreeMap<String, PresentationLists>) -> (Option<String>, Vec<u8>) {
+pub fn body(
+    spec: &TeamsSpec,
+    ctx: &RenderContext<'_>,
+    _presentation: &BTreeMap<String, PresentationLists>,
+) -> (Option<String>, Vec<u8>) {
     let text = markup::html_to_text(&spec.chat.message.render(ctx, Escape::None));
     let title = spec.title.as_ref().map(|t| t.render(ctx, Escape::None)).unwrap_or_default();
     let payload = match spec.format {

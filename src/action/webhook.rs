@@ -46,7 +46,9 @@ pub fn compile(place: &str, raw: &ActionConfig, problems: &mut Problems) -> Opti
     let payload = match &raw.payload {
         None | Some(serde_json::Value::Null) => None,
         Some(v) if is_json(&content_type) => Some(Payload::Json(json_field(place, "payload", v, problems)?)),
-        Some(serde_json::Value::String(text)) => Some(Payload::Text(template_field(place, "payload", Some(text), problems)?)),
+        Some(serde_json::Value::String(text)) => {
+            Some(Payload::Text(template_field(place, "payload", Some(text), problems)?))
+        }
         Some(_) => {
             problems.add(format!("{place}.payload"), format!("a {content_type} payload must be written as text"));
             return None;
@@ -73,7 +75,9 @@ impl WebhookSpec {
     pub fn body(&self, ctx: &RenderContext<'_>) -> (Option<String>, Vec<u8>) {
         match &self.payload {
             None => (None, Vec::new()),
-            Some(Payload::Json(t)) => (Some(self.content_type.clone()), serde_json::to_vec(&t.render(ctx)).unwrap_or_default()),
+            Some(Payload::Json(t)) => {
+                (Some(self.content_type.clone()), serde_json::to_vec(&t.render(ctx)).unwrap_or_default())
+            }
             Some(Payload::Text(t)) => (Some(self.content_type.clone()), t.render(ctx, Escape::None).into_bytes()),
         }
     }

@@ -43,10 +43,7 @@ pub struct Problems(pub(crate) Vec<Problem>);
 impl Problems {
     /// Records one problem.
     pub fn add(&mut self, place: impl Into<String>, message: impl Into<String>) {
-        self.0.push(Problem {
-            place: place.into(),
-            message: message.into(),
-        });
+        self.0.push(Problem { place: place.into(), message: message.into() });
     }
 
     /// Whether nothing was recorded.
@@ -108,25 +105,18 @@ pub struct Config {
 impl Config {
     /// Reads, validates and compiles the file at `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
         Config::from_yaml(&text).map_err(|e| match e {
-            ConfigError::Yaml { message, .. } => ConfigError::Yaml {
-                path: path.display().to_string(),
-                message,
-            },
+            ConfigError::Yaml { message, .. } => ConfigError::Yaml { path: path.display().to_string(), message },
             other => other,
         })
     }
 
     /// Validates and compiles YAML text.
     pub fn from_yaml(text: &str) -> Result<Config, ConfigError> {
-        let mut value: Value = serde_norway::from_str(text).map_err(|e| ConfigError::Yaml {
-            path: "config".into(),
-            message: e.to_string(),
-        })?;
+        let mut value: Value = serde_norway::from_str(text)
+            .map_err(|e| ConfigError::Yaml { path: "config".into(), message: e.to_string() })?;
         if value.is_null() {
             value = Value::Object(Default::default());
         }
@@ -138,10 +128,7 @@ impl Config {
             return Err(ConfigError::Invalid { problems: problems.0 });
         }
         let raw: raw::RawConfig = serde_json::from_value(value).map_err(|e| ConfigError::Invalid {
-            problems: vec![Problem {
-                place: "(top level)".into(),
-                message: e.to_string(),
-            }],
+            problems: vec![Problem { place: "(top level)".into(), message: e.to_string() }],
         })?;
         compile(raw)
     }
@@ -194,7 +181,8 @@ fn compile(raw: raw::RawConfig) -> Result<Config, ConfigError> {
         for (list, codes) in [("list", &lists.list), ("slack", &lists.slack), ("msteams", &lists.msteams)] {
             for (j, code) in codes.iter().enumerate() {
                 if code.is_empty() || !code.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
-                    problems.add(format!("presentation.{class}.{list}[{j}]"), format!("{code:?} is not an attribute code"));
+                    problems
+                        .add(format!("presentation.{class}.{list}[{j}]"), format!("{code:?} is not an attribute code"));
                 }
             }
         }
@@ -302,8 +290,7 @@ fn schema_problems(value: &Value, problems: &mut Problems) {
     for e in validator.iter_errors(value) {
         let pointer = e.instance_path().as_str().to_string();
         let instance = value.pointer(&pointer).unwrap_or(&Value::Null);
-        let message = variant_problems(e.schema_path().as_str(), instance)
-            .unwrap_or_else(|| e.to_string());
+        let message = variant_problems(e.schema_path().as_str(), instance).unwrap_or_else(|| e.to_string());
         problems.add(schema::place(&pointer), message);
     }
 }
@@ -315,13 +302,10 @@ fn variant_problems(schema_path: &str, instance: &Value) -> Option<String> {
     let one_of = root.pointer(schema_path)?.as_array()?;
     let tag = instance.get("type")?.as_str()?;
     let variants: Vec<&Value> = one_of.iter().map(|v| resolve_ref(&root, v)).collect();
-    let tags: Vec<&str> = variants
-        .iter()
-        .filter_map(|v| v.pointer("/properties/type/const").and_then(Value::as_str))
-        .collect();
-    let Some(variant) = variants
-        .iter()
-        .find(|v| v.pointer("/properties/type/const").and_then(Value::as_str) == Some(tag))
+    let tags: Vec<&str> =
+        variants.iter().filter_map(|v| v.pointer("/properties/type/const").and_then(Value::as_str)).collect();
+    let Some(variant) =
+        variants.iter().find(|v| v.pointer("/properties/type/const").and_then(Value::as_str) == Some(tag))
     else {
         return Some(format!("type {tag:?} is not one of {}", tags.join(", ")));
     };
@@ -345,11 +329,7 @@ fn variant_problems(schema_path: &str, instance: &Value) -> Option<String> {
 }
 
 fn resolve_ref<'a>(root: &'a Value, v: &'a Value) -> &'a Value {
-    v.get("$ref")
-        .and_then(Value::as_str)
-        .and_then(|r| r.strip_prefix('#'))
-        .and_then(|p| root.pointer(p))
-        .unwrap_or(v)
+    v.get("$ref").and_then(Value::as_str).and_then(|r| r.strip_prefix('#')).and_then(|p| root.pointer(p)).unwrap_or(v)
 }
 
 #[cfg(test)]

@@ -93,10 +93,7 @@ pub enum SourceConfig {
 
 impl Default for SourceConfig {
     fn default() -> Self {
-        SourceConfig::File {
-            path: default_stdio(),
-            follow: false,
-        }
+        SourceConfig::File { path: default_stdio(), follow: false }
     }
 }
 
@@ -166,9 +163,7 @@ pub enum DestinationConfig {
 
 impl Default for DestinationConfig {
     fn default() -> Self {
-        DestinationConfig::File {
-            path: default_stdio(),
-        }
+        DestinationConfig::File { path: default_stdio() }
     }
 }
 
@@ -183,9 +178,7 @@ pub struct ServerConfig {
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        ServerConfig {
-            listen: default_listen(),
-        }
+        ServerConfig { listen: default_listen() }
     }
 }
 
@@ -357,12 +350,7 @@ pub struct TlsConfig {
 
 impl Default for TlsConfig {
     fn default() -> Self {
-        TlsConfig {
-            verify: true,
-            ca_file: None,
-            client_cert: None,
-            client_key: None,
-        }
+        TlsConfig { verify: true, ca_file: None, client_cert: None, client_key: None }
     }
 }
 

@@ -28,9 +28,9 @@ impl SecretRef {
     pub fn resolve(&self) -> Result<Secret, String> {
         match self {
             SecretRef::Literal(value) => Ok(Secret::new(value.clone())),
-            SecretRef::Env { env } => std::env::var(env)
-                .map(Secret::new)
-                .map_err(|_| format!("environment variable {env} is not set")),
+            SecretRef::Env { env } => {
+                std::env::var(env).map(Secret::new).map_err(|_| format!("environment variable {env} is not set"))
+            }
             SecretRef::File { file } => std::fs::read_to_string(file)
                 .map(|text| {
                     let trimmed = text.strip_suffix('\n').unwrap_or(&text);
@@ -88,9 +88,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s");
         std::fs::write(&path, "abc\n").unwrap();
-        let r = SecretRef::File {
-            file: path.display().to_string(),
-        };
+        let r = SecretRef::File { file: path.display().to_string() };
         assert_eq!(r.resolve().unwrap().expose(), "abc");
         let missing: SecretRef = serde_json::from_str(r#"{"env":"HOOKBRIDGE_NOPE_NOPE"}"#).unwrap();
         assert!(missing.resolve().unwrap_err().contains("HOOKBRIDGE_NOPE_NOPE"));

@@ -1,1 +1,140 @@
 use super::*;
+
+const BASE: &str = r#"
+connections:
+  c: {url: "https://example.com/hook"}
+actions:
+  - {name: a, type: webhook, connection: c, payload: '{"ref": "$this->ref$"}'}
+triggers:
+  - {name: t, on: create, class: UserRequest, actions: [a]}
+"#;
+
+fn problems(yaml: &str) -> Vec<String> {
+    match Config::from_yaml(yaml) {
+        Ok(_) => vec![],
+        Err(ConfigError::Invalid { problems }) => problems.iter().map(|p| p.to_string()).collect(),
+        Err(e) => vec![e.to_string()],
+    }
+}
+
+fn assert_problem(yaml: &str, place: &str, needle: &str) {
+    let found = problems(yaml);
+    assert!(
+        found.iter().any(|p| p.starts_with(&format!("{place}:")) && p.contains(needle)),
+        "expected `{place}: …{needle}…`, got {found:#?}"
+    );
+}
+
+#[test]
+fn base_config_is_valid() {
+    assert!(problems(BASE).is_empty(), "{:?}", problems(BASE));
+}
+
+#[test]
+fn log_update_trigger_cannot_run_a_webhook_action() {
+    let yaml = BASE.replace("on: create", "on: log_update");
+    assert_problem(&yaml, "triggers[0].actions[0]", "reserved for e-mail");
+}
+
+#[test]
+fn single_quoted_payload_is_refused_with_its_place() {
+    let yaml = BASE.replace(r#"'{"ref": "$this->ref$"}'"#, r#""{'ref': '$this->ref$'}""#);
+    assert_problem(&yaml, "actions[0].payload", "line 1 column 2: key must be a string (single quotes are not JSON)");
+}
+
+#[test]
+fn dangling_references_are_refused() {
+    assert_problem(
+        &BASE.replace("connection: c", "connection: nope"),
+        "actions[0].connection",
+        "no connection named \"nope\"",
+    );
+    assert_problem(&BASE.replace("actions: [a]", "actions: [a, b]"), "triggers[0].actions[1]", "no action named \"b\"");
+    let yaml = BASE.replace("connection: c,", "connection: c, status: test, test_connection: missing,");
+    assert_problem(&yaml, "actions[0].test_connection", "no connection named \"missing\"");
+}
+
+#[test]
+fn misspelt_keys_are_refused_with_their_place() {
+    assert_problem(&BASE.replace("url:", "urll:"), "connections.c", "urll");
+    assert_problem(&format!("{BASE}\ndelivry: {{}}\n"), "(top level)", "delivry");
+    assert_problem(&BASE.replace("on: create", "on: create, clas: X"), "triggers[0]", "clas");
+    assert_problem(&format!("{BASE}\nsource: {{type: file, pth: x}}\n"), "source", "pth");
+}
+
+#[test]
+fn fields_of_another_action_type_are_refused() {
+    assert_problem(&BASE.replace("type: webhook", "type: webhook, alias: x"), "actions[0].alias", "");
+}
+
+#[test]
+fn state_triggers_need_a_state() {
+    assert_problem(&BASE.replace("on: create", "on: state_enter"), "triggers[0].state", "required for on: state_enter");
+    assert!(problems(&BASE.replace("on: create", "on: state_leave, state: new")).is_empty());
+}
+
+#[test]
+fn invalid_cel_is_refused() {
+    assert_problem(
+        &BASE.replace("on: create", "on: create, condition: 'object.priority =='"),
+        "triggers[0].condition",
+        "invalid CEL expression",
+    );
+}
+
+#[test]
+fn other_actions_codes_only_with_specify() {
+    let yaml = r#"
+connections: {c: {url: "https://hooks.slack.com/services/T/B/X"}}
+actions:
+  - {name: s, type: slack, connection: c, message: hi, other_actions: "yes", other_actions_codes: [ev_close]}
+triggers: [{name: t, on: create, class: X, actions: [s]}]
+"#;
+    assert_problem(yaml, "actions[0].other_actions_codes", "only with other_actions: specify");
+    let ok = yaml.replace("\"yes\"", "specify");
+    assert!(problems(&ok).is_empty(), "{:?}", problems(&ok));
+}
+
+#[test]
+fn every_error_is_reported_at_once() {
+    let yaml = BASE.replace("connection: c", "connection: nope").replace("on: create", "on: state_enter");
+    assert!(problems(&yaml).len() >= 2, "{:?}", problems(&yaml));
+}
+
+#[test]
+fn env_expansion_and_secrets() {
+    std::env::set_var("HOOKBRIDGE_T_HOST", "example.org");
+    let c = Config::from_yaml(&BASE.replace("example.com", "${HOOKBRIDGE_T_HOST}")).unwrap();
+    assert!(!c.connections[0].url.is_static() || format!("{:?}", c.connections[0].url).contains("example.org"));
+    assert_problem(
+        &BASE.replace("example.com", "${HOOKBRIDGE_T_UNSET_VAR}"),
+        "connections.c.url",
+        "HOOKBRIDGE_T_UNSET_VAR is not set",
+    );
+    let yaml = BASE.replace(
+        r#"url: "https://example.com/hook"}"#,
+        r#"url: "https://example.com/hook", auth: {type: bearer, token: {env: HOOKBRIDGE_T_NO_TOKEN}}}"#,
+    );
+    assert_problem(&yaml, "connections.c.auth.token", "HOOKBRIDGE_T_NO_TOKEN is not set");
+}
+
+#[test]
+fn bad_placeholders_and_colours_are_refused() {
+    assert_problem(&BASE.replace("$this->ref$", "$this->html(ref$"), "actions[0].payload", "$this->html(ref$");
+    let yaml = r#"
+connections: {c: {url: "https://example.com/x"}}
+actions: [{name: t, type: teams, connection: c, message: hi, highlight_color: "red"}]
+triggers: [{name: t, on: create, class: X, actions: [t]}]
+"#;
+    assert_problem(yaml, "actions[0].highlight_color", "not a hex colour");
+}
+
+#[test]
+fn shipped_configs_parse() {
+    for entry in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/config")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "yaml") {
+            Config::load(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        }
+    }
+}

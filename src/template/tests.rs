@@ -1,1 +1,191 @@
 use super::*;
+use crate::event::parse_event;
+use proptest::prelude::*;
+use serde_json::json;
+
+fn event() -> Event {
+    let doc = json!({
+        "id": "e1", "time": "2026-11-28T09:00:00Z", "operation": "update",
+        "class": "UserRequest", "ancestors": ["Ticket"], "key": 42,
+        "object": {
+            "ref": "R-42", "title": "Say \"hi\"\nnow – é", "priority": 2, "urgent": true, "closed": null,
+            "status": "assigned", "team_id": {"id": 5, "name": "Ops", "slack": "#ops"},
+            "contacts_list": [{"name": "A"}, {"name": "B"}],
+            "description": "<p>Hello <b>you</b> &amp; me</p>",
+            "public_log": {"entries": [
+                {"date": "2026-11-28", "user_login": "ada", "message": "newest", "message_html": "<p>newest</p>"},
+                {"date": "2026-11-27", "user_login": "bob", "message": "older"}
+            ]},
+            "path_value": "a b/c?d"
+        },
+        "previous": {"status": "new"},
+        "labels": {"values": {"status": "Assigned"}},
+        "source": {"name": "iTop", "url": "https://itop.example.com"},
+        "actor": {"user": {"login": "ada"}, "contact": {"name": "Lovelace", "email": "ada@example.com"}},
+        "mentions": [{"name": "Bob", "email": "bob@example.com"}]
+    });
+    parse_event(doc.to_string().as_bytes(), None).unwrap()
+}
+
+fn render(text: &str) -> (String, Vec<String>) {
+    let e = event();
+    let ctx = RenderContext::new(&e, "trig", "act", e.mentions.first());
+    let out = Template::parse(text).unwrap().render(&ctx, Escape::None);
+    (out, ctx.missing())
+}
+
+#[test]
+fn every_placeholder_form() {
+    let cases = [
+        ("$this->ref$", "R-42"),
+        ("$this->team_id->name$", "Ops"),
+        ("$this->team_id$", "Ops"),
+        ("$this->contacts_list$", "A, B"),
+        ("$this->html(description)$", "<p>Hello <b>you</b> &amp; me</p>"),
+        ("$this->text(description)$", "Hello you & me"),
+        ("$this->label(status)$", "Assigned"),
+        ("$this->label(ref)$", "R-42"),
+        ("$this->head(public_log)$", "newest"),
+        ("$this->head_html(public_log)$", "<p>newest</p>"),
+        ("$this->id$", "42"),
+        ("$this->name()$", "R-42"),
+        ("$this->url()$", "https://itop.example.com/pages/UI.php?operation=details&class=UserRequest&id=42"),
+        (
+            "$this->hyperlink()$",
+            "<a href=\"https://itop.example.com/pages/UI.php?operation=details&amp;class=UserRequest&amp;id=42\">R-42</a>",
+        ),
+        ("$current_contact->email$", "ada@example.com"),
+        ("$current_user->login$", "ada"),
+        ("$mentioned->email$", "bob@example.com"),
+        ("$previous->status$", "new"),
+        ("$APP_URL$", "https://itop.example.com/"),
+        ("$trigger->name$", "trig"),
+        ("$action->name$", "act"),
+        ("$this->priority$", "2"),
+        ("$this->urgent$", "true"),
+        ("$this->closed$", ""),
+    ];
+    for (text, want) in cases {
+        let (got, missing) = render(text);
+        assert_eq!(got, want, "{text}");
+        assert!(missing.is_empty(), "{text}: {missing:?}");
+    }
+}
+
+#[test]
+fn literal_dollars_stay() {
+    assert_eq!(render("costs $5 and $6, ref $this->ref$").0, "costs $5 and $6, ref R-42");
+    assert_eq!(render("$").0, "$");
+}
+
+#[test]
+fn missing_attribute_renders_empty_and_is_reported() {
+    let (out, missing) = render("[$this->nope$][$this->team_id->nope$][$this->ref->deeper$]");
+    assert_eq!(out, "[][][]");
+    assert_eq!(missing, vec!["$this->nope$", "$this->ref->deeper$", "$this->team_id->nope$"]);
+}
+
+#[test]
+fn parse_errors_name_the_placeholder() {
+    for bad in [
+        "$this->html(x$",
+        "$this->bogus()$",
+        "$this->a b$",
+        "$trigger->class$",
+        "$current_user->text(x)$",
+        "$this->name(x)$",
+    ] {
+        let e = Template::parse(bad).unwrap_err();
+        assert_eq!(e.placeholder, bad, "{bad}");
+    }
+}
+
+#[test]
+fn url_escaping_percent_encodes_values() {
+    let e = event();
+    let ctx = RenderContext::new(&e, "t", "a", None);
+    let t = Template::parse("https://x.example.com/tickets/$this->path_value$?ref=$this->ref$").unwrap();
+    assert_eq!(t.render(&ctx, Escape::Url), "https://x.example.com/tickets/a%20b%2Fc%3Fd?ref=R-42");
+}
+
+#[test]
+fn header_escaping_removes_line_breaks() {
+    let e = event();
+    let ctx = RenderContext::new(&e, "t", "a", None);
+    let t = Template::parse("X $this->title$").unwrap();
+    let out = t.render(&ctx, Escape::Header);
+    assert!(!out.contains('\n') && !out.contains('\r'), "{out}");
+}
+
+#[test]
+fn markup_escaping_applies_to_values_only() {
+    let e = event();
+    let ctx = RenderContext::new(&e, "t", "a", None);
+    let t = Template::parse("*$this->description$*").unwrap();
+    let out = t.render(&ctx, Escape::Markup(|s| s.replace('<', "&lt;")));
+    assert!(out.starts_with("*&lt;p>"), "{out}");
+}
+
+#[test]
+fn json_payload_substitution_keeps_types_and_escapes_strings() {
+    let e = event();
+    let ctx = RenderContext::new(&e, "t", "a", None);
+    let t = JsonTemplate::parse_text(
+        r#"{"title": "$this->title$", "n": "$this->priority$", "u": "$this->urgent$", "c": "$this->closed$",
+            "mixed": "P$this->priority$", "$this->ref$": ["$this->team_id->slack$"], "fixed": 1}"#,
+    )
+    .unwrap();
+    let v = t.render(&ctx);
+    assert_eq!(v["title"], json!("Say \"hi\"\nnow – é"));
+    assert_eq!(v["n"], json!(2));
+    assert_eq!(v["u"], json!(true));
+    assert_eq!(v["c"], json!(null));
+    assert_eq!(v["mixed"], json!("P2"));
+    assert_eq!(v["R-42"], json!(["#ops"]));
+    assert_eq!(v["fixed"], json!(1));
+}
+
+#[test]
+fn strict_json_errors_are_explained() {
+    let e = JsonTemplate::parse_text("{'a': 1}").unwrap_err();
+    assert_eq!(e.to_string(), "line 1 column 2: key must be a string (single quotes are not JSON)");
+    let e = JsonTemplate::parse_text("{\"a\": 1,}").unwrap_err();
+    assert!(e.to_string().contains("trailing comma"), "{e}");
+    let e = JsonTemplate::parse_text("{\"a\": 1 // note\n}").unwrap_err();
+    assert!(e.to_string().contains("comments are not JSON"), "{e}");
+    let e = JsonTemplate::parse_text("{\"a\": $this->ref$}").unwrap_err();
+    assert!(e.to_string().starts_with("line 1 column 7"), "{e}");
+}
+
+proptest! {
+    #[test]
+    fn any_string_substituted_into_json_stays_valid_and_round_trips(s in any::<String>()) {
+        let doc = json!({
+            "id": "p", "time": "2026-11-28T09:00:00Z", "operation": "create", "class": "C", "key": 1,
+            "object": {"title": s.clone()}
+        });
+        let e = parse_event(doc.to_string().as_bytes(), None).unwrap();
+        let ctx = RenderContext::new(&e, "t", "a", None);
+        let t = JsonTemplate::parse_text(r#"{"title": "$this->title$", "wrapped": "<$this->title$>"}"#).unwrap();
+        let bytes = serde_json::to_vec(&t.render(&ctx)).unwrap();
+        let back: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        prop_assert_eq!(back["title"].as_str().unwrap(), s.as_str());
+        let wrapped = format!("<{s}>");
+        prop_assert_eq!(back["wrapped"].as_str().unwrap(), wrapped.as_str());
+    }
+
+    #[test]
+    fn any_value_in_a_url_stays_one_component(s in any::<String>()) {
+        let doc = json!({
+            "id": "p", "time": "2026-11-28T09:00:00Z", "operation": "create", "class": "C", "key": 1,
+            "object": {"v": s.clone()}
+        });
+        let e = parse_event(doc.to_string().as_bytes(), None).unwrap();
+        let ctx = RenderContext::new(&e, "t", "a", None);
+        let out = Template::parse("https://h.example.com/x/$this->v$").unwrap().render(&ctx, Escape::Url);
+        let url = reqwest::Url::parse(&out).unwrap();
+        prop_assert_eq!(url.path_segments().unwrap().count(), 2);
+        let decoded = percent_encoding::percent_decode_str(url.path_segments().unwrap().nth(1).unwrap()).decode_utf8().unwrap();
+        prop_assert_eq!(decoded.as_ref(), s.as_str());
+    }
+}
