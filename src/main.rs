@@ -46,6 +46,24 @@ enum Command {
         #[arg(long)]
         action: Option<String>,
     },
+    /// Run the bridge until SIGTERM/SIGINT, then drain; a file source without follow ends at its end.
+    Run {
+        /// Config file.
+        #[arg(long, env = "HOOKBRIDGE_CONFIG")]
+        config: PathBuf,
+    },
+    /// Send one action for one event now and print the answer.
+    Send {
+        /// Config file.
+        #[arg(long, env = "HOOKBRIDGE_CONFIG")]
+        config: PathBuf,
+        /// Event file.
+        #[arg(long)]
+        event: PathBuf,
+        /// The action to send.
+        #[arg(long)]
+        action: String,
+    },
     /// Print a shipped JSON Schema.
     Schema {
         /// Which one.
@@ -129,6 +147,42 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("{}", serde_json::to_string_pretty(&out)?);
             Ok(ExitCode::SUCCESS)
         }
+        Command::Run { config } => {
+            let config = match load(&config) {
+                Ok(c) => std::sync::Arc::new(c),
+                Err(code) => return Ok(code),
+            };
+            let runtime = tokio::runtime::Runtime::new()?;
+            runtime.block_on(async move {
+                let shutdown = tokio_util::sync::CancellationToken::new();
+                tokio::spawn(wait_for_signal(shutdown.clone()));
+                hookbridge::runtime::run(config, shutdown).await
+            })?;
+            tracing::info!("stopped");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Send { config, event, action } => {
+            let config = match load(&config) {
+                Ok(c) => std::sync::Arc::new(c),
+                Err(code) => return Ok(code),
+            };
+            if config.action_index(&action).is_none() {
+                anyhow::bail!("no action named {action:?} in the config");
+            }
+            let bytes = std::fs::read(&event).with_context(|| format!("cannot read {}", event.display()))?;
+            let parsed = match hookbridge::event::parse_event(&bytes, None) {
+                Ok(e) => e,
+                Err(e) => {
+                    eprintln!("{}: {} ({})", event.display(), e, e.reason());
+                    return Ok(ExitCode::from(3));
+                }
+            };
+            let runtime = tokio::runtime::Runtime::new()?;
+            let out = runtime.block_on(hookbridge::runtime::send_one(config, parsed, bytes, &action)).map_err(anyhow::Error::msg)?;
+            println!("{}", serde_json::to_string_pretty(&out)?);
+            let delivered = out["result"]["status"] == "delivered" || out["result"]["status"] == "dry_run";
+            Ok(if delivered { ExitCode::SUCCESS } else { ExitCode::from(4) })
+        }
         Command::Schema { which } => {
             let text = match which {
                 SchemaKind::Config => schema::CONFIG,
@@ -139,4 +193,24 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// Cancels `shutdown` on SIGTERM or SIGINT; a second signal exits at once.
+async fn wait_for_signal(shutdown: tokio_util::sync::CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    tracing::info!("signal received: draining");
+    shutdown.cancel();
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    tracing::warn!("second signal: exiting without draining");
+    std::process::exit(130);
 }

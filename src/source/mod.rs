@@ -1,0 +1,124 @@
+//! Event sources: each reads messages and hands them over with an [`Ack`] that releases the
+//! source position. The pipeline settles an `Ack` only once every outcome for the message
+//! is final, so a crash at any instant leaves the message to be read again.
+
+pub mod file;
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::Value;
+use thiserror::Error;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// How a message is settled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settle {
+    /// Every outcome is final: release the position.
+    Done,
+    /// Some delivery waits for a long retry that the broker holds (JetStream redelivery
+    /// after this delay).
+    Redeliver(Duration),
+}
+
+/// Releases a message's source position; dropping it unsettled leaves the message to be
+/// delivered again (after a restart or rebalance).
+pub struct Ack(Option<Box<dyn FnOnce(Settle) + Send>>);
+
+impl Ack {
+    /// An acknowledgement that runs `f`.
+    pub fn new(f: impl FnOnce(Settle) + Send + 'static) -> Ack {
+        Ack(Some(Box::new(f)))
+    }
+
+    /// An acknowledgement with nothing to release (a file has no position to commit).
+    pub fn none() -> Ack {
+        Ack(None)
+    }
+
+    /// Settles the message.
+    pub fn settle(mut self, how: Settle) {
+        if let Some(f) = self.0.take() {
+            f(how);
+        }
+    }
+}
+
+/// A long-retry record: the message carries one delivery that is due again.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct RetryInfo {
+    /// Trigger name.
+    pub trigger: String,
+    /// Action name.
+    pub action: String,
+    /// Mention index, for mention triggers.
+    pub mention: Option<usize>,
+    /// Attempts already made.
+    pub attempts: u32,
+    /// When the first attempt was made (unix ms), for the duration metric.
+    pub first_attempt_ms: i64,
+}
+
+/// One message from a source.
+pub struct Message {
+    /// The payload bytes.
+    pub payload: Vec<u8>,
+    /// Transport headers (Kafka headers, NATS headers).
+    pub headers: Vec<(String, Vec<u8>)>,
+    /// Where it came from: `{type, topic, partition, offset}` and the like.
+    pub coords: Value,
+    /// Releases the position.
+    pub ack: Ack,
+    /// Set when this message is a long retry of one delivery.
+    pub retry: Option<RetryInfo>,
+    /// Attempts already made for every delivery of this message (JetStream redeliveries).
+    pub prior_attempts: u32,
+}
+
+/// Where deliveries wait when their quick in-process attempts are used up.
+#[derive(Clone)]
+pub enum RetryStage {
+    /// No durable stage: keep retrying in process (file source).
+    InProcess,
+    /// A durable retry topic that hands the delivery back when due.
+    Handoff(Arc<dyn DurableRetry>),
+    /// The broker redelivers the whole message after a delay (JetStream NAK with delay).
+    Redeliver,
+}
+
+/// A durable stage that holds a delivery until it is due.
+#[async_trait]
+pub trait DurableRetry: Send + Sync {
+    /// Stores the delivery; returns once the store is durable.
+    async fn schedule(&self, message: &Message, info: RetryInfo, delay: Duration) -> Result<(), String>;
+}
+
+/// Why a source stopped.
+#[derive(Debug, Error)]
+pub enum SourceError {
+    /// Opening or reading failed.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// The broker failed.
+    #[error("{0}")]
+    Broker(String),
+}
+
+/// A running source.
+#[async_trait]
+pub trait Source: Send {
+    /// How long retries are held.
+    fn retry_stage(&self) -> RetryStage;
+
+    /// Reads until the end (file without follow), an error, or `shutdown`; sets `ready`
+    /// once connected.
+    async fn run(
+        self: Box<Self>,
+        tx: mpsc::Sender<Message>,
+        ready: Arc<AtomicBool>,
+        shutdown: CancellationToken,
+    ) -> Result<(), SourceError>;
+}
