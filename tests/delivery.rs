@@ -1,0 +1,393 @@
+//! Delivery against real HTTP receivers on port 0: retries, Retry-After, final answers,
+//! isolation, per-object order, callbacks, signatures, limits and the destination policy.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{event, lines, Receiver, Reply, Run};
+use serde_json::{json, Value};
+
+fn webhook_config(run: &Run, delivery: &str, url: &str) -> String {
+    format!(
+        "{}connections:\n  hook: {{url: \"{url}\"}}\nactions:\n  - {{name: hook, type: webhook, connection: hook, payload: '{{\"ref\": \"$this->ref$\", \"title\": \"$this->title$\"}}'}}\ntriggers:\n  - {{name: created, on: create, class: Ticket, actions: [hook]}}\n",
+        run.header(delivery)
+    )
+}
+
+const FAST_RETRY: &str = "retry: {max_attempts: 4, initial: 50ms, max: 2s, jitter: 0.1}";
+
+#[tokio::test]
+async fn success_after_two_500s_with_one_webhook_id() {
+    let rx = Receiver::start(|n, _| if n < 2 { Reply::Status(500, vec![], "boom".into()) } else { Reply::Status(200, vec![], "ok".into()) }).await;
+    let run = Run::new();
+    run.write_events(&lines(&[event("e1", "1", json!({}))]));
+    run.run(&webhook_config(&run, FAST_RETRY, &rx.url("/hook"))).await;
+    let seen = rx.seen();
+    assert_eq!(seen.len(), 3);
+    let ids: Vec<_> = seen.iter().map(|s| s.header("webhook-id").unwrap().to_string()).collect();
+    assert!(ids.iter().all(|i| i == &ids[0] && i.starts_with("msg_")), "{ids:?}");
+    assert_eq!(seen[2].json()["ref"], "R-1");
+    let results = run.responses();
+    assert_eq!(results.len(), 1);
+    assert_eq!(results[0]["status"], "delivered");
+    assert_eq!(results[0]["attempts"], 3);
+    assert_eq!(results[0]["http_status"], 200);
+    assert_eq!(results[0]["webhook_id"], ids[0].as_str());
+    assert!(run.dead_letters().is_empty());
+}
+
+#[tokio::test]
+async fn retry_after_is_honoured() {
+    let rx = Receiver::start(|n, _| {
+        if n == 0 {
+            Reply::Status(429, vec![("retry-after", "1".into())], "slow down".into())
+        } else {
+            Reply::Status(200, vec![], "ok".into())
+        }
+    })
+    .await;
+    let run = Run::new();
+    run.write_events(&lines(&[event("e1", "1", json!({}))]));
+    run.run(&webhook_config(&run, FAST_RETRY, &rx.url("/hook"))).await;
+    let seen = rx.seen();
+    assert_eq!(seen.len(), 2);
+    let waited = seen[1].at - seen[0].at;
+    assert!(waited >= Duration::from_secs(1), "waited only {waited:?}");
+    assert_eq!(run.responses()[0]["status"], "delivered");
+}
+
+#[tokio::test]
+async fn a_400_is_final_and_dead_lettered() {
+    let rx = Receiver::start(|_, _| Reply::Status(400, vec![], "bad request: missing field".into())).await;
+    let run = Run::new();
+    run.write_events(&lines(&[event("e1", "1", json!({}))]));
+    run.run(&webhook_config(&run, FAST_RETRY, &rx.url("/hook"))).await;
+    assert_eq!(rx.seen().len(), 1);
+    let r = &run.responses()[0];
+    assert_eq!(r["status"], "failed");
+    assert_eq!(r["attempts"], 1);
+    assert_eq!(r["http_status"], 400);
+    assert_eq!(r["error"]["reason"], "http_400");
+    assert_eq!(r["response_excerpt"], "bad request: missing field");
+    let dl = run.dead_letters();
+    assert_eq!(dl.len(), 1);
+    assert_eq!(dl[0]["reason"], "http_400");
+    assert_eq!(dl[0]["action"], "hook");
+    assert_eq!(dl[0]["event_id"], "e1");
+}
+
+#[tokio::test]
+async fn a_stalled_receiver_times_out_without_delaying_a_healthy_one() {
+    let stalled = Receiver::start(|_, _| Reply::Hang).await;
+    let healthy = Receiver::ok().await;
+    let run = Run::new();
+    let events: Vec<Value> = (0..40).map(|i| event(&format!("e{i}"), &i.to_string(), json!({}))).collect();
+    run.write_events(&lines(&events));
+    let yaml = format!(
+        "{}connections:\n  stalled: {{url: \"{}\", timeout: 300ms}}\n  healthy: {{url: \"{}\"}}\nactions:\n  - {{name: stalled, type: webhook, connection: stalled}}\n  - {{name: healthy, type: webhook, connection: healthy}}\ntriggers:\n  - {{name: created, on: create, class: Ticket, actions: [stalled, healthy]}}\n",
+        run.header("concurrency: 8, retry: {max_attempts: 2, initial: 100ms, max: 1s, jitter: 0}"),
+        stalled.url("/"),
+        healthy.url("/")
+    );
+    let started = Instant::now();
+    run.run(&yaml).await;
+    let total = started.elapsed();
+    let healthy_seen = healthy.seen();
+    assert_eq!(healthy_seen.len(), 40);
+    let healthy_done = healthy_seen.iter().map(|s| s.at).max().unwrap() - started;
+    // 40 objects x 2 attempts of 300 ms on 4 connection slots take >= 2 s; the healthy
+    // receiver must not wait for them.
+    eprintln!("healthy receiver got all 40 after {healthy_done:?}; stalled deliveries finished after {total:?}");
+    assert!(total >= Duration::from_secs(2), "{total:?}");
+    assert!(healthy_done * 4 < total, "healthy {healthy_done:?} vs total {total:?}");
+    assert_eq!(stalled.seen().len(), 80, "each stalled delivery is tried twice");
+    let results = run.responses();
+    let failed: Vec<_> = results.iter().filter(|r| r["action"] == "stalled").collect();
+    assert_eq!(failed.len(), 40);
+    assert!(failed.iter().all(|r| r["status"] == "failed" && r["error"]["reason"] == "timeout" && r["attempts"] == 2));
+}
+
+#[tokio::test]
+async fn per_object_order_holds_while_a_receiver_fails_at_random() {
+    let steady = Receiver::ok().await;
+    let flaky_count = Arc::new(AtomicUsize::new(0));
+    let fc = flaky_count.clone();
+    let flaky = Receiver::start(move |_, s| {
+        // Deterministic pseudo-random failures: about one in four.
+        let h = s.body.iter().fold(fc.fetch_add(1, Ordering::SeqCst) as u64, |a, b| a.wrapping_mul(31).wrapping_add(*b as u64));
+        if h % 4 == 0 { Reply::Status(503, vec![], "unavailable".into()) } else { Reply::Status(200, vec![], "ok".into()) }
+    })
+    .await;
+    let run = Run::new();
+    let mut events = Vec::new();
+    for seq in 0..50 {
+        for obj in 0..64 {
+            events.push(event(&format!("e-{obj}-{seq}"), &obj.to_string(), json!({"object": {"ref": format!("R-{obj}"), "seq": seq}})));
+        }
+    }
+    run.write_events(&lines(&events));
+    let yaml = format!(
+        "{}connections:\n  steady: {{url: \"{}\"}}\n  flaky: {{url: \"{}\"}}\nactions:\n  - {{name: steady, type: webhook, connection: steady, payload: '{{\"key\": \"$this->ref$\", \"seq\": \"$this->seq$\"}}'}}\n  - {{name: flaky, type: webhook, connection: flaky, payload: '{{\"key\": \"$this->ref$\", \"seq\": \"$this->seq$\"}}'}}\ntriggers:\n  - {{name: created, on: create, class: Ticket, actions: [steady, flaky]}}\n",
+        run.header("concurrency: 64, retry: {max_attempts: 20, initial: 5ms, max: 20ms}"),
+        steady.url("/"),
+        flaky.url("/")
+    );
+    run.run(&yaml).await;
+    for (name, rx, only_ok) in [("steady", &steady, false), ("flaky", &flaky, true)] {
+        let mut last: HashMap<String, i64> = HashMap::new();
+        let mut delivered = 0;
+        let seen = rx.seen();
+        let mut flaky_n = 0usize;
+        for s in &seen {
+            let _ = only_ok;
+            let v = s.json();
+            let key = v["key"].as_str().unwrap().to_string();
+            let seq = v["seq"].as_i64().unwrap();
+            let prev = last.get(&key).copied().unwrap_or(-1);
+            // A retry repeats the same seq; never an earlier one.
+            assert!(seq >= prev, "{name}: {key} got seq {seq} after {prev}");
+            if seq > prev {
+                delivered += 1;
+            } else {
+                flaky_n += 1;
+            }
+            last.insert(key, seq);
+        }
+        assert_eq!(delivered, 64 * 50, "{name}");
+        if name == "flaky" {
+            assert!(flaky_n > 100, "the flaky receiver should have caused retries, saw {flaky_n}");
+        }
+    }
+    let results = run.responses();
+    assert_eq!(results.len(), 2 * 64 * 50);
+    assert!(results.iter().all(|r| r["status"] == "delivered"), "every delivery succeeds in the end");
+}
+
+#[tokio::test]
+async fn callback_update_from_an_itop_answer_and_none_after_a_refused_connection() {
+    let itop = Receiver::start(|_, s| {
+        let body = String::from_utf8_lossy(&s.body).to_string();
+        assert!(body.starts_with("version=1.3&json_data="), "{body}");
+        Reply::Status(
+            200,
+            vec![("content-type", "application/json".into())],
+            r#"{"objects":{"UserRequest::45":{"code":0,"message":"created","class":"UserRequest","key":"45","fields":{"ref":"R-000045"}}},"code":0,"message":null}"#.into(),
+        )
+    })
+    .await;
+    // A port that refuses connections: bind, note the port, close.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let run = Run::new();
+    run.write_events(&lines(&[event("e1", "1", json!({}))]));
+    let yaml = format!(
+        "{}connections:\n  itop: {{url: \"{}\", auth: {{type: basic, user: rest, password: secret}}}}\n  down: {{url: \"http://{closed}/rest.php\"}}\nactions:\n  - name: mirror\n    type: itop\n    connection: itop\n    json_data: '{{\"operation\": \"core/create\", \"class\": \"UserRequest\", \"fields\": {{\"title\": \"$this->title$\"}}}}'\n    callback: {{when: success, fields: {{remote_ref: 'response.body.objects.map(k, response.body.objects[k].fields.ref)[0]', http: 'response.status'}}}}\n  - name: mirror-down\n    type: itop\n    connection: down\n    json_data: '{{\"operation\": \"core/create\"}}'\n    callback: {{when: any_response, fields: {{remote_ref: 'response.status'}}}}\ntriggers:\n  - {{name: created, on: create, class: Ticket, actions: [mirror, mirror-down]}}\n",
+        run.header("retry: {max_attempts: 2, initial: 10ms, max: 20ms}"),
+        itop.url("/webservices/rest.php")
+    );
+    run.run(&yaml).await;
+    let seen = itop.seen();
+    assert_eq!(seen[0].header("content-type"), Some("application/x-www-form-urlencoded"));
+    assert!(seen[0].header("authorization").unwrap().starts_with("Basic "));
+    let out = run.responses();
+    let updates: Vec<&Value> = out.iter().filter(|m| m["kind"] == "object_update").collect();
+    assert_eq!(updates.len(), 1, "{out:#?}");
+    assert_eq!(updates[0]["action"], "mirror");
+    assert_eq!(updates[0]["class"], "UserRequest");
+    assert_eq!(updates[0]["key"], "1");
+    assert_eq!(updates[0]["fields"], json!({"remote_ref": "R-000045", "http": 200}));
+    let down = out.iter().find(|m| m["action"] == "mirror-down" && m["kind"] == "delivery").unwrap();
+    assert_eq!(down["status"], "failed");
+    assert_eq!(down["error"]["reason"], "network");
+    assert!(down["http_status"].is_null());
+}
+
+#[tokio::test]
+async fn itop_code_other_than_zero_is_a_failure() {
+    let itop = Receiver::start(|_, _| Reply::Status(200, vec![], r#"{"code":100,"message":"Error: Missing argument 'class'"}"#.into())).await;
+    let run = Run::new();
+    run.write_events(&lines(&[event("e1", "1", json!({}))]));
+    let yaml = format!(
+        "{}connections:\n  itop: {{url: \"{}\"}}\nactions:\n  - {{name: mirror, type: itop, connection: itop, json_data: {{operation: core/create}}}}\ntriggers:\n  - {{name: created, on: create, class: Ticket, actions: [mirror]}}\n",
+        run.header(FAST_RETRY),
+        itop.url("/rest.php")
+    );
+    run.run(&yaml).await;
+    let r = &run.responses()[0];
+    assert_eq!(r["status"], "failed");
+    assert_eq!(r["error"]["reason"], "itop_error");
+    assert!(r["error"]["detail"].as_str().unwrap().contains("Missing argument 'class'"));
+    assert_eq!(itop.seen().len(), 1);
+}
+
+#[tokio::test]
+async fn signature_verifies_with_an_independent_implementation() {
+    let rx = Receiver::ok().await;
+    let run = Run::new();
+    run.write_events(&lines(&[event("e1", "1", json!({"object": {"ref": "R-1", "title": "Ünïcode \"quoted\""}}))]));
+    let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    let rotated = "whsec_dGhpcyBpcyBhIHNlY29uZCBrZXkgb2YgMzJieXQ=";
+    let yaml = webhook_config(&run, FAST_RETRY, &rx.url("/hook")).replace(
+        "hook: {url:",
+        &format!("hook: {{signing_secret: \"{secret} {rotated}\", url:"),
+    );
+    run.run(&yaml).await;
+    let s = &rx.seen()[0];
+    let id = s.header("webhook-id").unwrap();
+    let ts = s.header("webhook-timestamp").unwrap();
+    let sig = s.header("webhook-signature").unwrap();
+    assert_eq!(sig.split(' ').count(), 2, "{sig}");
+    let dir = tempfile::tempdir().unwrap();
+    let body_path = dir.path().join("body");
+    std::fs::write(&body_path, &s.body).unwrap();
+    // Standard Webhooks verification, written from the specification in Python.
+    let script = r#"
+import base64, hashlib, hmac, sys
+secret, msg_id, ts, sigs, body_path = sys.argv[1:]
+key = base64.b64decode(secret.split('_', 1)[1])
+body = open(body_path, 'rb').read()
+expected = base64.b64encode(hmac.new(key, f"{msg_id}.{ts}.".encode() + body, hashlib.sha256).digest()).decode()
+ok = any(s.split(',', 1)[1] == expected for s in sigs.split(' ') if s.startswith('v1,'))
+print('valid' if ok else 'invalid')
+"#;
+    for key in [secret, rotated] {
+        let out = std::process::Command::new("python3")
+            .args(["-c", script, key, id, ts, sig, body_path.to_str().unwrap()])
+            .output()
+            .expect("python3 runs");
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "valid", "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let now = chrono::Utc::now().timestamp();
+    assert!((now - ts.parse::<i64>().unwrap()).abs() < 60);
+}
+
+#[tokio::test]
+async fn a_65_mib_request_is_refused() {
+    let rx = Receiver::ok().await;
+    let run = Run::new();
+    let big = "x".repeat(65 * 1024 * 1024);
+    run.write_events(&lines(&[event("e1", "1", json!({"object": {"ref": "R-1", "title": big}}))]));
+    run.run(&webhook_config(&run, FAST_RETRY, &rx.url("/hook"))).await;
+    assert!(rx.seen().is_empty());
+    let r = &run.responses()[0];
+    assert_eq!(r["status"], "failed");
+    assert_eq!(r["error"]["reason"], "too_large");
+    assert_eq!(r["attempts"], 0);
+}
+
+#[tokio::test]
+async fn metadata_and_private_destinations_are_refused() {
+    let rx = Receiver::ok().await;
+    let run = Run::new();
+    run.write_events(&lines(&[event("e1", "1", json!({}))]));
+    let yaml = format!(
+        "{}connections:\n  metadata: {{url: \"http://169.254.169.254/latest/meta-data/\"}}\n  local: {{url: \"{}\"}}\n  byname: {{url: \"http://localhost:{}/\"}}\nactions:\n  - {{name: metadata, type: webhook, connection: metadata}}\n  - {{name: local, type: webhook, connection: local}}\n  - {{name: byname, type: webhook, connection: byname}}\ntriggers:\n  - {{name: created, on: create, class: Ticket, actions: [metadata, local, byname]}}\n",
+        run.header(FAST_RETRY).replace("allow_private_networks: true", "allow_private_networks: false"),
+        rx.url("/"),
+        rx.addr.port()
+    );
+    run.run(&yaml).await;
+    assert!(rx.seen().is_empty(), "nothing may reach a loopback receiver");
+    let out = run.responses();
+    for action in ["metadata", "local", "byname"] {
+        let r = out.iter().find(|r| r["action"] == action).unwrap();
+        assert_eq!(r["status"], "failed", "{action}");
+        assert_eq!(r["error"]["reason"], "destination_refused", "{action}: {r}");
+    }
+    let md = out.iter().find(|r| r["action"] == "metadata").unwrap();
+    assert!(md["error"]["detail"].as_str().unwrap().contains("cloud metadata"), "{md}");
+}
+
+#[tokio::test]
+async fn malformed_lines_are_dead_lettered_and_good_ones_delivered() {
+    let rx = Receiver::ok().await;
+    let run = Run::new();
+    let good = |i: u32| serde_json::to_vec(&event(&format!("g{i}"), &i.to_string(), json!({}))).unwrap();
+    let mut missing_key = event("bad-schema", "9", json!({}));
+    missing_key.as_object_mut().unwrap().remove("key");
+    let events = vec![
+        good(1),
+        br#"{"id": "trunc", "time": "2026-11-28T09:00:00Z", "operation": "cre"#.to_vec(),
+        good(2),
+        b"{'id': 'single', 'operation': 'create'}".to_vec(),
+        serde_json::to_vec(&missing_key).unwrap(),
+        b"\xff\xfe not utf-8 \xc3\x28".to_vec(),
+        b"[1, 2, 3]".to_vec(),
+        good(3),
+    ];
+    run.write_events(&events);
+    run.run(&webhook_config(&run, FAST_RETRY, &rx.url("/hook"))).await;
+    let delivered: Vec<String> = rx.seen().iter().map(|s| s.json()["ref"].as_str().unwrap().to_string()).collect();
+    assert_eq!(delivered.len(), 3);
+    for r in ["R-1", "R-2", "R-3"] {
+        assert!(delivered.contains(&r.to_string()));
+    }
+    let dl = run.dead_letters();
+    let by_line: HashMap<u64, &Value> = dl.iter().map(|d| (d["source"]["line"].as_u64().unwrap(), d)).collect();
+    assert_eq!(dl.len(), 5, "{dl:#?}");
+    assert_eq!(by_line[&2]["reason"], "invalid_json");
+    assert_eq!(by_line[&4]["reason"], "invalid_json");
+    assert!(by_line[&4]["detail"].as_str().unwrap().contains("single quotes"));
+    assert_eq!(by_line[&5]["reason"], "schema_violation");
+    assert!(by_line[&5]["detail"].as_str().unwrap().contains("key"));
+    assert_eq!(by_line[&6]["reason"], "not_utf8");
+    assert_eq!(by_line[&6]["raw_encoding"], "base64");
+    use base64::Engine as _;
+    let raw = base64::engine::general_purpose::STANDARD.decode(by_line[&6]["raw"].as_str().unwrap()).unwrap();
+    assert_eq!(raw, events[5]);
+    assert_eq!(by_line[&7]["reason"], "schema_violation");
+    assert_eq!(by_line[&2]["raw"].as_str().unwrap().as_bytes(), &events[1][..]);
+    assert!(dl.iter().all(|d| d["kind"] == "dead_letter" && d["source"]["type"] == "file"));
+}
+
+#[tokio::test]
+async fn test_and_disabled_statuses() {
+    let live = Receiver::ok().await;
+    let test = Receiver::ok().await;
+    let run = Run::new();
+    run.write_events(&lines(&[event("e1", "1", json!({}))]));
+    let yaml = format!(
+        "{}connections:\n  live: {{url: \"{}\"}}\n  test: {{url: \"{}\"}}\nactions:\n  - {{name: a-test, type: webhook, status: test, connection: live, test_connection: test}}\n  - {{name: a-test-none, type: webhook, status: test, connection: live}}\n  - {{name: a-off, type: webhook, status: disabled, connection: live}}\ntriggers:\n  - {{name: created, on: create, class: Ticket, actions: [a-test, a-test-none, a-off]}}\n",
+        run.header(FAST_RETRY),
+        live.url("/"),
+        test.url("/")
+    );
+    run.run(&yaml).await;
+    assert!(live.seen().is_empty());
+    assert_eq!(test.seen().len(), 1);
+    let out = run.responses();
+    let by: HashMap<&str, &Value> = out.iter().map(|r| (r["action"].as_str().unwrap(), r)).collect();
+    assert_eq!(by["a-test"]["status"], "delivered");
+    assert_eq!(by["a-test-none"]["status"], "skipped");
+    assert_eq!(by["a-test-none"]["error"]["reason"], "no_test_connection");
+    assert_eq!(by["a-off"]["status"], "skipped");
+    assert_eq!(by["a-off"]["error"]["reason"], "disabled");
+}
+
+#[test]
+fn results_match_the_response_schema() {
+    let schema: Value = serde_json::from_str(hookbridge::schema::RESPONSE).unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let rx = Receiver::start(|n, _| if n == 0 { Reply::Status(400, vec![], "no".into()) } else { Reply::Status(200, vec![], "{\"id\": 7}".into()) }).await;
+        let run = Run::new();
+        let mut evs = lines(&[event("e1", "1", json!({})), event("e2", "2", json!({}))]);
+        evs.push(b"not json".to_vec());
+        run.write_events(&evs);
+        let yaml = webhook_config(&run, FAST_RETRY, &rx.url("/hook")).replace(
+            "payload:",
+            "callback: {when: any_response, fields: {remote_id: 'response.status'}}, payload:",
+        );
+        run.run(&yaml).await;
+        let all: Vec<Value> = run.responses().into_iter().chain(run.dead_letters()).collect();
+        assert!(all.len() >= 5, "{all:#?}");
+        for m in &all {
+            let errors: Vec<String> = validator.iter_errors(m).map(|e| format!("{}: {e}", e.instance_path())).collect();
+            assert!(errors.is_empty(), "{m}\n{errors:#?}");
+        }
+    });
+}
