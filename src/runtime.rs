@@ -45,11 +45,8 @@ pub async fn open_sink(place: &'static str, dest: &DestinationConfig, source: &S
     let err = |message: String| StartError::Destination { place, message };
     match dest {
         DestinationConfig::File { path } => Ok(Arc::new(FileSink::open(path).map_err(|e| err(format!("cannot open {path}: {e}")))?)),
-        DestinationConfig::Kafka { .. } => {
-            let _ = source;
-            Err(err("kafka destinations are not available in this build".into()))
-        }
-        DestinationConfig::Nats { .. } => Err(err("nats destinations are not available in this build".into())),
+        DestinationConfig::Kafka { .. } => crate::kafka::open_sink(dest, source).await.map_err(err),
+        DestinationConfig::Nats { .. } => crate::nats::open_sink(dest, source).await.map_err(err),
     }
 }
 
@@ -57,8 +54,8 @@ pub async fn open_sink(place: &'static str, dest: &DestinationConfig, source: &S
 pub async fn open_source(config: &Config) -> Result<Box<dyn Source>, StartError> {
     match &config.source {
         SourceConfig::File { path, follow } => Ok(Box::new(FileSource::new(path, *follow))),
-        SourceConfig::Kafka { .. } => Err(StartError::Source("kafka sources are not available in this build".into())),
-        SourceConfig::Nats { .. } => Err(StartError::Source("nats sources are not available in this build".into())),
+        SourceConfig::Kafka { .. } => crate::kafka::open_source(config).await.map_err(StartError::Source),
+        SourceConfig::Nats { .. } => crate::nats::open_source(config).await.map_err(StartError::Source),
     }
 }
 
