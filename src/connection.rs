@@ -156,7 +156,7 @@ pub fn compile(name: &str, raw: &ConnectionConfig, problems: &mut Problems) -> O
         }
     }
     if let Some(rl) = &raw.rate_limit {
-        if !(rl.per_second > 0.0) {
+        if rl.per_second.is_nan() || rl.per_second <= 0.0 {
             problems.add(format!("{place}.rate_limit.per_second"), "must be greater than 0");
         }
         if rl.burst == 0 {

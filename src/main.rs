@@ -92,7 +92,7 @@ fn main() -> ExitCode {
 }
 
 fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("HOOKBRIDGE_LOG").unwrap_or_else(|_| "info".into());
+    let filter = tracing_subscriber::EnvFilter::try_from_env("HOOKBRIDGE_LOG").unwrap_or_else(|_| "info,hyper=warn,hyper_util=warn,reqwest=warn,rdkafka=warn,async_nats=warn".into());
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder.json().init(),

@@ -4,13 +4,15 @@ use serde_json::json;
 
 use crate::config::raw::ActionConfig;
 use crate::config::Problems;
-use crate::markup;
-use crate::template::{Escape, RenderContext, Template};
+use crate::template::{object_name, Escape, RenderContext, Template};
 
+use super::slack::richtext::{convert, mark_value, truncate, value, Dialect, Unit};
 use super::template_field;
 
-/// Google Chat refuses messages above this many bytes.
+/// Google Chat refuses messages above this many bytes; the whole body is kept under it.
 pub const MAX_MESSAGE_BYTES: usize = 32_000;
+/// Thread keys are short identifiers; a longer one is cut.
+const MAX_THREAD_KEY: usize = 1_000;
 
 /// A compiled Google Chat action.
 #[derive(Debug)]
@@ -39,27 +41,23 @@ pub fn thread_url(url: &str) -> String {
     format!("{url}{sep}messageReplyOption=REPLY_MESSAGE_FALLBACK_TO_NEW_THREAD")
 }
 
-/// The JSON body: plain text, cut to the size Google Chat accepts.
+/// The JSON body: plain text (markup stripped, links as `text (url)`), cut so the whole
+/// body stays within the size Google Chat accepts.
 pub fn body(spec: &GoogleChatSpec, ctx: &RenderContext<'_>) -> (Option<String>, Vec<u8>) {
-    let mut text = markup::html_to_text(&spec.message.render(ctx, Escape::None));
-    truncate_bytes(&mut text, MAX_MESSAGE_BYTES - 64);
-    let mut payload = json!({ "text": text });
-    if let Some(t) = &spec.thread_key {
-        payload["thread"] = json!({ "threadKey": t.render(ctx, Escape::None) });
+    let mut text = convert(&spec.message.render(ctx, Escape::Markup(mark_value)), Dialect::Plain);
+    if text.trim().is_empty() {
+        text = value(&object_name(ctx.event), Dialect::Plain);
     }
+    let thread = spec.thread_key.as_ref().map(|t| {
+        let key = t.render(ctx, Escape::None);
+        json!({ "threadKey": truncate(key.trim(), MAX_THREAD_KEY, Unit::JsonBytes, Dialect::Plain) })
+    });
+    // Everything but the text, as it will be written: `{"text":"",…}`.
+    let mut payload = json!({ "text": "" });
+    if let Some(thread) = thread {
+        payload["thread"] = thread;
+    }
+    let overhead = serde_json::to_vec(&payload).map_or(0, |b| b.len());
+    payload["text"] = json!(truncate(&text, MAX_MESSAGE_BYTES - overhead, Unit::JsonBytes, Dialect::Plain));
     (Some("application/json; charset=UTF-8".into()), serde_json::to_vec(&payload).unwrap_or_default())
-}
-
-/// Cuts `text` to at most `max` bytes on a character boundary, marking the cut.
-pub fn truncate_bytes(text: &mut String, max: usize) {
-    if text.len() <= max {
-        return;
-    }
-    let mark = "… (truncated)";
-    let mut end = max.saturating_sub(mark.len());
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    text.truncate(end);
-    text.push_str(mark);
 }

@@ -120,7 +120,7 @@ pub fn compile(
         ActionKind::GoogleChat => google_chat::compile(place, raw, problems).map(Spec::GoogleChat),
         ActionKind::Teams => teams::compile(place, raw, presentation, problems).map(Spec::Teams),
     };
-    let callback = raw.callback.as_ref().and_then(|cb| {
+    let callback = raw.callback.as_ref().map(|cb| {
         let mut fields = Vec::new();
         for (code, src) in &cb.fields {
             match Expression::compile(src, &CALLBACK_VARIABLES) {
@@ -131,7 +131,7 @@ pub fn compile(
         if fields.is_empty() && cb.fields.is_empty() {
             problems.add(format!("{place}.callback.fields"), "a callback needs at least one field");
         }
-        Some(Callback { when: cb.when, fields })
+        Callback { when: cb.when, fields }
     });
     if problems.0.len() > before {
         return None;

@@ -1,12 +1,18 @@
-//! Rocket.Chat incoming webhook: `text`, and `alias`, `avatar`, `emoji` only when set.
+//! Rocket.Chat incoming webhook: `text` (Rocket.Chat markdown; HTML from placeholders
+//! converted to it), and `alias`, `avatar`, `emoji` only when set.
 
 use serde_json::{json, Map, Value};
 
 use crate::config::raw::ActionConfig;
 use crate::config::Problems;
-use crate::template::{Escape, RenderContext, Template};
+use crate::template::{object_name, Escape, RenderContext, Template};
 
+use super::slack::richtext::{convert, mark_value, truncate, value, Dialect, Unit};
 use super::template_field;
+
+/// Rocket.Chat's default `Message_MaxAllowedSize`: longer messages are refused unless an
+/// administrator raised it, so the text is cut (visibly) to this many characters.
+pub const MAX_MESSAGE_CHARS: usize = 5_000;
 
 /// A compiled Rocket.Chat action.
 #[derive(Debug)]
@@ -39,27 +45,19 @@ pub fn compile(place: &str, raw: &ActionConfig, problems: &mut Problems) -> Opti
     Some(RocketchatSpec { message: message?, alias, avatar_url, emoji })
 }
 
-/// Escapes Rocket.Chat markdown in substituted values.
-pub fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        if matches!(c, '*' | '_' | '~' | '`' | '[' | ']') {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
-}
-
 /// The JSON body.
 pub fn body(spec: &RocketchatSpec, ctx: &RenderContext<'_>) -> (Option<String>, Vec<u8>) {
+    let mut text = convert(&spec.message.render(ctx, Escape::Markup(mark_value)), Dialect::RocketChat);
+    if text.trim().is_empty() {
+        text = value(&object_name(ctx.event), Dialect::RocketChat);
+    }
     let mut payload = Map::new();
-    payload.insert("text".into(), json!(spec.message.render(ctx, Escape::Markup(escape))));
+    payload.insert("text".into(), json!(truncate(&text, MAX_MESSAGE_CHARS, Unit::Utf16, Dialect::RocketChat)));
     for (key, t) in [("alias", &spec.alias), ("avatar", &spec.avatar_url), ("emoji", &spec.emoji)] {
         if let Some(t) = t {
             let v = t.render(ctx, Escape::None);
-            if !v.is_empty() {
-                payload.insert(key.into(), Value::String(v));
+            if !v.trim().is_empty() {
+                payload.insert(key.into(), Value::String(v.trim().to_string()));
             }
         }
     }

@@ -484,7 +484,7 @@ pub(crate) mod richtext {
                             '<' if self == Dialect::TeamsConnector => out.push_str("&lt;"),
                             '>' if self == Dialect::TeamsConnector => out.push_str("&gt;"),
                             '&' if self == Dialect::TeamsConnector && looks_like_entity(&chars[i + 1..]) => out.push_str("&amp;"),
-                            '\\' | '*' | '`' | '[' | ']' | '~' if from_value => {
+                            '\\' | '*' | '`' | '[' | ']' if from_value => {
                                 out.push('\\');
                                 out.push(c);
                             }
@@ -522,7 +522,7 @@ pub(crate) mod richtext {
                 }
                 Dialect::SlackPlain => {
                     if same {
-                        super::super::escape(url)
+                        super::escape(url)
                     } else {
                         text.to_string()
                     }
@@ -563,7 +563,7 @@ pub(crate) mod richtext {
         let mut out = String::with_capacity(text.len());
         let mut rest = text;
         'outer: while !rest.is_empty() {
-            for open in ["<@", "&lt;@"] {
+            for open in ["<@", "&lt;@", "&amp;lt;@"] {
                 if let Some(after) = rest.strip_prefix(open) {
                     let mut markers = String::new();
                     let mut s = after;
@@ -580,7 +580,7 @@ pub(crate) mod richtext {
                             markers2.push(c);
                             s2 = &s2[c.len_utf8()..];
                         }
-                        for close in [">", "&gt;"] {
+                        for close in [">", "&gt;", "&amp;gt;"] {
                             if let Some(tail) = s2.strip_prefix(close) {
                                 out.push(MENTION_START);
                                 out.push_str(id);
@@ -858,6 +858,11 @@ pub(crate) mod richtext {
                         self.lists.pop();
                     }
                     self.line_break();
+                    // Teams joins list items with one line break and everything else with
+                    // two: a blank line keeps the next list or paragraph apart.
+                    if self.lists.is_empty() && matches!(self.dialect, Dialect::Teams | Dialect::TeamsConnector) {
+                        self.top().push('\n');
+                    }
                 }
                 "p" | "div" | "blockquote" | "table" | "tr" | "li" | "section" | "article" | "header" | "footer" | "dl"
                 | "dt" | "dd" => self.line_break(),
@@ -995,13 +1000,19 @@ pub(crate) mod richtext {
         match dialect {
             Dialect::Teams | Dialect::TeamsConnector => {
                 let mut prev_item = false;
-                for line in lines.iter().filter(|l| !l.trim().is_empty()) {
+                let mut blank = false;
+                for line in lines {
+                    if line.trim().is_empty() {
+                        blank = true;
+                        continue;
+                    }
                     let item = is_list_item(line);
                     if !out.is_empty() {
-                        out.push_str(if item && prev_item { "\n" } else { "\n\n" });
+                        out.push_str(if item && prev_item && !blank { "\n" } else { "\n\n" });
                     }
                     out.push_str(line);
                     prev_item = item;
+                    blank = false;
                 }
             }
             _ => {

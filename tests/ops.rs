@@ -1,0 +1,286 @@
+//! Operations, end to end on the binary: /metrics passes promtool, health and readiness,
+//! graceful shutdown on SIGTERM, JSON logs without secrets, and the README's quickstart.
+
+mod common;
+
+use std::io::Write as _;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{event, Receiver, Reply};
+use serde_json::{json, Value};
+
+const BIN: &str = env!("CARGO_BIN_EXE_hookbridge");
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+async fn get(url: &str) -> Option<(u16, String)> {
+    let resp = reqwest::get(url).await.ok()?;
+    let status = resp.status().as_u16();
+    Some((status, resp.text().await.ok()?))
+}
+
+async fn wait_ready(base: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if let Some((200, _)) = get(&format!("{base}/readyz")).await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{base}/readyz never became ready");
+}
+
+fn sigterm(child: &Child) {
+    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+}
+
+fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "process did not exit within {within:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+struct Bridge {
+    dir: tempfile::TempDir,
+    child: Child,
+    base: String,
+}
+
+/// Starts the binary on a followed events file with secrets in its config.
+fn start_bridge(receiver_url: &str, slack_url: &str, extra_env: &[(&str, &str)]) -> Bridge {
+    let dir = tempfile::tempdir().unwrap();
+    let events = dir.path().join("events.jsonl");
+    std::fs::write(&events, "").unwrap();
+    let port = free_port();
+    let yaml = format!(
+        r#"
+source: {{type: file, path: "{events}", follow: true}}
+responses: {{type: file, path: "{out}"}}
+dead_letter: {{type: file, path: "{dl}"}}
+server: {{listen: "127.0.0.1:{port}"}}
+delivery: {{allow_private_networks: true, shutdown_timeout: 5s, retry: {{max_attempts: 2, initial: 50ms, max: 100ms}}}}
+connections:
+  api: {{url: "{receiver_url}", auth: {{type: basic, user: rest, password: {{env: OPS_TEST_PASSWORD}}}}, headers: {{x-api-key: "${{OPS_TEST_KEY}}"}}}}
+  slack: {{url: "{slack_url}"}}
+actions:
+  - {{name: api, type: webhook, connection: api, payload: '{{"ref": "$this->ref$"}}'}}
+  - {{name: chat, type: slack, connection: slack, message: "Ticket $this->ref$"}}
+triggers:
+  - {{name: created, on: create, class: Ticket, actions: [api, chat]}}
+"#,
+        events = events.display(),
+        out = dir.path().join("responses.jsonl").display(),
+        dl = dir.path().join("dead-letter.jsonl").display(),
+    );
+    let config = dir.path().join("config.yaml");
+    std::fs::write(&config, yaml).unwrap();
+    let mut cmd = Command::new(BIN);
+    cmd.args(["run", "--config", config.to_str().unwrap(), "--log-format", "json"])
+        .env("OPS_TEST_PASSWORD", "pw-Sup3rSecret")
+        .env("OPS_TEST_KEY", "key-T0pSecret")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in extra_env {
+        cmd.env(k, v);
+    }
+    let child = cmd.spawn().unwrap();
+    Bridge { dir, child, base: format!("http://127.0.0.1:{port}") }
+}
+
+impl Bridge {
+    fn append(&self, events: &[Value]) {
+        let mut f = std::fs::OpenOptions::new().append(true).open(self.dir.path().join("events.jsonl")).unwrap();
+        for e in events {
+            writeln!(f, "{e}").unwrap();
+        }
+    }
+    fn responses(&self) -> Vec<Value> {
+        common::read_lines(&self.dir.path().join("responses.jsonl").display().to_string())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_pass_promtool_health_and_graceful_shutdown() {
+    let rx = Receiver::start(|n, _| if n % 3 == 0 { Reply::Status(500, vec![], "x".into()) } else { Reply::Status(200, vec![], "ok".into()) }).await;
+    let slack = Receiver::start(|_, _| Reply::Status(404, vec![], "channel_not_found".into())).await;
+    let mut bridge = start_bridge(&rx.url("/hook"), &slack.url("/services/T000/B000/XXXXSECRETTOKEN"), &[]);
+    wait_ready(&bridge.base).await;
+    assert_eq!(get(&format!("{}/healthz", bridge.base)).await.unwrap().0, 200);
+    bridge.append(&(0..10).map(|i| event(&format!("e{i}"), &i.to_string(), json!({}))).collect::<Vec<_>>());
+    bridge.append(&[json!({"not": "an event"})]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while bridge.responses().len() < 20 {
+        assert!(Instant::now() < deadline, "only {} results", bridge.responses().len());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (status, text) = get(&format!("{}/metrics", bridge.base)).await.unwrap();
+    assert_eq!(status, 200);
+    for name in [
+        "hookbridge_events_received_total",
+        "hookbridge_events_invalid_total{reason=\"schema_violation\"} 1",
+        "hookbridge_trigger_matches_total",
+        "hookbridge_deliveries_total",
+        "hookbridge_attempts_total",
+        "hookbridge_delivery_duration_seconds_bucket",
+        "hookbridge_retries_scheduled_total",
+        "hookbridge_deliveries_in_flight",
+        "hookbridge_dead_letters_total",
+    ] {
+        assert!(text.contains(name), "missing {name} in\n{text}");
+    }
+    assert!(!text.contains("127.0.0.1"), "no URL in a label");
+    let metrics_file = bridge.dir.path().join("metrics.txt");
+    std::fs::write(&metrics_file, &text).unwrap();
+    let promtool = Command::new("promtool").args(["check", "metrics"]).stdin(std::fs::File::open(&metrics_file).unwrap()).output();
+    let promtool = promtool.expect("promtool is installed by scripts/test-deps.sh");
+    assert!(promtool.status.success(), "promtool: {}{}", String::from_utf8_lossy(&promtool.stdout), String::from_utf8_lossy(&promtool.stderr));
+    sigterm(&bridge.child);
+    let status = wait_exit(&mut bridge.child, Duration::from_secs(10));
+    assert!(status.success(), "exit status {status:?}");
+    let out = bridge.child.wait_with_output().unwrap();
+    let logs = String::from_utf8_lossy(&out.stderr);
+    for line in logs.lines() {
+        let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
+        assert!(v.get("level").is_some() && v.get("timestamp").is_some(), "{line}");
+    }
+    assert!(logs.contains("signal received"), "{logs}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn secrets_never_appear_in_logs_results_or_render() {
+    let rx = Receiver::start(|_, _| Reply::Status(503, vec![], "down".into())).await;
+    let closed = free_port();
+    let slack_url = format!("http://127.0.0.1:{closed}/services/T000/B000/XXXXSECRETTOKEN");
+    let mut bridge = start_bridge(&rx.url("/hook"), &slack_url, &[("HOOKBRIDGE_LOG", "debug")]);
+    wait_ready(&bridge.base).await;
+    bridge.append(&[event("e1", "1", json!({}))]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while bridge.responses().len() < 2 {
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    sigterm(&bridge.child);
+    wait_exit(&mut bridge.child, Duration::from_secs(10));
+    let out = bridge.child.wait_with_output().unwrap();
+    let everything = format!(
+        "{}{}{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        std::fs::read_to_string(bridge.dir.path().join("responses.jsonl")).unwrap(),
+        std::fs::read_to_string(bridge.dir.path().join("dead-letter.jsonl")).unwrap_or_default(),
+    );
+    // The receiver did get the credentials: they were really used.
+    let seen = rx.seen();
+    assert!(seen[0].header("authorization").unwrap().starts_with("Basic "));
+    assert_eq!(seen[0].header("x-api-key"), Some("key-T0pSecret"));
+    let basic = seen[0].header("authorization").unwrap().trim_start_matches("Basic ").to_string();
+    for secret in ["pw-Sup3rSecret", "key-T0pSecret", "XXXXSECRETTOKEN", basic.as_str()] {
+        assert!(!everything.contains(secret), "secret {secret} leaked:\n{everything}");
+    }
+    assert!(everything.contains("/services/***"), "the masked Slack URL is shown");
+    let render = Command::new(BIN)
+        .args(["render", "--config", bridge.dir.path().join("config.yaml").to_str().unwrap(), "--event"])
+        .arg({
+            let p = bridge.dir.path().join("one.json");
+            std::fs::write(&p, event("e1", "1", json!({})).to_string()).unwrap();
+            p
+        })
+        .env("OPS_TEST_PASSWORD", "pw-Sup3rSecret")
+        .env("OPS_TEST_KEY", "key-T0pSecret")
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&render.stdout);
+    assert!(render.status.success(), "{}", String::from_utf8_lossy(&render.stderr));
+    for secret in ["pw-Sup3rSecret", "key-T0pSecret", "XXXXSECRETTOKEN", basic.as_str()] {
+        assert!(!shown.contains(secret), "render leaked {secret}:\n{shown}");
+    }
+}
+
+#[test]
+fn quickstart_runs_as_written() {
+    let out = Command::new(BIN)
+        .args(["run", "--config", "config/quickstart.yaml"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let dry: Vec<&Value> = lines.iter().filter(|l| l["status"] == "dry_run").collect();
+    assert!(dry.len() >= 5, "{lines:#?}");
+    assert!(dry.iter().all(|l| l["request"]["body"].is_string()));
+    assert_eq!(lines.iter().filter(|l| l["kind"] == "dead_letter").count(), 1);
+}
+
+#[test]
+fn check_reports_every_error_with_its_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.yaml");
+    std::fs::write(
+        &path,
+        r#"
+connections:
+  c: {url: "https://example.com/hook"}
+actions:
+  - {name: a, type: webhook, connection: nope, payload: "{'a': 1}"}
+triggers:
+  - {name: t, on: log_update, class: UserRequest, actions: [a]}
+  - {name: s, on: state_enter, class: UserRequest, actions: [a], condition: "object.x =="}
+"#,
+    )
+    .unwrap();
+    let out = Command::new(BIN).args(["check", "--config", path.to_str().unwrap()]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for needle in [
+        "actions[0].connection: no connection named \"nope\"",
+        "actions[0].payload: line 1 column 2: key must be a string (single quotes are not JSON)",
+        "triggers[0].actions[0]: a log_update trigger is reserved for e-mail replies",
+        "triggers[1].state: required for on: state_enter",
+        "triggers[1].condition: invalid CEL expression",
+    ] {
+        assert!(err.contains(needle), "missing `{needle}` in\n{err}");
+    }
+    let ok = Command::new(BIN).args(["check", "--config", "config/quickstart.yaml"]).current_dir(env!("CARGO_MANIFEST_DIR")).output().unwrap();
+    assert!(ok.status.success());
+    for which in ["config", "event", "response"] {
+        let s = Command::new(BIN).args(["schema", which]).output().unwrap();
+        let v: Value = serde_json::from_slice(&s.stdout).unwrap();
+        assert_eq!(v["$schema"], "https://json-schema.org/draft/2020-12/schema");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn send_prints_the_answer() {
+    let rx = Receiver::start(|_, _| Reply::Status(201, vec![("x-remote-id", "77".into())], r#"{"created": true}"#.into())).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("c.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "delivery: {{allow_private_networks: true}}\nconnections:\n  c: {{url: \"{}\"}}\nactions:\n  - {{name: a, type: webhook, connection: c, payload: '{{\"ref\": \"$this->ref$\"}}', callback: {{when: success, fields: {{remote_id: 'response.headers[\"x-remote-id\"]'}}}}}}\ntriggers:\n  - {{name: t, on: update, class: Ticket, actions: [a]}}\n",
+            rx.url("/x")
+        ),
+    )
+    .unwrap();
+    let ev = dir.path().join("e.json");
+    std::fs::write(&ev, event("e9", "9", json!({})).to_string()).unwrap();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(BIN).args(["send", "--config", config.to_str().unwrap(), "--event", ev.to_str().unwrap(), "--action", "a"]).output().unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["response"]["status"], 201);
+    assert_eq!(v["result"]["status"], "delivered");
+    assert_eq!(v["callback_update"]["fields"]["remote_id"], "77");
+    assert_eq!(rx.seen()[0].json()["ref"], "R-9");
+}
