@@ -217,6 +217,12 @@ fn quickstart_runs_as_written() {
     assert!(dry.len() >= 5, "{lines:#?}");
     assert!(dry.iter().all(|l| l["request"]["body"].is_string()));
     assert_eq!(lines.iter().filter(|l| l["kind"] == "dead_letter").count(), 1);
+    let schema: Value = serde_json::from_str(hookbridge::schema::RESPONSE).unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    for l in &lines {
+        let errors: Vec<String> = validator.iter_errors(l).map(|e| e.to_string()).collect();
+        assert!(errors.is_empty(), "{l}: {errors:?}");
+    }
 }
 
 #[test]
@@ -283,4 +289,32 @@ async fn send_prints_the_answer() {
     assert_eq!(v["result"]["status"], "delivered");
     assert_eq!(v["callback_update"]["fields"]["remote_id"], "77");
     assert_eq!(rx.seen()[0].json()["ref"], "R-9");
+}
+
+#[test]
+fn render_prints_exact_requests_with_escaping_that_round_trips() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let mut ev: Value = serde_json::from_str(&std::fs::read_to_string(format!("{root}/examples/ticket-assigned.json")).unwrap()).unwrap();
+    ev["object"]["ref"] = json!("R 1/2");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("e.json");
+    std::fs::write(&path, ev.to_string()).unwrap();
+    let out = Command::new(BIN)
+        .args(["render", "--config", "config/quickstart.yaml", "--event", path.to_str().unwrap(), "--action", "ticket-webhook"])
+        .current_dir(root)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let m = &v["matched"][0];
+    assert_eq!(m["action"], "ticket-webhook");
+    let req = &m["request"];
+    assert_eq!(req["method"], "POST");
+    assert_eq!(req["url"], "https://api.example.com/hooks/tickets/R%201%2F2");
+    assert_eq!(req["headers"]["authorization"], "***");
+    assert_eq!(req["headers"]["content-type"], "application/json");
+    let body: Value = serde_json::from_str(req["body"].as_str().unwrap()).unwrap();
+    assert_eq!(body["title"], ev["object"]["title"], "quotes, newline and non-ASCII survive");
+    assert!(body["title"].as_str().unwrap().contains('\n'));
+    assert_eq!(body["ref"], "R 1/2");
 }
