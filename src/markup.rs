@@ -33,7 +33,8 @@ pub fn decode_entities(text: &str) -> String {
     while let Some(amp) = rest.find('&') {
         out.push_str(&rest[..amp]);
         let tail = &rest[amp..];
-        let decoded = tail.find(';').filter(|&end| end <= 10).and_then(|end| {
+        // Entities are short: look for the `;` only nearby, so long text stays linear.
+        let decoded = tail.bytes().take(12).position(|b| b == b';').and_then(|end| {
             let name = &tail[1..end];
             let c = match name {
                 "amp" => Some('&'),

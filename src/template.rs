@@ -189,6 +189,9 @@ impl Template {
                     let text = resolve_text(p, ctx);
                     match escape {
                         Escape::None => out.push_str(&text),
+                        // A value of `.` or `..` would be a dot-segment, which URL parsing
+                        // resolves even percent-encoded: refuse it rather than change the path.
+                        Escape::Url if text == "." || text == ".." => ctx.report_missing(p),
                         Escape::Url => out.extend(utf8_percent_encode(&text, URL_COMPONENT)),
                         Escape::Header => out.push_str(&text.replace(['\r', '\n'], " ")),
                         Escape::Markup(f) => out.push_str(&f(&text)),

@@ -6,7 +6,7 @@ use crate::config::raw::ActionConfig;
 use crate::config::Problems;
 use crate::template::{object_name, Escape, RenderContext, Template};
 
-use super::slack::richtext::{convert, mark_value, truncate, value, Dialect, Unit};
+use super::chat::richtext::{mark_value, message, truncate, Dialect, Unit};
 use super::template_field;
 
 /// Google Chat refuses messages above this many bytes; the whole body is kept under it.
@@ -44,10 +44,8 @@ pub fn thread_url(url: &str) -> String {
 /// The JSON body: plain text (markup stripped, links as `text (url)`), cut so the whole
 /// body stays within the size Google Chat accepts.
 pub fn body(spec: &GoogleChatSpec, ctx: &RenderContext<'_>) -> (Option<String>, Vec<u8>) {
-    let mut text = convert(&spec.message.render(ctx, Escape::Markup(mark_value)), Dialect::Plain);
-    if text.trim().is_empty() {
-        text = value(&object_name(ctx.event), Dialect::Plain);
-    }
+    let text =
+        message(&spec.message.render(ctx, Escape::Markup(mark_value)), Dialect::Plain, || object_name(ctx.event));
     let thread = spec.thread_key.as_ref().map(|t| {
         let key = t.render(ctx, Escape::None);
         json!({ "threadKey": truncate(key.trim(), MAX_THREAD_KEY, Unit::JsonBytes, Dialect::Plain) })

@@ -2,6 +2,7 @@
 //! ([`compile`]) and renders the exact HTTP request for an event ([`build_request`]); the
 //! chat types hide method, headers and payload so users write only the content.
 
+pub mod chat;
 pub mod google_chat;
 pub mod itop;
 pub mod rocketchat;

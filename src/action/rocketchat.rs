@@ -1,18 +1,20 @@
 //! Rocket.Chat incoming webhook: `text` (Rocket.Chat markdown; HTML from placeholders
 //! converted to it), and `alias`, `avatar`, `emoji` only when set.
 
-use serde_json::{json, Map, Value};
+use serde_json::{json, Map};
 
 use crate::config::raw::ActionConfig;
 use crate::config::Problems;
 use crate::template::{object_name, Escape, RenderContext, Template};
 
-use super::slack::richtext::{convert, mark_value, truncate, value, Dialect, Unit};
+use super::chat::richtext::{mark_value, message, truncate, Dialect, Unit};
 use super::template_field;
 
 /// Rocket.Chat's default `Message_MaxAllowedSize`: longer messages are refused unless an
 /// administrator raised it, so the text is cut (visibly) to this many characters.
 pub const MAX_MESSAGE_CHARS: usize = 5_000;
+/// An alias or emoji is a short name, an avatar a URL: longer values are cut.
+const MAX_FIELD_CHARS: usize = 2_000;
 
 /// A compiled Rocket.Chat action.
 #[derive(Debug)]
@@ -47,17 +49,15 @@ pub fn compile(place: &str, raw: &ActionConfig, problems: &mut Problems) -> Opti
 
 /// The JSON body.
 pub fn body(spec: &RocketchatSpec, ctx: &RenderContext<'_>) -> (Option<String>, Vec<u8>) {
-    let mut text = convert(&spec.message.render(ctx, Escape::Markup(mark_value)), Dialect::RocketChat);
-    if text.trim().is_empty() {
-        text = value(&object_name(ctx.event), Dialect::RocketChat);
-    }
+    let text =
+        message(&spec.message.render(ctx, Escape::Markup(mark_value)), Dialect::RocketChat, || object_name(ctx.event));
     let mut payload = Map::new();
     payload.insert("text".into(), json!(truncate(&text, MAX_MESSAGE_CHARS, Unit::Utf16, Dialect::RocketChat)));
     for (key, t) in [("alias", &spec.alias), ("avatar", &spec.avatar_url), ("emoji", &spec.emoji)] {
         if let Some(t) = t {
             let v = t.render(ctx, Escape::None);
             if !v.trim().is_empty() {
-                payload.insert(key.into(), Value::String(v.trim().to_string()));
+                payload.insert(key.into(), json!(truncate(v.trim(), MAX_FIELD_CHARS, Unit::Utf16, Dialect::Plain)));
             }
         }
     }

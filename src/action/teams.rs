@@ -11,8 +11,8 @@ use crate::config::raw::{ActionConfig, PresentationLists, TeamsFormat};
 use crate::config::Problems;
 use crate::template::{object_name, Escape, RenderContext, Template};
 
-use super::slack::richtext::{convert, mark_value, truncate, value, Dialect, Unit};
-use super::slack::{actor_name, attribute_rows, buttons, Button, ButtonKind};
+use super::chat::richtext::{convert, mark_value, message, truncate, value_within, Dialect, Unit};
+use super::chat::{actor_name, attribute_rows, buttons, Button, ButtonKind};
 use super::{compile_chat, template_field, ChatSpec};
 
 /// Teams refuses messages above 28 KB; this leaves room for what the service adds.
@@ -77,7 +77,11 @@ pub fn compile(
 }
 
 /// The JSON body.
-pub fn body(spec: &TeamsSpec, ctx: &RenderContext<'_>, presentation: &BTreeMap<String, PresentationLists>) -> (Option<String>, Vec<u8>) {
+pub fn body(
+    spec: &TeamsSpec,
+    ctx: &RenderContext<'_>,
+    presentation: &BTreeMap<String, PresentationLists>,
+) -> (Option<String>, Vec<u8>) {
     let mut content = Content::collect(spec, ctx, presentation);
     let payload = content.fit();
     (Some("application/json".into()), serde_json::to_vec(&payload).unwrap_or_default())
@@ -101,7 +105,11 @@ struct Content {
 }
 
 impl Content {
-    fn collect(spec: &TeamsSpec, ctx: &RenderContext<'_>, presentation: &BTreeMap<String, PresentationLists>) -> Content {
+    fn collect(
+        spec: &TeamsSpec,
+        ctx: &RenderContext<'_>,
+        presentation: &BTreeMap<String, PresentationLists>,
+    ) -> Content {
         let event = ctx.event;
         let format = spec.format;
         // MessageCard formats its text only; titles and fact names are plain there.
@@ -110,25 +118,25 @@ impl Content {
             TeamsFormat::MessageCard => (Dialect::TeamsConnector, Dialect::Plain),
         };
         let rendered = spec.chat.message.render(ctx, Escape::Markup(mark_value));
-        let mut message = convert(&rendered, dialect);
-        if message.trim().is_empty() {
-            message = value(&object_name(event), dialect);
-        }
+        let message = message(&rendered, dialect, || object_name(event));
         let rendered_title = spec.title.as_ref().map(|t| t.render(ctx, Escape::Markup(mark_value))).unwrap_or_default();
-        let title = truncate(&convert(&rendered_title, label_dialect), MAX_TITLE, Unit::Utf16, label_dialect);
-        let summary_source = if rendered_title.trim().is_empty() { &rendered } else { &rendered_title };
-        let mut summary = truncate(&convert(summary_source, Dialect::Plain).replace('\n', " "), MAX_SUMMARY, Unit::Utf16, Dialect::Plain);
-        if summary.trim().is_empty() {
-            summary = object_name(event);
+        // A title and a summary are one line, whatever the attributes in them hold.
+        let one_line = |text: String| text.split_whitespace().collect::<Vec<_>>().join(" ");
+        let title = truncate(&one_line(convert(&rendered_title, label_dialect)), MAX_TITLE, Unit::Utf16, label_dialect);
+        let mut summary = one_line(convert(&rendered_title, Dialect::Plain));
+        if summary.is_empty() {
+            summary = one_line(convert(&rendered, Dialect::Plain));
         }
+        if summary.is_empty() {
+            summary = one_line(object_name(event));
+        }
+        let summary = truncate(&summary, MAX_SUMMARY, Unit::Utf16, Dialect::Plain);
         let facts = attribute_rows(&spec.chat, event, presentation)
             .into_iter()
             .map(|row| {
-                let shown = value(&row.value, dialect);
-                (
-                    truncate(&value(&row.label, label_dialect), MAX_FACT_TITLE, Unit::Utf16, label_dialect),
-                    if shown.is_empty() { "—".to_string() } else { truncate(&shown, MAX_FACT_VALUE, Unit::Utf16, dialect) },
-                )
+                let shown = value_within(&row.value, MAX_FACT_VALUE, Unit::Utf16, dialect);
+                let shown = if shown.is_empty() { "—".to_string() } else { shown };
+                (value_within(&row.label, MAX_FACT_TITLE, Unit::Utf16, label_dialect), shown)
             })
             .collect();
         let user = spec
@@ -136,7 +144,7 @@ impl Content {
             .user_info
             .then(|| actor_name(event))
             .flatten()
-            .map(|name| truncate(&value(&name, label_dialect), MAX_FACT_TITLE, Unit::Utf16, label_dialect));
+            .map(|name| value_within(&name, MAX_FACT_TITLE, Unit::Utf16, label_dialect));
         let buttons = buttons(&spec.chat, event)
             .into_iter()
             .filter(|b| b.url.len() <= MAX_URL)
@@ -214,8 +222,9 @@ impl Content {
 
     fn adaptive_card(&self) -> Value {
         let text_block = |text: &str| json!({"type": "TextBlock", "text": text, "wrap": true});
-        let title = (!self.title.trim().is_empty())
-            .then(|| json!({"type": "TextBlock", "text": self.title, "weight": "Bolder", "size": "Medium", "wrap": true}));
+        let title = (!self.title.trim().is_empty()).then(
+            || json!({"type": "TextBlock", "text": self.title, "weight": "Bolder", "size": "Medium", "wrap": true}),
+        );
         let mut body = Vec::new();
         match (self.color.as_deref().map(container_style), title) {
             // The highlight colour has no exact match in Adaptive Cards: the nearest
@@ -224,9 +233,9 @@ impl Content {
                 body.push(json!({"type": "Container", "style": style, "bleed": true, "items": [title]}));
                 body.push(text_block(&self.message));
             }
-            (Some(style), None) => {
-                body.push(json!({"type": "Container", "style": style, "bleed": true, "items": [text_block(&self.message)]}))
-            }
+            (Some(style), None) => body.push(
+                json!({"type": "Container", "style": style, "bleed": true, "items": [text_block(&self.message)]}),
+            ),
             (None, Some(title)) => body.extend([title, text_block(&self.message)]),
             (None, None) => body.push(text_block(&self.message)),
         }
