@@ -19,7 +19,8 @@ fn bench(c: &mut Criterion) {
     assert!(!matches.is_empty());
     let mut group = c.benchmark_group("render");
     group.throughput(Throughput::Elements(1));
-    group.bench_function("baseline: parse + validate event", |b| b.iter(|| parse_event(black_box(&raw), None).unwrap()));
+    group
+        .bench_function("baseline: parse + validate event", |b| b.iter(|| parse_event(black_box(&raw), None).unwrap()));
     group.bench_function("match triggers", |b| b.iter(|| match_event(&config.triggers, black_box(&event))));
     group.bench_function("render webhook request", |b| {
         let m = matches.iter().find(|m| config.actions[m.action].name == "ticket-webhook").unwrap();

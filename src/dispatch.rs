@@ -3,7 +3,7 @@
 //! others, per-attempt timeouts, retries with backoff and `Retry-After`, and the final
 //! outcome of every delivery.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -22,7 +22,7 @@ use crate::net::{refused_in, Clients, Policy};
 use crate::publish::{now_rfc3339, DeadLetter, Publisher};
 use crate::request::Request;
 use crate::retry::{next_delay, parse_retry_after, status_is_retryable};
-use crate::source::{Ack, Message, RetryInfo, RetryStage, Settle};
+use crate::source::{Ack, DurableRetry, Message, RetryInfo, RetryStage, Settle};
 use crate::trigger::Match;
 
 /// Bytes of an answer kept for callbacks; the result shows an excerpt of it.
@@ -62,7 +62,12 @@ pub enum Completion {
 
 impl InFlight {
     /// Wraps a parsed message; `count` deliveries must complete before `ack` is settled.
-    pub fn new(event: Event, mut message: Message, count: usize, permit: Option<OwnedSemaphorePermit>) -> Arc<InFlight> {
+    pub fn new(
+        event: Event,
+        mut message: Message,
+        count: usize,
+        permit: Option<OwnedSemaphorePermit>,
+    ) -> Arc<InFlight> {
         let ack = std::mem::replace(&mut message.ack, Ack::none());
         let coords = message.coords.clone();
         let raw = message.payload.clone();
@@ -71,12 +76,7 @@ impl InFlight {
             coords,
             raw,
             message: Mutex::new(Some(message)),
-            remaining: Mutex::new(Remaining {
-                count,
-                redeliver: None,
-                ack: Some(ack),
-                _permit: permit,
-            }),
+            remaining: Mutex::new(Remaining { count, redeliver: None, ack: Some(ack), _permit: permit }),
         })
     }
 
@@ -153,6 +153,61 @@ struct ConnLimits {
 
 struct LaneMap {
     lanes: Mutex<HashMap<(String, usize), mpsc::UnboundedSender<Job>>>,
+    parked: Mutex<ParkedLanes>,
+}
+
+/// How long after its due time the oldest parked delivery of a lane may take to come back
+/// before the lane is released (see [`ParkedLanes`]).
+const PARK_STALE_MS: i64 = 10 * 60 * 1000;
+
+/// Lane parking: per lane (object, action), the deliveries waiting in the durable retry
+/// stage, oldest first, with the time each is due back.
+///
+/// Once a delivery is handed to the retry stage, every later delivery of the same lane is
+/// handed there too, behind it, without being attempted (attempts 0, no quick attempts). A
+/// delivery coming back from the stage is attempted only when it is the oldest parked one
+/// of its lane; otherwise it is parked again, at the back. The lane is free again once
+/// every parked delivery came back to a final outcome. So within a replica, deliveries of
+/// one object and action keep their event order across long retries, and the source
+/// partition keeps flowing for the other objects meanwhile.
+///
+/// Across restarts this state is gone, and what holds is weaker. The retry partition moves
+/// with its source partition and is read in order, so parked deliveries come back in the
+/// order they were parked — except a delivery parked again after failing once more, which
+/// sits behind its followers in the topic. And an event read from the source after a
+/// restart does not know that earlier deliveries of its object wait in the retry topic: it
+/// may overtake them. Finally, a lane whose oldest parked delivery does not come back within
+/// [`PARK_STALE_MS`] after it was due (its partition moved to another replica, or its
+/// trigger left the config) is released, so that it cannot hold the lane forever.
+#[derive(Default)]
+struct ParkedLanes {
+    lanes: HashMap<(String, usize), VecDeque<(ParkId, i64)>>,
+    last_sweep_ms: i64,
+}
+
+/// Which delivery is parked: event, trigger and mention (the lane gives object and action).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ParkId {
+    event_id: String,
+    trigger: usize,
+    mention: Option<usize>,
+}
+
+impl ParkId {
+    fn of(job: &Job) -> ParkId {
+        ParkId { event_id: job.inflight.event.id.clone(), trigger: job.matched.trigger, mention: job.matched.mention }
+    }
+}
+
+impl ParkedLanes {
+    /// Releases lanes whose oldest parked delivery is long overdue; at most every 10 s.
+    fn sweep(&mut self, now_ms: i64) {
+        if now_ms - self.last_sweep_ms < 10_000 {
+            return;
+        }
+        self.last_sweep_ms = now_ms;
+        self.lanes.retain(|_, q| q.front().is_some_and(|(_, due)| now_ms <= due + PARK_STALE_MS));
+    }
 }
 
 /// Sends requests and reports outcomes.
@@ -179,9 +234,7 @@ impl Dispatcher {
         retry_stage: RetryStage,
         shutdown: CancellationToken,
     ) -> Result<Arc<Dispatcher>, DispatchError> {
-        let policy = Policy {
-            allow_private: config.delivery.allow_private_networks,
-        };
+        let policy = Policy { allow_private: config.delivery.allow_private_networks };
         let clients = Clients::build(&config.connections, policy)?;
         let concurrency = config.delivery.concurrency;
         // Without an explicit cap a connection may take half the global slots, so a stalled
@@ -207,9 +260,7 @@ impl Dispatcher {
             limits,
             publisher,
             retry_stage,
-            lanes: LaneMap {
-                lanes: Mutex::new(HashMap::new()),
-            },
+            lanes: LaneMap { lanes: Mutex::new(HashMap::new()), parked: Mutex::new(ParkedLanes::default()) },
             shutdown,
         }))
     }
@@ -253,6 +304,9 @@ impl Dispatcher {
             // Shut down mid-delivery: the outcome is not final, so the position stays.
             return;
         };
+        if report.status != "retry_scheduled" {
+            self.unpark(&job);
+        }
         self.publish_report(&job, &report).await;
         job.inflight.complete(report.completion);
     }
@@ -282,7 +336,10 @@ impl Dispatcher {
         }
         let size = job.request.size();
         if size as u64 > delivery.max_request_bytes.0 {
-            let detail = format!("rendered request is {size} bytes, over delivery.max_request_bytes ({})", delivery.max_request_bytes.0);
+            let detail = format!(
+                "rendered request is {size} bytes, over delivery.max_request_bytes ({})",
+                delivery.max_request_bytes.0
+            );
             return Some(report("failed", job.attempts_before, Some(("too_large", detail)), None, Completion::Final));
         }
         if delivery.dry_run {
@@ -292,12 +349,29 @@ impl Dispatcher {
             Ok(u) => u,
             Err(e) => {
                 let detail = format!("rendered URL is invalid: {e}");
-                return Some(report("failed", job.attempts_before, Some(("invalid_url", detail)), None, Completion::Final));
+                return Some(report(
+                    "failed",
+                    job.attempts_before,
+                    Some(("invalid_url", detail)),
+                    None,
+                    Completion::Final,
+                ));
             }
         };
         if let Err(refused) = self.policy.check_url(&url) {
             metrics::get().attempts.with_label_values(&[&action.name, "refused"]).inc();
-            return Some(report("failed", job.attempts_before, Some(("destination_refused", refused.to_string())), None, Completion::Final));
+            return Some(report(
+                "failed",
+                job.attempts_before,
+                Some(("destination_refused", refused.to_string())),
+                None,
+                Completion::Final,
+            ));
+        }
+        if let RetryStage::Handoff(stage) = &self.retry_stage {
+            if let Some(delay) = self.park_turn(job) {
+                return self.park_behind(job, stage.as_ref(), delay).await;
+            }
         }
         let mut attempts = job.attempts_before;
         let quick_limit = job.attempts_before + delivery.quick_attempts;
@@ -314,7 +388,13 @@ impl Dispatcher {
                         // The service said no in its body (iTop code != 0, a Slack error code): final.
                         let retryable = status_is_retryable(status);
                         if !retryable {
-                            return Some(report("failed", attempts, Some((&err.reason, err.detail)), Some(answer), Completion::Final));
+                            return Some(report(
+                                "failed",
+                                attempts,
+                                Some((&err.reason, err.detail)),
+                                Some(answer),
+                                Completion::Final,
+                            ));
                         }
                     }
                     if (200..300).contains(&status) {
@@ -322,16 +402,34 @@ impl Dispatcher {
                     }
                     if !status_is_retryable(status) {
                         let detail = format!("HTTP {status}: {}", excerpt(&answer.body));
-                        return Some(report("failed", attempts, Some((&format!("http_{status}"), detail)), Some(answer), Completion::Final));
+                        return Some(report(
+                            "failed",
+                            attempts,
+                            Some((&format!("http_{status}"), detail)),
+                            Some(answer),
+                            Completion::Final,
+                        ));
                     }
                     let retry_after = header(&answer.headers, "retry-after")
                         .and_then(|v| parse_retry_after(v, std::time::SystemTime::now()));
-                    (retry_after, (format!("http_{status}"), format!("HTTP {status}: {}", excerpt(&answer.body))), Some(answer))
+                    (
+                        retry_after,
+                        (format!("http_{status}"), format!("HTTP {status}: {}", excerpt(&answer.body))),
+                        Some(answer),
+                    )
                 }
-                AttemptOutcome::Timeout => (None, ("timeout".to_string(), "no answer within the timeout".to_string()), None),
+                AttemptOutcome::Timeout => {
+                    (None, ("timeout".to_string(), "no answer within the timeout".to_string()), None)
+                }
                 AttemptOutcome::Network(detail) => (None, ("network".to_string(), detail), None),
                 AttemptOutcome::Refused(detail) => {
-                    return Some(report("failed", attempts, Some(("destination_refused", detail)), None, Completion::Final));
+                    return Some(report(
+                        "failed",
+                        attempts,
+                        Some(("destination_refused", detail)),
+                        None,
+                        Completion::Final,
+                    ));
                 }
             };
             let Some(delay) = next_delay(&delivery.retry, attempts, retry_after, rand::random::<f64>()) else {
@@ -344,24 +442,41 @@ impl Dispatcher {
                     RetryStage::InProcess => {}
                     RetryStage::Handoff(stage) => {
                         let info = self.retry_info(job, attempts, started);
-                        let msg = job.inflight.message.lock().unwrap_or_else(|p| p.into_inner()).take();
-                        if let Some(msg) = msg {
+                        if let Some(msg) = message_copy(job) {
                             match stage.schedule(&msg, info, delay).await {
                                 Ok(()) => {
-                                    metrics::get().retries_scheduled.with_label_values(&[&action.name, "durable"]).inc();
-                                    *job.inflight.message.lock().unwrap_or_else(|p| p.into_inner()) = Some(msg);
-                                    return Some(report("retry_scheduled", attempts, Some((&failure.0, failure.1)), answer, Completion::Final));
+                                    metrics::get()
+                                        .retries_scheduled
+                                        .with_label_values(&[&action.name, "durable"])
+                                        .inc();
+                                    // Later deliveries of this lane now wait behind this one.
+                                    self.parked_head(
+                                        job,
+                                        chrono::Utc::now().timestamp_millis() + delay.as_millis() as i64,
+                                    );
+                                    return Some(report(
+                                        "retry_scheduled",
+                                        attempts,
+                                        Some((&failure.0, failure.1)),
+                                        answer,
+                                        Completion::Final,
+                                    ));
                                 }
                                 Err(e) => {
                                     tracing::warn!(action = %action.name, error = %e, "durable retry stage refused; retrying in process");
-                                    *job.inflight.message.lock().unwrap_or_else(|p| p.into_inner()) = Some(msg);
                                 }
                             }
                         }
                     }
                     RetryStage::Redeliver => {
                         metrics::get().retries_scheduled.with_label_values(&[&action.name, "durable"]).inc();
-                        return Some(report("retry_scheduled", attempts, Some((&failure.0, failure.1)), answer, Completion::Redeliver(delay)));
+                        return Some(report(
+                            "retry_scheduled",
+                            attempts,
+                            Some((&failure.0, failure.1)),
+                            answer,
+                            Completion::Redeliver(delay),
+                        ));
                     }
                 }
             }
@@ -375,15 +490,126 @@ impl Dispatcher {
     }
 
     fn retry_info(&self, job: &Job, attempts: u32, started: Instant) -> RetryInfo {
-        let first = job.first_attempt_ms.unwrap_or_else(|| {
-            chrono::Utc::now().timestamp_millis() - started.elapsed().as_millis() as i64
-        });
+        let first = job
+            .first_attempt_ms
+            .unwrap_or_else(|| chrono::Utc::now().timestamp_millis() - started.elapsed().as_millis() as i64);
         RetryInfo {
             trigger: self.config.triggers[job.matched.trigger].name.clone(),
             action: self.config.actions[job.matched.action].name.clone(),
             mention: job.matched.mention,
             attempts,
             first_attempt_ms: first,
+        }
+    }
+
+    /// When `job`'s lane has deliveries parked in the retry stage and `job` is not the
+    /// oldest of them coming back: how long it should wait in the stage behind them.
+    fn park_turn(&self, job: &Job) -> Option<Duration> {
+        let key = (job.inflight.event.object_key(), job.matched.action);
+        let id = ParkId::of(job);
+        let now = chrono::Utc::now().timestamp_millis();
+        let mut parked = self.lanes.parked.lock().unwrap_or_else(|p| p.into_inner());
+        parked.sweep(now);
+        let queue = parked.lanes.get_mut(&key)?;
+        let (head, head_due) = match queue.front() {
+            Some((head, due)) if now <= due + PARK_STALE_MS => (head.clone(), *due),
+            _ => {
+                if !queue.is_empty() {
+                    tracing::warn!(action = %self.config.actions[job.matched.action].name, "a parked delivery did not come back in time; its lane is released");
+                }
+                parked.lanes.remove(&key);
+                return None;
+            }
+        };
+        // Coming back from the stage (it carries its first attempt time) and oldest: its turn.
+        let coming_back = job.first_attempt_ms.is_some();
+        if coming_back && head == id {
+            return None;
+        }
+        if coming_back {
+            // Parked again below, at the back.
+            queue.retain(|(x, _)| x != &id);
+        }
+        let until_head = Duration::from_millis((head_due - now).max(0) as u64);
+        Some(until_head.max(self.config.delivery.retry.initial.0))
+    }
+
+    /// Hands `job` to the retry stage behind the parked deliveries of its lane, without
+    /// attempting it. Until the stage takes it, the lane waits: attempting it instead would
+    /// let it overtake them.
+    async fn park_behind(&self, job: &Job, stage: &dyn DurableRetry, delay: Duration) -> Option<Report> {
+        let action = &self.config.actions[job.matched.action];
+        let now = chrono::Utc::now().timestamp_millis();
+        let info = RetryInfo {
+            trigger: self.config.triggers[job.matched.trigger].name.clone(),
+            action: action.name.clone(),
+            mention: job.matched.mention,
+            attempts: job.attempts_before,
+            first_attempt_ms: job.first_attempt_ms.unwrap_or(now),
+        };
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            let result = match message_copy(job) {
+                Some(msg) => stage.schedule(&msg, info.clone(), delay).await,
+                None => Err("the message is no longer available".to_string()),
+            };
+            match result {
+                Ok(()) => {
+                    metrics::get().retries_scheduled.with_label_values(&[&action.name, "durable"]).inc();
+                    let due = chrono::Utc::now().timestamp_millis() + delay.as_millis() as i64;
+                    let key = (job.inflight.event.object_key(), job.matched.action);
+                    let mut parked = self.lanes.parked.lock().unwrap_or_else(|p| p.into_inner());
+                    parked.lanes.entry(key).or_default().push_back((ParkId::of(job), due));
+                    return Some(Report {
+                        status: "retry_scheduled",
+                        attempts: job.attempts_before,
+                        error: Some((
+                            "parked".into(),
+                            "waiting behind an earlier delivery of the same object and action".into(),
+                        )),
+                        answer: None,
+                        duration: Duration::ZERO,
+                        completion: Completion::Final,
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(action = %action.name, error = %e, "parking a delivery behind an earlier one failed; trying again");
+                    tokio::select! {
+                        _ = self.shutdown.cancelled() => return None,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                }
+            }
+        }
+    }
+
+    /// Records that `job` was handed to the retry stage after its attempts: it is (or
+    /// stays) the oldest parked delivery of its lane.
+    fn parked_head(&self, job: &Job, due_ms: i64) {
+        let key = (job.inflight.event.object_key(), job.matched.action);
+        let id = ParkId::of(job);
+        let mut parked = self.lanes.parked.lock().unwrap_or_else(|p| p.into_inner());
+        let queue = parked.lanes.entry(key).or_default();
+        match queue.front_mut() {
+            Some((head, due)) if *head == id => *due = due_ms,
+            _ => queue.push_front((id, due_ms)),
+        }
+    }
+
+    /// `job` reached a final outcome: when it was the oldest parked delivery of its lane,
+    /// the next one may go.
+    fn unpark(&self, job: &Job) {
+        let key = (job.inflight.event.object_key(), job.matched.action);
+        let mut parked = self.lanes.parked.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(queue) = parked.lanes.get_mut(&key) else {
+            return;
+        };
+        if queue.front().is_some_and(|(head, _)| *head == ParkId::of(job)) {
+            queue.pop_front();
+        }
+        if queue.is_empty() {
+            parked.lanes.remove(&key);
         }
     }
 
@@ -472,10 +698,7 @@ impl Dispatcher {
         }
         m.insert("request".into(), request);
         m.insert("response_excerpt".into(), json!(report.answer.as_ref().map(|a| excerpt(&a.body))));
-        m.insert(
-            "error".into(),
-            report.error.as_ref().map_or(Value::Null, |(r, d)| json!({"reason": r, "detail": d})),
-        );
+        m.insert("error".into(), report.error.as_ref().map_or(Value::Null, |(r, d)| json!({"reason": r, "detail": d})));
         m.insert("webhook_id".into(), json!(job.request.header("webhook-id")));
         if job.matched.mention.is_some() {
             m.insert("mention".into(), json!(job.matched.mention));
@@ -539,7 +762,12 @@ impl Dispatcher {
         let previous = Value::Object(event.previous.clone());
         let mut fields = Map::new();
         for (code, expr) in &cb.fields {
-            match expr.eval(&[("response", &response), ("event", &event.document), ("object", &object), ("previous", &previous)]) {
+            match expr.eval(&[
+                ("response", &response),
+                ("event", &event.document),
+                ("object", &object),
+                ("previous", &previous),
+            ]) {
                 Ok(v) => {
                     fields.insert(code.clone(), v);
                 }
@@ -570,6 +798,22 @@ enum AttemptOutcome {
     Timeout,
     Network(String),
     Refused(String),
+}
+
+/// A copy of the job's message for the retry stage, without its acknowledgement (which
+/// stays with the event). A copy, so that jobs of one event handed off at the same time by
+/// different lanes do not take the message from each other.
+fn message_copy(job: &Job) -> Option<Message> {
+    let guard = job.inflight.message.lock().unwrap_or_else(|p| p.into_inner());
+    let m = guard.as_ref()?;
+    Some(Message {
+        payload: m.payload.clone(),
+        headers: m.headers.clone(),
+        coords: m.coords.clone(),
+        ack: Ack::none(),
+        retry: m.retry.clone(),
+        prior_attempts: m.prior_attempts,
+    })
 }
 
 async fn read_limited(mut resp: reqwest::Response, limit: usize) -> Result<Vec<u8>, reqwest::Error> {
@@ -614,7 +858,12 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     match joined.find("(http") {
         Some(start) => {
             let end = joined[start..].find(')').map(|e| start + e).unwrap_or(joined.len());
-            format!("{}({}){}", &joined[..start], crate::mask::url(&joined[start + 1..end]), &joined[(end + 1).min(joined.len())..])
+            format!(
+                "{}({}){}",
+                &joined[..start],
+                crate::mask::url(&joined[start + 1..end]),
+                &joined[(end + 1).min(joined.len())..]
+            )
         }
         None => joined,
     }

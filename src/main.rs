@@ -92,7 +92,8 @@ fn main() -> ExitCode {
 }
 
 fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("HOOKBRIDGE_LOG").unwrap_or_else(|_| "info,hyper=warn,hyper_util=warn,reqwest=warn,rdkafka=warn,async_nats=warn".into());
+    let filter = tracing_subscriber::EnvFilter::try_from_env("HOOKBRIDGE_LOG")
+        .unwrap_or_else(|_| "info,hyper=warn,hyper_util=warn,reqwest=warn,rdkafka=warn,async_nats=warn".into());
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder.json().init(),
@@ -178,7 +179,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             };
             let runtime = tokio::runtime::Runtime::new()?;
-            let out = runtime.block_on(hookbridge::runtime::send_one(config, parsed, bytes, &action)).map_err(anyhow::Error::msg)?;
+            let out = runtime
+                .block_on(hookbridge::runtime::send_one(config, parsed, bytes, &action))
+                .map_err(anyhow::Error::msg)?;
             println!("{}", serde_json::to_string_pretty(&out)?);
             let delivered = out["result"]["status"] == "delivered" || out["result"]["status"] == "dry_run";
             Ok(if delivered { ExitCode::SUCCESS } else { ExitCode::from(4) })

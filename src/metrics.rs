@@ -77,8 +77,7 @@ impl Metrics {
             &["action", "stage"],
         );
         let callback_updates = counter("callback_updates_total", "Callback updates published.", &["action"]);
-        let callback_errors =
-            counter("callback_errors_total", "Callback fields that failed to evaluate.", &["action"]);
+        let callback_errors = counter("callback_errors_total", "Callback fields that failed to evaluate.", &["action"]);
         let dead_letters = counter("dead_letters_total", "Dead letters published, by reason.", &["reason"]);
         let missing_placeholders =
             counter("missing_placeholders_total", "Placeholders that resolved to nothing.", &["action"]);

@@ -165,10 +165,8 @@ impl Clients {
             let client = match cache.get(&key) {
                 Some(client) => client.clone(),
                 None => {
-                    let client = build_client(&c.tls, policy).map_err(|message| ClientError::Tls {
-                        connection: c.name.clone(),
-                        message,
-                    })?;
+                    let client = build_client(&c.tls, policy)
+                        .map_err(|message| ClientError::Tls { connection: c.name.clone(), message })?;
                     cache.insert(key, client.clone());
                     client
                 }
@@ -219,7 +217,9 @@ mod tests {
     fn ranges() {
         let strict = Policy { allow_private: false };
         let open = Policy { allow_private: true };
-        for refused in ["169.254.169.254", "169.254.1.1", "fe80::1", "100.100.100.200", "0.0.0.0", "::ffff:169.254.169.254"] {
+        for refused in
+            ["169.254.169.254", "169.254.1.1", "fe80::1", "100.100.100.200", "0.0.0.0", "::ffff:169.254.169.254"]
+        {
             let ip: IpAddr = refused.parse().unwrap();
             assert!(strict.check(ip).is_err() && open.check(ip).is_err(), "{refused}");
         }

@@ -130,7 +130,9 @@ pub async fn handle(
         }
     };
     for mt in &matches {
-        m.trigger_matches.with_label_values(&[&config.triggers[mt.trigger].name, &config.actions[mt.action].name]).inc();
+        m.trigger_matches
+            .with_label_values(&[&config.triggers[mt.trigger].name, &config.actions[mt.action].name])
+            .inc();
     }
     if matches.is_empty() {
         message.ack.settle(Settle::Done);

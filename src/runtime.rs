@@ -41,10 +41,16 @@ pub enum StartError {
 }
 
 /// Opens one destination.
-pub async fn open_sink(place: &'static str, dest: &DestinationConfig, source: &SourceConfig) -> Result<Arc<dyn Sink>, StartError> {
+pub async fn open_sink(
+    place: &'static str,
+    dest: &DestinationConfig,
+    source: &SourceConfig,
+) -> Result<Arc<dyn Sink>, StartError> {
     let err = |message: String| StartError::Destination { place, message };
     match dest {
-        DestinationConfig::File { path } => Ok(Arc::new(FileSink::open(path).map_err(|e| err(format!("cannot open {path}: {e}")))?)),
+        DestinationConfig::File { path } => {
+            Ok(Arc::new(FileSink::open(path).map_err(|e| err(format!("cannot open {path}: {e}")))?))
+        }
         DestinationConfig::Kafka { .. } => crate::kafka::open_sink(dest, source).await.map_err(err),
         DestinationConfig::Nats { .. } => crate::nats::open_sink(dest, source).await.map_err(err),
     }
@@ -117,7 +123,8 @@ pub async fn send_one(config: Arc<Config>, event: Event, raw: Vec<u8>, action_na
         "request": job.request.shown(),
     });
     if let Some(answer) = &report.answer {
-        let headers: serde_json::Map<String, Value> = answer.headers.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
+        let headers: serde_json::Map<String, Value> =
+            answer.headers.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
         out["response"] = json!({"status": answer.status, "headers": headers, "body": excerpt(&answer.body)});
         if let Some(cb) = &config.actions[action].callback {
             out["callback_update"] = dispatcher.callback_update(&job, cb, answer).unwrap_or(Value::Null);

@@ -22,7 +22,14 @@ const FAST_RETRY: &str = "retry: {max_attempts: 4, initial: 50ms, max: 2s, jitte
 
 #[tokio::test]
 async fn success_after_two_500s_with_one_webhook_id() {
-    let rx = Receiver::start(|n, _| if n < 2 { Reply::Status(500, vec![], "boom".into()) } else { Reply::Status(200, vec![], "ok".into()) }).await;
+    let rx = Receiver::start(|n, _| {
+        if n < 2 {
+            Reply::Status(500, vec![], "boom".into())
+        } else {
+            Reply::Status(200, vec![], "ok".into())
+        }
+    })
+    .await;
     let run = Run::new();
     run.write_events(&lines(&[event("e1", "1", json!({}))]));
     run.run(&webhook_config(&run, FAST_RETRY, &rx.url("/hook"))).await;
@@ -118,15 +125,26 @@ async fn per_object_order_holds_while_a_receiver_fails_at_random() {
     let fc = flaky_count.clone();
     let flaky = Receiver::start(move |_, s| {
         // Deterministic pseudo-random failures: about one in four.
-        let h = s.body.iter().fold(fc.fetch_add(1, Ordering::SeqCst) as u64, |a, b| a.wrapping_mul(31).wrapping_add(*b as u64));
-        if h % 4 == 0 { Reply::Status(503, vec![], "unavailable".into()) } else { Reply::Status(200, vec![], "ok".into()) }
+        let h = s
+            .body
+            .iter()
+            .fold(fc.fetch_add(1, Ordering::SeqCst) as u64, |a, b| a.wrapping_mul(31).wrapping_add(*b as u64));
+        if h % 4 == 0 {
+            Reply::Status(503, vec![], "unavailable".into())
+        } else {
+            Reply::Status(200, vec![], "ok".into())
+        }
     })
     .await;
     let run = Run::new();
     let mut events = Vec::new();
     for seq in 0..50 {
         for obj in 0..64 {
-            events.push(event(&format!("e-{obj}-{seq}"), &obj.to_string(), json!({"object": {"ref": format!("R-{obj}"), "seq": seq}})));
+            events.push(event(
+                &format!("e-{obj}-{seq}"),
+                &obj.to_string(),
+                json!({"object": {"ref": format!("R-{obj}"), "seq": seq}}),
+            ));
         }
     }
     run.write_events(&lines(&events));
@@ -207,7 +225,10 @@ async fn callback_update_from_an_itop_answer_and_none_after_a_refused_connection
 
 #[tokio::test]
 async fn itop_code_other_than_zero_is_a_failure() {
-    let itop = Receiver::start(|_, _| Reply::Status(200, vec![], r#"{"code":100,"message":"Error: Missing argument 'class'"}"#.into())).await;
+    let itop = Receiver::start(|_, _| {
+        Reply::Status(200, vec![], r#"{"code":100,"message":"Error: Missing argument 'class'"}"#.into())
+    })
+    .await;
     let run = Run::new();
     run.write_events(&lines(&[event("e1", "1", json!({}))]));
     let yaml = format!(
@@ -230,10 +251,8 @@ async fn signature_verifies_with_an_independent_implementation() {
     run.write_events(&lines(&[event("e1", "1", json!({"object": {"ref": "R-1", "title": "Ünïcode \"quoted\""}}))]));
     let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
     let rotated = "whsec_dGhpcyBpcyBhIHNlY29uZCBrZXkgb2YgMzJieXQ=";
-    let yaml = webhook_config(&run, FAST_RETRY, &rx.url("/hook")).replace(
-        "hook: {url:",
-        &format!("hook: {{signing_secret: \"{secret} {rotated}\", url:"),
-    );
+    let yaml = webhook_config(&run, FAST_RETRY, &rx.url("/hook"))
+        .replace("hook: {url:", &format!("hook: {{signing_secret: \"{secret} {rotated}\", url:"));
     run.run(&yaml).await;
     let s = &rx.seen()[0];
     let id = s.header("webhook-id").unwrap();
@@ -373,15 +392,20 @@ fn results_match_the_response_schema() {
     let validator = jsonschema::validator_for(&schema).unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let rx = Receiver::start(|n, _| if n == 0 { Reply::Status(400, vec![], "no".into()) } else { Reply::Status(200, vec![], "{\"id\": 7}".into()) }).await;
+        let rx = Receiver::start(|n, _| {
+            if n == 0 {
+                Reply::Status(400, vec![], "no".into())
+            } else {
+                Reply::Status(200, vec![], "{\"id\": 7}".into())
+            }
+        })
+        .await;
         let run = Run::new();
         let mut evs = lines(&[event("e1", "1", json!({})), event("e2", "2", json!({}))]);
         evs.push(b"not json".to_vec());
         run.write_events(&evs);
-        let yaml = webhook_config(&run, FAST_RETRY, &rx.url("/hook")).replace(
-            "payload:",
-            "callback: {when: any_response, fields: {remote_id: 'response.status'}}, payload:",
-        );
+        let yaml = webhook_config(&run, FAST_RETRY, &rx.url("/hook"))
+            .replace("payload:", "callback: {when: any_response, fields: {remote_id: 'response.status'}}, payload:");
         run.run(&yaml).await;
         let all: Vec<Value> = run.responses().into_iter().chain(run.dead_letters()).collect();
         assert!(all.len() >= 5, "{all:#?}");

@@ -109,7 +109,14 @@ impl Bridge {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn metrics_pass_promtool_health_and_graceful_shutdown() {
-    let rx = Receiver::start(|n, _| if n % 3 == 0 { Reply::Status(500, vec![], "x".into()) } else { Reply::Status(200, vec![], "ok".into()) }).await;
+    let rx = Receiver::start(|n, _| {
+        if n % 3 == 0 {
+            Reply::Status(500, vec![], "x".into())
+        } else {
+            Reply::Status(200, vec![], "ok".into())
+        }
+    })
+    .await;
     let slack = Receiver::start(|_, _| Reply::Status(404, vec![], "channel_not_found".into())).await;
     let mut bridge = start_bridge(&rx.url("/hook"), &slack.url("/services/T000/B000/XXXXSECRETTOKEN"), &[]);
     wait_ready(&bridge.base).await;
@@ -139,9 +146,15 @@ async fn metrics_pass_promtool_health_and_graceful_shutdown() {
     assert!(!text.contains("127.0.0.1"), "no URL in a label");
     let metrics_file = bridge.dir.path().join("metrics.txt");
     std::fs::write(&metrics_file, &text).unwrap();
-    let promtool = Command::new("promtool").args(["check", "metrics"]).stdin(std::fs::File::open(&metrics_file).unwrap()).output();
+    let promtool =
+        Command::new("promtool").args(["check", "metrics"]).stdin(std::fs::File::open(&metrics_file).unwrap()).output();
     let promtool = promtool.expect("promtool is installed by scripts/test-deps.sh");
-    assert!(promtool.status.success(), "promtool: {}{}", String::from_utf8_lossy(&promtool.stdout), String::from_utf8_lossy(&promtool.stderr));
+    assert!(
+        promtool.status.success(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&promtool.stdout),
+        String::from_utf8_lossy(&promtool.stderr)
+    );
     sigterm(&bridge.child);
     let status = wait_exit(&mut bridge.child, Duration::from_secs(10));
     assert!(status.success(), "exit status {status:?}");
@@ -212,7 +225,8 @@ fn quickstart_runs_as_written() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let lines: Vec<Value> =
+        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     let dry: Vec<&Value> = lines.iter().filter(|l| l["status"] == "dry_run").collect();
     assert!(dry.len() >= 5, "{lines:#?}");
     assert!(dry.iter().all(|l| l["request"]["body"].is_string()));
@@ -254,7 +268,11 @@ triggers:
     ] {
         assert!(err.contains(needle), "missing `{needle}` in\n{err}");
     }
-    let ok = Command::new(BIN).args(["check", "--config", "config/quickstart.yaml"]).current_dir(env!("CARGO_MANIFEST_DIR")).output().unwrap();
+    let ok = Command::new(BIN)
+        .args(["check", "--config", "config/quickstart.yaml"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
     assert!(ok.status.success());
     for which in ["config", "event", "response"] {
         let s = Command::new(BIN).args(["schema", which]).output().unwrap();
@@ -265,7 +283,9 @@ triggers:
 
 #[tokio::test(flavor = "multi_thread")]
 async fn send_prints_the_answer() {
-    let rx = Receiver::start(|_, _| Reply::Status(201, vec![("x-remote-id", "77".into())], r#"{"created": true}"#.into())).await;
+    let rx =
+        Receiver::start(|_, _| Reply::Status(201, vec![("x-remote-id", "77".into())], r#"{"created": true}"#.into()))
+            .await;
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("c.yaml");
     std::fs::write(
@@ -279,7 +299,10 @@ async fn send_prints_the_answer() {
     let ev = dir.path().join("e.json");
     std::fs::write(&ev, event("e9", "9", json!({})).to_string()).unwrap();
     let out = tokio::task::spawn_blocking(move || {
-        Command::new(BIN).args(["send", "--config", config.to_str().unwrap(), "--event", ev.to_str().unwrap(), "--action", "a"]).output().unwrap()
+        Command::new(BIN)
+            .args(["send", "--config", config.to_str().unwrap(), "--event", ev.to_str().unwrap(), "--action", "a"])
+            .output()
+            .unwrap()
     })
     .await
     .unwrap();
@@ -294,13 +317,23 @@ async fn send_prints_the_answer() {
 #[test]
 fn render_prints_exact_requests_with_escaping_that_round_trips() {
     let root = env!("CARGO_MANIFEST_DIR");
-    let mut ev: Value = serde_json::from_str(&std::fs::read_to_string(format!("{root}/examples/ticket-assigned.json")).unwrap()).unwrap();
+    let mut ev: Value =
+        serde_json::from_str(&std::fs::read_to_string(format!("{root}/examples/ticket-assigned.json")).unwrap())
+            .unwrap();
     ev["object"]["ref"] = json!("R 1/2");
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("e.json");
     std::fs::write(&path, ev.to_string()).unwrap();
     let out = Command::new(BIN)
-        .args(["render", "--config", "config/quickstart.yaml", "--event", path.to_str().unwrap(), "--action", "ticket-webhook"])
+        .args([
+            "render",
+            "--config",
+            "config/quickstart.yaml",
+            "--event",
+            path.to_str().unwrap(),
+            "--action",
+            "ticket-webhook",
+        ])
         .current_dir(root)
         .output()
         .unwrap();

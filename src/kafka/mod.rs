@@ -1,20 +1,95 @@
 //! Kafka: the consumer-group source, the results and dead-letter producer, and the retry
 //! topic that holds long retries.
+//!
+//! - [`client`] builds librdkafka settings (hookbridge's defaults, then the user's
+//!   `properties`) and routes librdkafka's logs into `tracing`.
+//! - [`offsets`] knows, per partition, which offsets are final and how far the group may
+//!   commit: the one place where a bug would lose events.
+//! - [`source`] runs the consumer on its own thread: it hands messages to the pipeline
+//!   without ever blocking the poll loop, pauses partitions while the backlog is full, and
+//!   settles and commits on revoke and shutdown ([`rebalance`]).
+//! - [`retry`] parks deliveries in the retry topic and hands them back when due.
+//! - [`sink`] produces results and dead letters with an idempotent producer.
+
+pub mod client;
+pub mod offsets;
+pub mod rebalance;
+pub mod retry;
+pub mod sink;
+pub mod source;
 
 use std::sync::Arc;
+
+use thiserror::Error;
 
 use crate::config::{Config, DestinationConfig, SourceConfig};
 use crate::publish::Sink;
 use crate::source::Source;
 
+/// What can go wrong with Kafka, with a short stable label for logs and metrics.
+#[derive(Debug, Error)]
+pub enum KafkaError {
+    /// librdkafka refused the settings (an unknown property, a bad value).
+    #[error("invalid Kafka client settings: {0}")]
+    Settings(#[source] rdkafka::error::KafkaError),
+    /// A required setting is missing.
+    #[error("{place}: {message}")]
+    Missing {
+        /// Where it belongs in the config.
+        place: &'static str,
+        /// What is missing.
+        message: String,
+    },
+    /// Topic metadata could not be read.
+    #[error("metadata of topic {topic}: {message}")]
+    Metadata {
+        /// The topic.
+        topic: String,
+        /// What the broker or client said.
+        message: String,
+    },
+    /// The retry topic could not be created or grown.
+    #[error("retry topic {topic}: {message}")]
+    RetryTopic {
+        /// The retry topic.
+        topic: String,
+        /// What failed.
+        message: String,
+    },
+    /// A record was not acknowledged by the broker.
+    #[error("producing to {topic}: {source}")]
+    Produce {
+        /// The topic written to.
+        topic: String,
+        /// The broker or client error.
+        #[source]
+        source: rdkafka::error::KafkaError,
+    },
+    /// A delivery cannot be parked in the retry topic.
+    #[error("cannot park in the retry topic: {0}")]
+    NotParkable(String),
+}
+
+impl KafkaError {
+    /// Short stable label.
+    pub fn label(&self) -> &'static str {
+        match self {
+            KafkaError::Settings(_) => "settings",
+            KafkaError::Missing { .. } => "missing_setting",
+            KafkaError::Metadata { .. } => "metadata",
+            KafkaError::RetryTopic { .. } => "retry_topic",
+            KafkaError::Produce { .. } => "produce",
+            KafkaError::NotParkable(_) => "not_parkable",
+        }
+    }
+}
+
 /// Opens the Kafka source of `config`.
 pub async fn open_source(config: &Config) -> Result<Box<dyn Source>, String> {
-    let _ = config;
-    Err("the kafka source is not implemented yet".into())
+    source::KafkaSource::open(config).map(|s| Box::new(s) as Box<dyn Source>).map_err(|e| e.to_string())
 }
 
 /// Opens a Kafka destination; brokers and properties default to the Kafka source's.
 pub async fn open_sink(dest: &DestinationConfig, source: &SourceConfig) -> Result<Arc<dyn Sink>, String> {
-    let _ = (dest, source);
-    Err("kafka destinations are not implemented yet".into())
+    sink::KafkaSink::open(dest, source).map(|s| Arc::new(s) as Arc<dyn Sink>).map_err(|e| e.to_string())
 }

@@ -1,7 +1,25 @@
 //! NATS JetStream: the durable pull-consumer source and the results and dead-letter
 //! publisher.
+//!
+//! - [`connect`]: one client per role, with credentials, TLS and endless reconnection.
+//! - [`source`]: binds (or creates) the durable consumer on the user's stream and pulls
+//!   batches no larger than the replica's room.
+//! - [`keeper`]: holds every fetched message with in-progress acks until the pipeline
+//!   settles it, then confirms the `+ACK` or `-NAK` (with delay: JetStream redelivery is
+//!   the durable retry stage).
+//! - [`sink`]: JetStream publishes that wait for the stream's acknowledgement.
+//!
+//! Ordering and deployment notes are in `docs/nats.md`.
+
+pub mod connect;
+pub mod error;
+pub mod keeper;
+pub mod sink;
+pub mod source;
 
 use std::sync::Arc;
+
+pub use error::NatsError;
 
 use crate::config::{Config, DestinationConfig, SourceConfig};
 use crate::publish::Sink;
@@ -9,12 +27,16 @@ use crate::source::Source;
 
 /// Opens the JetStream source of `config`.
 pub async fn open_source(config: &Config) -> Result<Box<dyn Source>, String> {
-    let _ = config;
-    Err("the nats source is not implemented yet".into())
+    let settings = source::Settings::from_config(config).ok_or("the source is not nats")?;
+    let source = source::NatsSource::open(settings).await.map_err(|e| e.to_string())?;
+    Ok(Box::new(source))
 }
 
 /// Opens a NATS destination; the URL defaults to the NATS source's.
 pub async fn open_sink(dest: &DestinationConfig, source: &SourceConfig) -> Result<Arc<dyn Sink>, String> {
-    let _ = (dest, source);
-    Err("nats destinations are not implemented yet".into())
+    let DestinationConfig::Nats { subject, url } = dest else {
+        return Err("the destination is not nats".into());
+    };
+    let sink = sink::NatsSink::open(subject, url.as_deref(), source).await.map_err(|e| e.to_string())?;
+    Ok(Arc::new(sink))
 }

@@ -22,10 +22,7 @@ pub struct FileSource {
 impl FileSource {
     /// Reads `path` (`-` = stdin); with `follow`, waits for more lines at the end.
     pub fn new(path: &str, follow: bool) -> FileSource {
-        FileSource {
-            path: path.to_string(),
-            follow,
-        }
+        FileSource { path: path.to_string(), follow }
     }
 }
 

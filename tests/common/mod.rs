@@ -81,7 +81,13 @@ impl Receiver {
     }
 }
 
-async fn handle(State(state): State<ReceiverState>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+async fn handle(
+    State(state): State<ReceiverState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let seen = Seen {
         method: method.to_string(),
         path: uri.to_string(),
@@ -175,11 +181,7 @@ impl Run {
 }
 
 pub fn read_lines(path: &str) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+    std::fs::read_to_string(path).unwrap_or_default().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
 }
 
 pub fn lines(events: &[Value]) -> Vec<Vec<u8>> {
