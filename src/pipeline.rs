@@ -60,7 +60,6 @@ pub async fn run(
         handle(&config, &dispatcher, &publisher, message, permit).await;
     }
     drop(rx);
-    let source_result = source_task.await.unwrap_or_else(|e| Err(crate::source::SourceError::Broker(e.to_string())));
     let all_done = pending.acquire_many(limit as u32);
     let drained = if shutdown.is_cancelled() {
         tokio::time::timeout(config.delivery.shutdown_timeout.0, all_done).await.is_ok()
@@ -71,6 +70,9 @@ pub async fn run(
         }
     };
     delivery_stop.cancel();
+    // The source settles what the drain made final (commits, acks) before it returns, so it
+    // is awaited after the drain: shutdown takes about `shutdown_timeout`, not twice that.
+    let source_result = source_task.await.unwrap_or_else(|e| Err(crate::source::SourceError::Broker(e.to_string())));
     source_result?;
     if !drained {
         // Not an error: unsettled events keep their source position and are read again.

@@ -9,7 +9,7 @@
 //!   the durable retry stage).
 //! - [`sink`]: JetStream publishes that wait for the stream's acknowledgement.
 //!
-//! Ordering and deployment notes are in `docs/nats.md`.
+//! Ordering and deployment notes are in the README (section "NATS JetStream").
 
 pub mod connect;
 pub mod error;

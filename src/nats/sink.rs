@@ -1,0 +1,150 @@
+//! Results, callback updates and dead letters published to a JetStream subject. `publish`
+//! returns only after the stream's PubAck, because source positions wait on it.
+
+use async_nats::jetstream::context::GetStreamByNameErrorKind;
+use async_nats::HeaderMap;
+use async_trait::async_trait;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use super::connect::{connect, error_chain, Connection};
+use super::error::NatsError;
+use crate::config::raw::NatsCredentials;
+use crate::config::SourceConfig;
+use crate::publish::{PublishError, Sink};
+
+/// Header that carries the message key (`class::key`), since NATS messages have none.
+pub const KEY_HEADER: &str = "Hookbridge-Key";
+
+/// A JetStream subject destination.
+pub struct NatsSink {
+    conn: Connection,
+    subject: String,
+}
+
+impl NatsSink {
+    /// Connects (to `url`, or the NATS source's URL, with the source's credentials) and
+    /// checks that a stream captures `subject` and that it is not the bridge's own input.
+    pub async fn open(subject: &str, url: Option<&str>, source: &SourceConfig) -> Result<NatsSink, NatsError> {
+        if !is_publish_subject(subject) {
+            return Err(NatsError::InvalidSubject(subject.to_string()));
+        }
+        let none = NatsCredentials::default();
+        let (url, credentials) = match (url, source) {
+            (Some(url), SourceConfig::Nats { credentials, .. }) => (url, credentials),
+            (Some(url), _) => (url, &none),
+            (None, SourceConfig::Nats { url, credentials, .. }) => (url.as_str(), credentials),
+            (None, _) => return Err(NatsError::NoUrl),
+        };
+        let conn = connect(url, credentials, "hookbridge/publisher").await?;
+        let captured_by = match conn.jetstream.stream_by_subject(subject).await {
+            Ok(stream) => stream,
+            Err(e) if e.kind() == GetStreamByNameErrorKind::NotFound => {
+                return Err(NatsError::SubjectNotCaptured { subject: subject.to_string() })
+            }
+            Err(e) => return Err(NatsError::js("looking up the stream of the subject", error_chain(&e))),
+        };
+        if let SourceConfig::Nats { stream, subjects, url: source_url, .. } = source {
+            let same_server = url == source_url.as_str();
+            let read_back = subjects.is_empty() || subjects.iter().any(|f| subject_matches(f, subject));
+            if same_server && &captured_by == stream && read_back {
+                return Err(NatsError::Loop { subject: subject.to_string(), stream: stream.clone() });
+            }
+        }
+        tracing::info!(%subject, stream = %captured_by, "nats: publishing to a captured subject");
+        Ok(NatsSink { conn, subject: subject.to_string() })
+    }
+}
+
+#[async_trait]
+impl Sink for NatsSink {
+    async fn publish(&self, key: &str, message: &Value) -> Result<(), PublishError> {
+        let payload = serde_json::to_vec(message).map_err(|e| PublishError::Broker(e.to_string()))?;
+        let mut headers = HeaderMap::new();
+        // The publisher retries a message whose PubAck was lost with the same bytes: the
+        // stream's duplicate window then keeps one copy.
+        headers.insert("Nats-Msg-Id", message_id(&payload));
+        headers.insert("Content-Type", "application/json");
+        if !key.is_empty() {
+            headers.insert(KEY_HEADER, header_safe(key));
+        }
+        let mut connections = self.conn.connections.clone();
+        connections.borrow_and_update();
+        let ack = self
+            .conn
+            .jetstream
+            .publish_with_headers(self.subject.clone(), headers, payload.into())
+            .await
+            .map_err(|e| PublishError::Broker(error_chain(&e)))?;
+        tokio::select! {
+            acked = ack => acked.map(|_| ()).map_err(|e| PublishError::Broker(error_chain(&e))),
+            // An acknowledgement in flight when the connection dropped never arrives: rather
+            // than wait out the timeout (and stall the lane behind it), fail now so the
+            // publisher sends again; the message id makes the second copy a no-op.
+            Ok(()) = connections.changed() => Err(PublishError::Broker("reconnected before the stream acknowledged".into())),
+        }
+    }
+}
+
+/// A stable id for a message's bytes.
+fn message_id(payload: &[u8]) -> String {
+    let digest = Sha256::digest(payload);
+    digest.iter().take(16).map(|b| format!("{b:02x}")).collect()
+}
+
+/// Header values cannot hold line breaks.
+fn header_safe(value: &str) -> String {
+    value.chars().map(|c| if c.is_control() { ' ' } else { c }).collect()
+}
+
+/// Whether `subject` can be published to: tokens without wildcards or spaces.
+fn is_publish_subject(subject: &str) -> bool {
+    !subject.is_empty()
+        && subject.split('.').all(|t| !t.is_empty() && t != "*" && t != ">" && !t.chars().any(char::is_whitespace))
+}
+
+/// Whether the subject filter `filter` (with `*` and `>` wildcards) matches `subject`.
+pub fn subject_matches(filter: &str, subject: &str) -> bool {
+    let mut f = filter.split('.');
+    let mut s = subject.split('.');
+    loop {
+        match (f.next(), s.next()) {
+            (Some(">"), Some(_)) => return true,
+            (Some("*"), Some(_)) => {}
+            (Some(a), Some(b)) if a == b => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filters_match_like_nats() {
+        assert!(subject_matches("hookbridge.>", "hookbridge.results"));
+        assert!(subject_matches("hookbridge.*", "hookbridge.results"));
+        assert!(!subject_matches("hookbridge.*", "hookbridge.results.x"));
+        assert!(!subject_matches("hookbridge.>", "hookbridge"));
+        assert!(subject_matches("a.b", "a.b"));
+        assert!(!subject_matches("a.b", "a.c"));
+    }
+
+    #[test]
+    fn publish_subjects_have_no_wildcards() {
+        assert!(is_publish_subject("hookbridge.results"));
+        assert!(!is_publish_subject("hookbridge.>"));
+        assert!(!is_publish_subject("a..b"));
+        assert!(!is_publish_subject("a b"));
+    }
+
+    #[test]
+    fn message_ids_follow_the_bytes() {
+        assert_eq!(message_id(b"x"), message_id(b"x"));
+        assert_ne!(message_id(b"x"), message_id(b"y"));
+        assert_eq!(message_id(b"x").len(), 32);
+        assert_eq!(header_safe("a\r\nb"), "a  b");
+    }
+}
