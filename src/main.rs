@@ -111,6 +111,18 @@ fn load(path: &Path) -> Result<Config, ExitCode> {
     })
 }
 
+/// Reads one event file; an invalid event is reported and becomes exit code 3.
+fn read_event(path: &Path) -> anyhow::Result<Result<(Vec<u8>, hookbridge::event::Event), ExitCode>> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    Ok(match hookbridge::event::parse_event(&bytes, None) {
+        Ok(e) => Ok((bytes, e)),
+        Err(e) => {
+            eprintln!("{}: {} ({})", path.display(), e, e.reason());
+            Err(ExitCode::from(3))
+        }
+    })
+}
+
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Check { config } => Ok(match load(&config) {
@@ -136,13 +148,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     anyhow::bail!("no action named {a:?} in the config");
                 }
             }
-            let bytes = std::fs::read(&event).with_context(|| format!("cannot read {}", event.display()))?;
-            let event = match hookbridge::event::parse_event(&bytes, None) {
-                Ok(e) => e,
-                Err(e) => {
-                    eprintln!("{}: {} ({})", event.display(), e, e.reason());
-                    return Ok(ExitCode::from(3));
-                }
+            let event = match read_event(&event)? {
+                Ok((_, e)) => e,
+                Err(code) => return Ok(code),
             };
             let out = render_event(&config, &event, action.as_deref());
             println!("{}", serde_json::to_string_pretty(&out)?);
@@ -170,13 +178,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if config.action_index(&action).is_none() {
                 anyhow::bail!("no action named {action:?} in the config");
             }
-            let bytes = std::fs::read(&event).with_context(|| format!("cannot read {}", event.display()))?;
-            let parsed = match hookbridge::event::parse_event(&bytes, None) {
-                Ok(e) => e,
-                Err(e) => {
-                    eprintln!("{}: {} ({})", event.display(), e, e.reason());
-                    return Ok(ExitCode::from(3));
-                }
+            let (bytes, parsed) = match read_event(&event)? {
+                Ok(read) => read,
+                Err(code) => return Ok(code),
             };
             let runtime = tokio::runtime::Runtime::new()?;
             let out = runtime

@@ -26,9 +26,17 @@ async fn each_service_answer_becomes_the_result_a_user_expects() {
     // Google Chat: rate limited once, then the created message.
     let gchat = Receiver::start(|n, _| {
         if n == 0 {
-            Reply::Status(429, vec![("retry-after", "1".into())], r#"{"error": {"code": 429, "status": "RESOURCE_EXHAUSTED"}}"#.into())
+            Reply::Status(
+                429,
+                vec![("retry-after", "1".into())],
+                r#"{"error": {"code": 429, "status": "RESOURCE_EXHAUSTED"}}"#.into(),
+            )
         } else {
-            Reply::Status(200, vec![("content-type", "application/json".into())], r#"{"name": "spaces/AAA/messages/BBB"}"#.into())
+            Reply::Status(
+                200,
+                vec![("content-type", "application/json".into())],
+                r#"{"name": "spaces/AAA/messages/BBB"}"#.into(),
+            )
         }
     })
     .await;
