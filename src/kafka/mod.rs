@@ -5,14 +5,18 @@
 //!   `properties`) and routes librdkafka's logs into `tracing`.
 //! - [`offsets`] knows, per partition, which offsets are final and how far the group may
 //!   commit: the one place where a bug would lose events.
-//! - [`source`] runs the consumer on its own thread: it hands messages to the pipeline
-//!   without ever blocking the poll loop, pauses partitions while the backlog is full, and
-//!   settles and commits on revoke and shutdown ([`rebalance`]).
+//! - [`source`] is the consumer-group source; [`poller`] its consumer thread, which hands
+//!   messages to the pipeline without ever blocking the poll loop, pauses partitions while
+//!   the backlog is full, and settles and commits on shutdown; [`rebalance`] does the same
+//!   when the group takes partitions away.
 //! - [`retry`] parks deliveries in the retry topic and hands them back when due.
 //! - [`sink`] produces results and dead letters with an idempotent producer.
+//! - [`lag`] reports the lag of every owned partition.
 
 pub mod client;
+pub mod lag;
 pub mod offsets;
+pub mod poller;
 pub mod rebalance;
 pub mod retry;
 pub mod sink;
@@ -32,12 +36,15 @@ pub enum KafkaError {
     /// librdkafka refused the settings (an unknown property, a bad value).
     #[error("invalid Kafka client settings: {0}")]
     Settings(#[source] rdkafka::error::KafkaError),
-    /// A required setting is missing.
+    /// The consumer failed for good (librdkafka reported a fatal error).
+    #[error("the kafka consumer failed: {0}")]
+    Consumer(#[source] rdkafka::error::KafkaError),
+    /// A setting is missing or cannot work.
     #[error("{place}: {message}")]
-    Missing {
+    Setting {
         /// Where it belongs in the config.
         place: &'static str,
-        /// What is missing.
+        /// What is wrong.
         message: String,
     },
     /// Topic metadata could not be read.
@@ -75,7 +82,8 @@ impl KafkaError {
     pub fn label(&self) -> &'static str {
         match self {
             KafkaError::Settings(_) => "settings",
-            KafkaError::Missing { .. } => "missing_setting",
+            KafkaError::Consumer(_) => "consumer",
+            KafkaError::Setting { .. } => "setting",
             KafkaError::Metadata { .. } => "metadata",
             KafkaError::RetryTopic { .. } => "retry_topic",
             KafkaError::Produce { .. } => "produce",

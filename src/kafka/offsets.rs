@@ -1,0 +1,373 @@
+//! Source positions. For each owned partition, the offsets handed to the pipeline whose
+//! outcomes are not all final yet; the position that may be committed is the first of them
+//! (or just past the last offset read when none is open). This is the one place where a
+//! bug loses events: a position is never moved past an offset that is not final.
+//!
+//! Each assignment of a partition gets a new generation. A message remembers the
+//! generation it was read under, and its outcome is ignored when the partition has since
+//! been revoked (and maybe assigned again): the new owner, or the new assignment, reads
+//! it again from the committed position, so nothing is lost and nothing is committed on
+//! behalf of a partition this replica no longer owns.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Instant;
+
+/// A topic partition.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Tp {
+    /// Topic name.
+    pub topic: Arc<str>,
+    /// Partition number.
+    pub partition: i32,
+}
+
+impl Tp {
+    /// A topic partition.
+    pub fn new(topic: impl Into<Arc<str>>, partition: i32) -> Tp {
+        Tp { topic: topic.into(), partition }
+    }
+}
+
+impl fmt::Display for Tp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.topic, self.partition)
+    }
+}
+
+/// Positions of the partitions one consumer owns.
+#[derive(Default)]
+pub struct Tracker {
+    inner: Mutex<Inner>,
+    /// Signalled whenever a message settles, for the revoke and shutdown waits.
+    settled: Condvar,
+}
+
+#[derive(Default)]
+struct Inner {
+    parts: HashMap<Tp, Part>,
+    next_generation: u64,
+}
+
+struct Part {
+    generation: u64,
+    /// Revoked or shutting down: no new work is taken, outcomes still count.
+    revoking: bool,
+    /// Offsets read whose outcomes are not final.
+    open: BTreeMap<i64, State>,
+    last_read: Option<i64>,
+    /// The position last handed out by [`Tracker::take_storable`].
+    stored: Option<i64>,
+    /// Read and not settled.
+    in_flight: usize,
+    /// Handed to the pipeline and not settled: what a revoke waits for.
+    handed: usize,
+}
+
+/// Where a message that is not final is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Read, not yet handed to the pipeline (queued, or a retry record not yet due).
+    Read,
+    /// In the pipeline.
+    Handed,
+    /// Dropped unsettled: to be read again after a restart or rebalance.
+    Abandoned,
+}
+
+impl Part {
+    /// The next offset to read after a restart: the first one not final.
+    fn position(&self) -> Option<i64> {
+        self.open.keys().next().copied().or(self.last_read.map(|o| o + 1))
+    }
+}
+
+impl Tracker {
+    /// An empty tracker.
+    pub fn new() -> Arc<Tracker> {
+        Arc::new(Tracker::default())
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Starts owning `tp`; returns the generation of this assignment.
+    pub fn assign(&self, tp: Tp) -> u64 {
+        let mut inner = self.lock();
+        inner.next_generation += 1;
+        let generation = inner.next_generation;
+        let part = Part {
+            generation,
+            revoking: false,
+            open: BTreeMap::new(),
+            last_read: None,
+            stored: None,
+            in_flight: 0,
+            handed: 0,
+        };
+        inner.parts.insert(tp, part);
+        generation
+    }
+
+    /// The generation under which new messages of `tp` may be taken; `None` when `tp` is
+    /// not owned or is being revoked.
+    pub fn current(&self, tp: &Tp) -> Option<u64> {
+        self.lock().parts.get(tp).filter(|p| !p.revoking).map(|p| p.generation)
+    }
+
+    /// Whether work read under `generation` may still be handed over.
+    pub fn is_current(&self, tp: &Tp, generation: u64) -> bool {
+        self.current(tp) == Some(generation)
+    }
+
+    /// Records that `offset` was read and is now in flight; `None` when the partition is
+    /// not owned under `generation` any more.
+    pub fn read(self: &Arc<Self>, tp: &Tp, generation: u64, offset: i64) -> Option<Ticket> {
+        let mut inner = self.lock();
+        let part = inner.parts.get_mut(tp).filter(|p| p.generation == generation && !p.revoking)?;
+        part.open.insert(offset, State::Read);
+        part.last_read = Some(part.last_read.map_or(offset, |l| l.max(offset)));
+        part.in_flight += 1;
+        Some(Ticket { tracker: Arc::clone(self), tp: tp.clone(), generation, offset, done: false })
+    }
+
+    /// Records that the message at `offset` goes into the pipeline now; `false` when its
+    /// partition was revoked since it was read (then it must be dropped: the new owner reads
+    /// it again). Checked and recorded under one lock, so a revoke either waits for the
+    /// message or never sees it handed over.
+    pub fn hand_over(&self, tp: &Tp, generation: u64, offset: i64) -> bool {
+        let mut inner = self.lock();
+        let Some(part) = inner.parts.get_mut(tp).filter(|p| p.generation == generation && !p.revoking) else {
+            return false;
+        };
+        match part.open.get_mut(&offset) {
+            Some(state @ State::Read) => {
+                *state = State::Handed;
+                part.handed += 1;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn release(&self, tp: &Tp, generation: u64, offset: i64, is_final: bool) {
+        let mut inner = self.lock();
+        // A settle from an earlier assignment: the partition was revoked since, and its
+        // new owner reads the message again; moving this position would be wrong.
+        let Some(part) = inner.parts.get_mut(tp).filter(|p| p.generation == generation) else {
+            return;
+        };
+        let was = if is_final { part.open.remove(&offset) } else { part.open.insert(offset, State::Abandoned) };
+        if was == Some(State::Handed) {
+            part.handed = part.handed.saturating_sub(1);
+        }
+        part.in_flight = part.in_flight.saturating_sub(1);
+        drop(inner);
+        self.settled.notify_all();
+    }
+
+    /// Stops taking work from `tps`; outcomes of what is in flight still count.
+    pub fn begin_revoke(&self, tps: &[Tp]) {
+        let mut inner = self.lock();
+        for tp in tps {
+            if let Some(p) = inner.parts.get_mut(tp) {
+                p.revoking = true;
+            }
+        }
+    }
+
+    /// Stops taking work from every partition (shutdown).
+    pub fn begin_revoke_all(&self) {
+        for p in self.lock().parts.values_mut() {
+            p.revoking = true;
+        }
+    }
+
+    /// Waits until nothing of `tps` (every partition when `None`) is in the pipeline, or
+    /// until `deadline`; returns how many messages are still there. Messages read and not
+    /// handed over are not waited for: they are dropped, and read again.
+    pub fn wait_settled(&self, tps: Option<&[Tp]>, deadline: Instant) -> usize {
+        let mut inner = self.lock();
+        loop {
+            let in_flight: usize =
+                inner.parts.iter().filter(|(tp, _)| tps.is_none_or(|t| t.contains(tp))).map(|(_, p)| p.handed).sum();
+            let now = Instant::now();
+            if in_flight == 0 || now >= deadline {
+                return in_flight;
+            }
+            inner = self.settled.wait_timeout(inner, deadline - now).unwrap_or_else(|p| p.into_inner()).0;
+        }
+    }
+
+    /// Positions that moved since the last call: `(partition, next offset to read)`.
+    pub fn take_storable(&self) -> Vec<(Tp, i64)> {
+        let mut inner = self.lock();
+        let mut out = Vec::new();
+        for (tp, part) in inner.parts.iter_mut() {
+            if let Some(pos) = part.position() {
+                if part.stored.is_none_or(|s| pos > s) {
+                    part.stored = Some(pos);
+                    out.push((tp.clone(), pos));
+                }
+            }
+        }
+        out
+    }
+
+    /// The committable position of each of `tps` (every partition when `None`) that has one.
+    pub fn positions(&self, tps: Option<&[Tp]>) -> Vec<(Tp, i64)> {
+        let inner = self.lock();
+        inner
+            .parts
+            .iter()
+            .filter(|(tp, _)| tps.is_none_or(|t| t.contains(tp)))
+            .filter_map(|(tp, p)| p.position().map(|pos| (tp.clone(), pos)))
+            .collect()
+    }
+
+    /// Forgets `tps`: later outcomes of their messages are ignored.
+    pub fn remove(&self, tps: &[Tp]) {
+        let mut inner = self.lock();
+        for tp in tps {
+            inner.parts.remove(tp);
+        }
+    }
+
+    /// Messages read and not settled, all partitions together.
+    pub fn backlog(&self) -> usize {
+        self.lock().parts.values().map(|p| p.in_flight).sum()
+    }
+
+    /// Per owned partition: its generation and how many of its messages are read and not
+    /// settled.
+    pub fn backlog_by_partition(&self) -> Vec<(Tp, u64, usize)> {
+        self.lock().parts.iter().map(|(tp, p)| (tp.clone(), p.generation, p.in_flight)).collect()
+    }
+
+    /// The partitions owned.
+    pub fn owned(&self) -> Vec<Tp> {
+        let mut tps: Vec<Tp> = self.lock().parts.keys().cloned().collect();
+        tps.sort();
+        tps
+    }
+}
+
+/// One message in flight; settling it (or dropping it) tells the tracker.
+pub struct Ticket {
+    tracker: Arc<Tracker>,
+    tp: Tp,
+    generation: u64,
+    offset: i64,
+    done: bool,
+}
+
+impl Ticket {
+    /// The message's outcomes are all final (`true`), or it must be read again (`false`).
+    pub fn settle(mut self, is_final: bool) {
+        self.done = true;
+        self.tracker.release(&self.tp, self.generation, self.offset, is_final);
+    }
+
+    /// The partition it came from.
+    pub fn tp(&self) -> &Tp {
+        &self.tp
+    }
+
+    /// The generation it was read under.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        if !self.done {
+            // Dropped unsettled (shutdown, revoke): not final, so the position stays before it.
+            self.tracker.release(&self.tp, self.generation, self.offset, false);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn tp() -> Tp {
+        Tp::new("t", 0)
+    }
+
+    #[test]
+    fn the_position_waits_for_the_first_offset_not_final() {
+        let t = Tracker::new();
+        let g = t.assign(tp());
+        let a = t.read(&tp(), g, 10).unwrap();
+        let b = t.read(&tp(), g, 11).unwrap();
+        let c = t.read(&tp(), g, 13).unwrap();
+        assert_eq!(t.take_storable(), vec![(tp(), 10)]);
+        c.settle(true);
+        b.settle(true);
+        assert!(t.take_storable().is_empty(), "10 is still in flight");
+        a.settle(true);
+        // 12 was never read (a gap in the log, e.g. a transaction marker): the position
+        // goes just past the last offset read.
+        assert_eq!(t.take_storable(), vec![(tp(), 14)]);
+        assert_eq!(t.backlog(), 0);
+    }
+
+    #[test]
+    fn an_abandoned_message_holds_the_position_but_is_not_in_flight() {
+        let t = Tracker::new();
+        let g = t.assign(tp());
+        let a = t.read(&tp(), g, 0).unwrap();
+        let b = t.read(&tp(), g, 1).unwrap();
+        drop(a);
+        b.settle(true);
+        assert_eq!(t.backlog(), 0);
+        assert_eq!(t.positions(None), vec![(tp(), 0)]);
+        let start = Instant::now();
+        assert_eq!(t.wait_settled(None, start + Duration::from_secs(5)), 0);
+        assert!(start.elapsed() < Duration::from_secs(1));
+    }
+
+    #[test]
+    fn outcomes_from_an_earlier_assignment_are_ignored() {
+        let t = Tracker::new();
+        let g1 = t.assign(tp());
+        let old = t.read(&tp(), g1, 5).unwrap();
+        t.begin_revoke(&[tp()]);
+        assert!(t.current(&tp()).is_none(), "no new work while revoking");
+        assert!(t.read(&tp(), g1, 6).is_none());
+        t.remove(&[tp()]);
+        let g2 = t.assign(tp());
+        assert_ne!(g1, g2);
+        let fresh = t.read(&tp(), g2, 3).unwrap();
+        old.settle(true);
+        assert_eq!(t.positions(None), vec![(tp(), 3)], "the old settle must not move the new assignment");
+        fresh.settle(true);
+        assert_eq!(t.positions(None), vec![(tp(), 4)]);
+    }
+
+    #[test]
+    fn revoke_waits_for_what_the_pipeline_has_until_the_deadline() {
+        let t = Tracker::new();
+        let g = t.assign(tp());
+        let a = t.read(&tp(), g, 0).unwrap();
+        let _b = t.read(&tp(), g, 1).unwrap();
+        let _queued = t.read(&tp(), g, 2).unwrap();
+        assert!(t.hand_over(&tp(), g, 0));
+        assert!(t.hand_over(&tp(), g, 1));
+        t.begin_revoke(&[tp()]);
+        assert!(!t.hand_over(&tp(), g, 2), "nothing is handed over once revoking");
+        let settler = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            a.settle(true);
+        });
+        let left = t.wait_settled(Some(&[tp()]), Instant::now() + Duration::from_millis(300));
+        settler.join().unwrap();
+        assert_eq!(left, 1, "offset 1 never settles; offset 2 is not waited for");
+        assert_eq!(t.positions(Some(&[tp()])), vec![(tp(), 1)]);
+    }
+}

@@ -1,0 +1,59 @@
+//! Results, callback updates and dead letters produced to a Kafka topic, keyed by object
+//! (`class::key`; dead letters of messages that are not events have the empty key).
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use serde_json::Value;
+
+use super::client::{self, Logging};
+use super::KafkaError;
+use crate::config::{DestinationConfig, SourceConfig};
+use crate::publish::{PublishError, Sink};
+
+/// How long a send may wait for room in librdkafka's queue; the delivery itself is bounded
+/// by `message.timeout.ms`.
+const QUEUE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A Kafka topic as a destination.
+pub struct KafkaSink {
+    producer: FutureProducer<Logging>,
+    topic: String,
+}
+
+impl KafkaSink {
+    /// Opens `dest`; brokers and properties it does not give are the Kafka source's.
+    pub fn open(dest: &DestinationConfig, source: &SourceConfig) -> Result<KafkaSink, KafkaError> {
+        let DestinationConfig::Kafka { topic, brokers, properties } = dest else {
+            return Err(KafkaError::Setting { place: "destination", message: "not a kafka destination".into() });
+        };
+        let (source_brokers, source_properties) = match source {
+            SourceConfig::Kafka { brokers, properties, .. } => (Some(brokers), Some(properties)),
+            _ => (None, None),
+        };
+        let brokers = brokers.as_ref().or(source_brokers).ok_or_else(|| KafkaError::Setting {
+            place: "brokers",
+            message: "required for a kafka destination when the source is not kafka".into(),
+        })?;
+        let properties = match (properties.is_empty(), source_properties) {
+            (true, Some(inherited)) => client::inherited_by_producers(inherited),
+            _ => properties.clone(),
+        };
+        let producer =
+            client::producer(brokers, &properties).create_with_context(Logging).map_err(KafkaError::Settings)?;
+        Ok(KafkaSink { producer, topic: topic.clone() })
+    }
+}
+
+#[async_trait]
+impl Sink for KafkaSink {
+    async fn publish(&self, key: &str, message: &Value) -> Result<(), PublishError> {
+        let payload = serde_json::to_vec(message).map_err(|e| PublishError::Broker(e.to_string()))?;
+        let record = FutureRecord::to(&self.topic).key(key).payload(&payload);
+        // Waits for the broker's acknowledgement: the source position waits on this.
+        self.producer.send(record, QUEUE_TIMEOUT).await.map(|_| ()).map_err(|(source, _)| {
+            PublishError::Broker(KafkaError::Produce { topic: self.topic.clone(), source }.to_string())
+        })
+    }
+}
