@@ -10,7 +10,7 @@
 # into scripts/chat-check/node_modules and reinstalled only when the lock file changes.
 #
 # Exits non-zero when any check fails; the last line reads
-# "chat payload checks: N passed, N failed".
+# "chat-payloads: N passed, N failed".
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -19,7 +19,7 @@ GOLDEN="${1:-$ROOT/tests/golden}"
 
 fail() {
     printf 'check-chat-payloads: %s\n' "$*" >&2
-    echo "chat payload checks: 0 passed, 1 failed"
+    echo "chat-payloads: 0 passed, 1 failed"
     exit 2
 }
 

@@ -10,7 +10,7 @@
 //
 //   node check.js GOLDEN_DIR
 //
-// Prints one line per check and, last, "chat payload checks: N passed, M failed";
+// Prints one line per check and, last, "chat-payloads: N passed, M failed";
 // exits 1 when a check fails.
 "use strict";
 
@@ -169,5 +169,5 @@ if (passed + failed === 0) {
   console.log(`no golden payloads found in ${goldenDir}`);
   failed += 1;
 }
-console.log(`chat payload checks: ${passed} passed, ${failed} failed`);
+console.log(`chat-payloads: ${passed} passed, ${failed} failed`);
 process.exit(failed === 0 ? 0 : 1);
