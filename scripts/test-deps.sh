@@ -6,7 +6,6 @@ set -euo pipefail
 need_apt=()
 command -v nats-server >/dev/null 2>&1 || need_apt+=(nats-server)
 command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
-command -v cmake >/dev/null 2>&1 || need_apt+=(cmake)
 command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "test-deps: installing ${need_apt[*]}"

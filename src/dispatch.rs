@@ -129,11 +129,36 @@ pub struct Answer {
     pub body: Vec<u8>,
 }
 
+/// How a delivery ended, as results and metrics name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The endpoint took it.
+    Delivered,
+    /// Refused for good or retries exhausted; dead-lettered.
+    Failed,
+    /// Rendered and reported, not sent (`delivery.dry_run`).
+    DryRun,
+    /// Handed to the durable retry stage; it comes back later, so no result yet.
+    RetryScheduled,
+}
+
+impl Outcome {
+    /// The stable label used in results and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Delivered => "delivered",
+            Outcome::Failed => "failed",
+            Outcome::DryRun => "dry_run",
+            Outcome::RetryScheduled => "retry_scheduled",
+        }
+    }
+}
+
 /// The final word on one delivery.
 #[derive(Debug, Clone)]
 pub struct Report {
-    /// `delivered`, `failed`, `skipped`, `dry_run`, or `retry_scheduled` (handed to the durable stage).
-    pub status: &'static str,
+    /// How the delivery ended.
+    pub status: Outcome,
     /// Attempts made in all.
     pub attempts: u32,
     /// `{reason, detail}` when not delivered.
@@ -304,7 +329,7 @@ impl Dispatcher {
             // Shut down mid-delivery: the outcome is not final, so the position stays.
             return;
         };
-        if report.status != "retry_scheduled" {
+        if report.status != Outcome::RetryScheduled {
             self.unpark(&job);
         }
         self.publish_report(&job, &report).await;
@@ -340,17 +365,23 @@ impl Dispatcher {
                 "rendered request is {size} bytes, over delivery.max_request_bytes ({})",
                 delivery.max_request_bytes.0
             );
-            return Some(report("failed", job.attempts_before, Some(("too_large", detail)), None, Completion::Final));
+            return Some(report(
+                Outcome::Failed,
+                job.attempts_before,
+                Some(("too_large", detail)),
+                None,
+                Completion::Final,
+            ));
         }
         if delivery.dry_run {
-            return Some(report("dry_run", 0, None, None, Completion::Final));
+            return Some(report(Outcome::DryRun, 0, None, None, Completion::Final));
         }
         let url = match reqwest::Url::parse(&job.request.url) {
             Ok(u) => u,
             Err(e) => {
                 let detail = format!("rendered URL is invalid: {e}");
                 return Some(report(
-                    "failed",
+                    Outcome::Failed,
                     job.attempts_before,
                     Some(("invalid_url", detail)),
                     None,
@@ -361,7 +392,7 @@ impl Dispatcher {
         if let Err(refused) = self.policy.check_url(&url) {
             metrics::get().attempts.with_label_values(&[&action.name, "refused"]).inc();
             return Some(report(
-                "failed",
+                Outcome::Failed,
                 job.attempts_before,
                 Some(("destination_refused", refused.to_string())),
                 None,
@@ -389,7 +420,7 @@ impl Dispatcher {
                         let retryable = status_is_retryable(status);
                         if !retryable {
                             return Some(report(
-                                "failed",
+                                Outcome::Failed,
                                 attempts,
                                 Some((&err.reason, err.detail)),
                                 Some(answer),
@@ -398,12 +429,12 @@ impl Dispatcher {
                         }
                     }
                     if (200..300).contains(&status) {
-                        return Some(report("delivered", attempts, None, Some(answer), Completion::Final));
+                        return Some(report(Outcome::Delivered, attempts, None, Some(answer), Completion::Final));
                     }
                     if !status_is_retryable(status) {
                         let detail = format!("HTTP {status}: {}", excerpt(&answer.body));
                         return Some(report(
-                            "failed",
+                            Outcome::Failed,
                             attempts,
                             Some((&format!("http_{status}"), detail)),
                             Some(answer),
@@ -424,7 +455,7 @@ impl Dispatcher {
                 AttemptOutcome::Network(detail) => (None, ("network".to_string(), detail), None),
                 AttemptOutcome::Refused(detail) => {
                     return Some(report(
-                        "failed",
+                        Outcome::Failed,
                         attempts,
                         Some(("destination_refused", detail)),
                         None,
@@ -435,7 +466,7 @@ impl Dispatcher {
             let Some(delay) = next_delay(&delivery.retry, attempts, retry_after, rand::random::<f64>()) else {
                 let (reason, detail) = failure;
                 let detail = format!("{detail} (after {attempts} attempts)");
-                return Some(report("failed", attempts, Some((&reason, detail)), answer, Completion::Final));
+                return Some(report(Outcome::Failed, attempts, Some((&reason, detail)), answer, Completion::Final));
             };
             if attempts >= quick_limit {
                 match &self.retry_stage {
@@ -455,7 +486,7 @@ impl Dispatcher {
                                         chrono::Utc::now().timestamp_millis() + delay.as_millis() as i64,
                                     );
                                     return Some(report(
-                                        "retry_scheduled",
+                                        Outcome::RetryScheduled,
                                         attempts,
                                         Some((&failure.0, failure.1)),
                                         answer,
@@ -471,7 +502,7 @@ impl Dispatcher {
                     RetryStage::Redeliver => {
                         metrics::get().retries_scheduled.with_label_values(&[&action.name, "durable"]).inc();
                         return Some(report(
-                            "retry_scheduled",
+                            Outcome::RetryScheduled,
                             attempts,
                             Some((&failure.0, failure.1)),
                             answer,
@@ -561,7 +592,7 @@ impl Dispatcher {
                     let mut parked = self.lanes.parked.lock().unwrap_or_else(|p| p.into_inner());
                     parked.lanes.entry(key).or_default().push_back((ParkId::of(job), due));
                     return Some(Report {
-                        status: "retry_scheduled",
+                        status: Outcome::RetryScheduled,
                         attempts: job.attempts_before,
                         error: Some((
                             "parked".into(),
@@ -686,12 +717,12 @@ impl Dispatcher {
         m.insert("object".into(), json!(job.inflight.event.object_key()));
         m.insert("trigger".into(), json!(trigger.name));
         m.insert("action".into(), json!(action.name));
-        m.insert("status".into(), json!(report.status));
+        m.insert("status".into(), json!(report.status.as_str()));
         m.insert("attempts".into(), json!(report.attempts));
         m.insert("http_status".into(), json!(report.answer.as_ref().map(|a| a.status)));
         m.insert("duration_ms".into(), json!(report.duration.as_millis() as u64));
         let mut request = json!({"method": job.request.method, "url": job.request.masked_url()});
-        if report.status == "dry_run" {
+        if report.status == Outcome::DryRun {
             let shown = job.request.shown();
             request["headers"] = Value::Object(shown.headers);
             request["body"] = json!(shown.body);
@@ -715,23 +746,22 @@ impl Dispatcher {
         let trigger = &self.config.triggers[job.matched.trigger];
         let key = job.inflight.event.object_key();
         let m = metrics::get();
-        m.deliveries.with_label_values(&[&action.name, action.kind.as_str(), report.status]).inc();
-        if report.status != "retry_scheduled" {
+        m.deliveries.with_label_values(&[&action.name, action.kind.as_str(), report.status.as_str()]).inc();
+        // A delivery parked in the retry stage is not over: its result comes when it is.
+        if report.status != Outcome::RetryScheduled {
             m.delivery_duration.with_label_values(&[&action.name]).observe(report.duration.as_secs_f64());
-        }
-        if report.status != "retry_scheduled" {
             self.publisher.response(&key, &self.result_message(job, report)).await;
         }
         if let (Some(cb), Some(answer)) = (&action.callback, &report.answer) {
-            let ok = report.status == "delivered";
-            if ok || (cb.when == CallbackWhen::AnyResponse && report.status != "retry_scheduled") {
+            let ok = report.status == Outcome::Delivered;
+            if ok || (cb.when == CallbackWhen::AnyResponse && report.status != Outcome::RetryScheduled) {
                 if let Some(update) = self.callback_update(job, cb, answer) {
                     m.callback_updates.with_label_values(&[&action.name]).inc();
                     self.publisher.response(&key, &update).await;
                 }
             }
         }
-        if report.status == "failed" {
+        if report.status == Outcome::Failed {
             let (reason, detail) = report.error.clone().unwrap_or_default();
             self.publisher
                 .dead_letter(
