@@ -152,6 +152,9 @@ pub enum DestinationConfig {
         /// Server URL, when not the source's.
         #[serde(default)]
         url: Option<String>,
+        /// Credentials and TLS, when not the NATS source's.
+        #[serde(default)]
+        credentials: Option<NatsCredentials>,
     },
     /// JSON Lines appended to a file, or `-` for stdout.
     File {

@@ -142,3 +142,13 @@ fn shipped_configs_parse() {
         }
     }
 }
+
+#[test]
+fn nats_destinations_may_carry_their_own_credentials() {
+    let yaml = format!(
+        "{BASE}\nresponses: {{type: nats, subject: hookbridge.responses, url: \"nats://127.0.0.1:4222\", credentials: {{user: bridge, password: {{env: HOOKBRIDGE_T_NATS_PW}}}}}}\n"
+    );
+    assert!(problems(&yaml).is_empty(), "{:?}", problems(&yaml));
+    let bad = yaml.replace("user: bridge", "usr: bridge");
+    assert_problem(&bad, "responses", "usr");
+}

@@ -34,9 +34,10 @@ pub async fn open_source(config: &Config) -> Result<Box<dyn Source>, String> {
 
 /// Opens a NATS destination; the URL defaults to the NATS source's.
 pub async fn open_sink(dest: &DestinationConfig, source: &SourceConfig) -> Result<Arc<dyn Sink>, String> {
-    let DestinationConfig::Nats { subject, url } = dest else {
+    let DestinationConfig::Nats { subject, url, credentials } = dest else {
         return Err("the destination is not nats".into());
     };
-    let sink = sink::NatsSink::open(subject, url.as_deref(), source).await.map_err(|e| e.to_string())?;
+    let sink =
+        sink::NatsSink::open(subject, url.as_deref(), credentials.as_ref(), source).await.map_err(|e| e.to_string())?;
     Ok(Arc::new(sink))
 }

@@ -25,7 +25,12 @@ pub struct NatsSink {
 impl NatsSink {
     /// Connects (to `url`, or the NATS source's URL, with the source's credentials) and
     /// checks that a stream captures `subject` and that it is not the bridge's own input.
-    pub async fn open(subject: &str, url: Option<&str>, source: &SourceConfig) -> Result<NatsSink, NatsError> {
+    pub async fn open(
+        subject: &str,
+        url: Option<&str>,
+        own_credentials: Option<&NatsCredentials>,
+        source: &SourceConfig,
+    ) -> Result<NatsSink, NatsError> {
         if !is_publish_subject(subject) {
             return Err(NatsError::InvalidSubject(subject.to_string()));
         }
@@ -36,6 +41,8 @@ impl NatsSink {
             (None, SourceConfig::Nats { url, credentials, .. }) => (url.as_str(), credentials),
             (None, _) => return Err(NatsError::NoUrl),
         };
+        // The destination's own credentials win; otherwise a NATS source's are reused.
+        let credentials = own_credentials.unwrap_or(credentials);
         let conn = connect(url, credentials, "hookbridge/publisher").await?;
         let captured_by = match conn.jetstream.stream_by_subject(subject).await {
             Ok(stream) => stream,
