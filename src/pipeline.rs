@@ -3,7 +3,6 @@
 
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde_json::json;
 use thiserror::Error;
@@ -199,12 +198,4 @@ async fn publish_skip(config: &Config, publisher: &Publisher, event: &Event, mt:
         "time": now_rfc3339(),
     });
     publisher.response(&event.object_key(), &message).await;
-}
-
-/// Waits `d` unless `token` fires first.
-pub async fn sleep_or_cancel(d: Duration, token: &CancellationToken) -> bool {
-    tokio::select! {
-        _ = tokio::time::sleep(d) => true,
-        _ = token.cancelled() => false,
-    }
 }
