@@ -142,6 +142,14 @@ impl Config {
 fn compile(raw: raw::RawConfig) -> Result<Config, ConfigError> {
     let mut problems = Problems::default();
     check_delivery(&raw.delivery, &mut problems);
+    if let SourceConfig::Nats { credentials, .. } = &raw.source {
+        check_nats_secrets("source.credentials", credentials, &mut problems);
+    }
+    for (place, dest) in [("responses", &raw.responses), ("dead_letter", &raw.dead_letter)] {
+        if let DestinationConfig::Nats { credentials: Some(credentials), .. } = dest {
+            check_nats_secrets(&format!("{place}.credentials"), credentials, &mut problems);
+        }
+    }
     let mut connection_index = HashMap::new();
     let mut connections = Vec::new();
     for (name, c) in &raw.connections {
@@ -221,6 +229,30 @@ fn check_delivery(d: &DeliveryConfig, problems: &mut Problems) {
     }
     if d.quick_attempts == 0 {
         problems.add("delivery.quick_attempts", "must be at least 1");
+    }
+}
+
+/// NATS secrets are read when connecting; checking them here makes a missing variable or
+/// file a `check` error rather than a start-up failure.
+fn check_nats_secrets(place: &str, credentials: &raw::NatsCredentials, problems: &mut Problems) {
+    for (field, secret) in
+        [("nkey", &credentials.nkey), ("token", &credentials.token), ("password", &credentials.password)]
+    {
+        if let Some(Err(e)) = secret.as_ref().map(secret::SecretRef::resolve) {
+            problems.add(format!("{place}.{field}"), e);
+        }
+    }
+    for (field, path) in [
+        ("creds_file", &credentials.creds_file),
+        ("ca_file", &credentials.ca_file),
+        ("client_cert", &credentials.client_cert),
+        ("client_key", &credentials.client_key),
+    ] {
+        if let Some(p) = path {
+            if std::fs::metadata(p).is_err() {
+                problems.add(format!("{place}.{field}"), format!("cannot read {p}"));
+            }
+        }
     }
 }
 

@@ -148,7 +148,10 @@ fn nats_destinations_may_carry_their_own_credentials() {
     let yaml = format!(
         "{BASE}\nresponses: {{type: nats, subject: hookbridge.responses, url: \"nats://127.0.0.1:4222\", credentials: {{user: bridge, password: {{env: HOOKBRIDGE_T_NATS_PW}}}}}}\n"
     );
+    std::env::set_var("HOOKBRIDGE_T_NATS_PW", "pw");
     assert!(problems(&yaml).is_empty(), "{:?}", problems(&yaml));
+    let unset = yaml.replace("HOOKBRIDGE_T_NATS_PW", "HOOKBRIDGE_T_NATS_UNSET");
+    assert_problem(&unset, "responses.credentials.password", "HOOKBRIDGE_T_NATS_UNSET is not set");
     let bad = yaml.replace("user: bridge", "usr: bridge");
     assert_problem(&bad, "responses", "usr");
 }
