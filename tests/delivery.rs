@@ -20,6 +20,14 @@ fn webhook_config(run: &Run, delivery: &str, url: &str) -> String {
 
 const FAST_RETRY: &str = "retry: {max_attempts: 4, initial: 50ms, max: 2s, jitter: 0.1}";
 
+/// Runs one event through the webhook action towards `url`, with fast retries.
+async fn one_event_through(url: &str) -> Run {
+    let run = Run::new();
+    run.write_events(&lines(&[event("e1", "1", json!({}))]));
+    run.run(&webhook_config(&run, FAST_RETRY, url)).await;
+    run
+}
+
 #[tokio::test]
 async fn success_after_two_500s_with_one_webhook_id() {
     let rx = Receiver::start(|n, _| {
@@ -30,9 +38,7 @@ async fn success_after_two_500s_with_one_webhook_id() {
         }
     })
     .await;
-    let run = Run::new();
-    run.write_events(&lines(&[event("e1", "1", json!({}))]));
-    run.run(&webhook_config(&run, FAST_RETRY, &rx.url("/hook"))).await;
+    let run = one_event_through(&rx.url("/hook")).await;
     let seen = rx.seen();
     assert_eq!(seen.len(), 3);
     let ids: Vec<_> = seen.iter().map(|s| s.header("webhook-id").unwrap().to_string()).collect();
@@ -57,9 +63,7 @@ async fn retry_after_is_honoured() {
         }
     })
     .await;
-    let run = Run::new();
-    run.write_events(&lines(&[event("e1", "1", json!({}))]));
-    run.run(&webhook_config(&run, FAST_RETRY, &rx.url("/hook"))).await;
+    let run = one_event_through(&rx.url("/hook")).await;
     let seen = rx.seen();
     assert_eq!(seen.len(), 2);
     let waited = seen[1].at - seen[0].at;
@@ -70,9 +74,7 @@ async fn retry_after_is_honoured() {
 #[tokio::test]
 async fn a_400_is_final_and_dead_lettered() {
     let rx = Receiver::start(|_, _| Reply::Status(400, vec![], "bad request: missing field".into())).await;
-    let run = Run::new();
-    run.write_events(&lines(&[event("e1", "1", json!({}))]));
-    run.run(&webhook_config(&run, FAST_RETRY, &rx.url("/hook"))).await;
+    let run = one_event_through(&rx.url("/hook")).await;
     assert_eq!(rx.seen().len(), 1);
     let r = &run.responses()[0];
     assert_eq!(r["status"], "failed");
