@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs what the test suite needs, idempotently: nats-server (JetStream), promtool,
-# and a Kafka-protocol broker (tansu, built once and cached in ~/.cargo/bin).
+# Installs what the test suite needs, idempotently: nats-server (JetStream), promtool and
+# openssl. Kafka needs no install: the tests host librdkafka's own mock cluster (bundled with
+# rdkafka), which serves fetches from any offset correctly (checked by tests/kafka/broker_checks).
 set -euo pipefail
 
 need_apt=()
@@ -10,15 +11,21 @@ command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "test-deps: installing ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive
+  # The prometheus package ships a service; refuse every service start during the install
+  # (exit 101 is policy-rc.d's "action forbidden") rather than stopping anything afterwards.
+  policy=/usr/sbin/policy-rc.d
+  had_policy=0
+  if [ -e "$policy" ]; then had_policy=1; cp "$policy" "$policy.hookbridge-saved"; fi
+  printf '#!/bin/sh\nexit 101\n' >"$policy"
+  chmod 755 "$policy"
+  restore_policy() {
+    if [ "$had_policy" = 1 ]; then mv "$policy.hookbridge-saved" "$policy"; else rm -f "$policy"; fi
+  }
+  trap restore_policy EXIT
   apt-get update -q >/dev/null
   apt-get install -y -q --no-install-recommends "${need_apt[@]}" >/dev/null
-  # The prometheus package starts a server we do not want.
-  (systemctl stop prometheus 2>/dev/null || service prometheus stop 2>/dev/null || pkill -x prometheus || true) >/dev/null 2>&1
+  restore_policy
+  trap - EXIT
 fi
 
-export PATH="$HOME/.cargo/bin:$PATH"
-if ! command -v tansu >/dev/null 2>&1; then
-  echo "test-deps: building the tansu Kafka-protocol broker (once, about 8 minutes)"
-  cargo install tansu --version 0.6.0 --locked --features dynostore --quiet
-fi
-echo "test-deps: nats-server $(nats-server --version 2>&1 | head -1), tansu $(tansu --version 2>/dev/null | head -1 || echo present), $(promtool --version 2>&1 | head -1)"
+echo "test-deps: nats-server $(nats-server --version 2>&1 | head -1), $(promtool --version 2>&1 | head -1)"

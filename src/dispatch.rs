@@ -842,7 +842,6 @@ fn message_copy(job: &Job) -> Option<Message> {
         coords: m.coords.clone(),
         ack: Ack::none(),
         retry: m.retry.clone(),
-        prior_attempts: m.prior_attempts,
     })
 }
 

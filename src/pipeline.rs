@@ -139,7 +139,7 @@ pub async fn handle(
         message.ack.settle(Settle::Done);
         return;
     }
-    let attempts_before = message.retry.as_ref().map_or(message.prior_attempts, |r| r.attempts);
+    let attempts_before = message.retry.as_ref().map_or(0, |r| r.attempts);
     let first_attempt_ms = message.retry.as_ref().map(|r| r.first_attempt_ms);
     let plans: Vec<(Match, Planned)> = matches.iter().map(|mt| (*mt, plan(config, &event, mt))).collect();
     m.events_pending.inc();

@@ -113,7 +113,6 @@ pub async fn send_one(config: Arc<Config>, event: Event, raw: Vec<u8>, action_na
         coords: json!({"type": "send"}),
         ack: Ack::none(),
         retry: None,
-        prior_attempts: 0,
     };
     let inflight = InFlight::new(event, message, 1, None);
     let job = Job { inflight, matched, request, connection, missing, attempts_before: 0, first_attempt_ms: None };

@@ -190,7 +190,6 @@ impl Poller {
             coords: json!({"type": "kafka", "topic": m.topic(), "partition": m.partition(), "offset": m.offset()}),
             ack: ack(ticket),
             retry: None,
-            prior_attempts: 0,
         };
         let offset = m.offset();
         let _ = self.fwd.send(Handover { message, tracker: tracker.clone(), tp, generation, offset });
@@ -224,7 +223,6 @@ impl Poller {
             coords: returned.origin.coords(m.topic(), m.partition(), m.offset()),
             ack: ack(ticket),
             retry: Some(returned.info),
-            prior_attempts: 0,
         };
         let handover = Handover { message, tracker: tracker.clone(), tp, generation, offset: m.offset() };
         if returned.not_before_ms <= chrono::Utc::now().timestamp_millis() {

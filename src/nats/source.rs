@@ -152,10 +152,8 @@ impl NatsSource {
             .flat_map(|h| h.iter())
             .flat_map(|(name, values)| values.iter().map(move |v| (name.to_string(), v.as_str().as_bytes().to_vec())))
             .collect();
-        // JetStream counts deliveries, not attempts: each earlier delivery ended after the
-        // quick attempts (or a crash), so the backoff and the attempt budget continue.
-        let prior_attempts =
-            u32::try_from(delivered.saturating_sub(1)).unwrap_or(u32::MAX).saturating_mul(self.settings.quick_attempts);
+        // A redelivery of the source message (after a crash or a lost ack) charges no attempts:
+        // attempts are counted per action, in the retry records of the actions that failed.
         let held = feed.keeper.hold(feed.ids.fetch_add(1, Ordering::Relaxed), reply, room);
         Some(Message {
             coords: json!({
@@ -172,7 +170,6 @@ impl NatsSource {
             // server. Dropping it unsettled NAKs it so another replica can take it.
             ack: Ack::new(move |how| held.settle(how)),
             retry: None,
-            prior_attempts,
         })
     }
 }

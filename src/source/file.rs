@@ -93,7 +93,6 @@ impl Source for FileSource {
                 coords: json!({"type": "file", "path": self.path, "line": line_no}),
                 ack: Ack::none(),
                 retry: None,
-                prior_attempts: 0,
             };
             if tx.send(message).await.is_err() {
                 return Ok(());

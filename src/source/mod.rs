@@ -74,8 +74,6 @@ pub struct Message {
     pub ack: Ack,
     /// Set when this message is a long retry of one delivery.
     pub retry: Option<RetryInfo>,
-    /// Attempts already made for every delivery of this message (JetStream redeliveries).
-    pub prior_attempts: u32,
 }
 
 /// Where deliveries wait when their quick in-process attempts are used up.
