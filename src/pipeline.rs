@@ -120,7 +120,8 @@ pub async fn handle(
         }
     };
     let matches = match &message.retry {
-        Some(info) => retry_match(config, info),
+        Some(Ok(info)) => retry_match(config, info),
+        Some(Err(_)) => Vec::new(),
         None => {
             let (matches, errors) = match_event(&config.triggers, &event);
             for err in errors {
@@ -139,8 +140,9 @@ pub async fn handle(
         message.ack.settle(Settle::Done);
         return;
     }
-    let attempts_before = message.retry.as_ref().map_or(0, |r| r.attempts);
-    let first_attempt_ms = message.retry.as_ref().map(|r| r.first_attempt_ms);
+    let retry = message.retry.as_ref().and_then(|r| r.as_ref().ok());
+    let attempts_before = retry.map_or(0, |r| r.attempts);
+    let first_attempt_ms = retry.map(|r| r.first_attempt_ms);
     let plans: Vec<(Match, Planned)> = matches.iter().map(|mt| (*mt, plan(config, &event, mt))).collect();
     m.events_pending.inc();
     let inflight = InFlight::new(event, message, plans.len(), Some(permit));

@@ -207,8 +207,15 @@ impl Poller {
         let returned = match retry::decode(headers_of(m)) {
             Ok(r) => r,
             Err(e) => {
-                tracing::warn!(partition = %tp, offset = m.offset(), error = %e, "record in the retry topic without valid hookbridge headers: skipped");
-                ticket.settle(true);
+                // Handed over as it is: the pipeline dead-letters it with the reason.
+                let message = Message {
+                    payload: m.payload().unwrap_or_default().to_vec(),
+                    headers: headers_of(m),
+                    coords: json!({"type": "kafka", "topic": m.topic(), "partition": m.partition(), "offset": m.offset()}),
+                    ack: ack(ticket),
+                    retry: Some(Err(e)),
+                };
+                let _ = self.fwd.send(Handover { message, tracker: tracker.clone(), tp, generation, offset: m.offset() });
                 return;
             }
         };
@@ -222,7 +229,7 @@ impl Poller {
             headers: returned.headers,
             coords: returned.origin.coords(m.topic(), m.partition(), m.offset()),
             ack: ack(ticket),
-            retry: Some(returned.info),
+            retry: Some(Ok(returned.info)),
         };
         let handover = Handover { message, tracker: tracker.clone(), tp, generation, offset: m.offset() };
         if returned.not_before_ms <= chrono::Utc::now().timestamp_millis() {

@@ -72,8 +72,10 @@ pub struct Message {
     pub coords: Value,
     /// Releases the position.
     pub ack: Ack,
-    /// Set when this message is a long retry of one delivery.
-    pub retry: Option<RetryInfo>,
+    /// Set when this message is a record of the durable retry stage: the one delivery it
+    /// carries, or why its retry headers could not be read (such a record is dead-lettered,
+    /// never run as a new event: its other actions were already delivered).
+    pub retry: Option<Result<RetryInfo, String>>,
 }
 
 /// Where deliveries wait when their quick in-process attempts are used up.
