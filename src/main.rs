@@ -183,8 +183,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Err(code) => return Ok(code),
             };
             let runtime = tokio::runtime::Runtime::new()?;
-            let out = runtime
-                .block_on(hookbridge::runtime::send_one(config, parsed, bytes, &action))?;
+            let out = runtime.block_on(hookbridge::runtime::send_one(config, parsed, bytes, &action))?;
             println!("{}", serde_json::to_string_pretty(&out)?);
             Ok(if out.succeeded() { ExitCode::SUCCESS } else { ExitCode::from(4) })
         }

@@ -213,7 +213,8 @@ impl Intaker<'_> {
                 return Intake::Unsettled;
             }
         }
-        let sends: Vec<(Match, Planned)> = plans.into_iter().filter(|(_, p)| matches!(p, Planned::Send { .. })).collect();
+        let sends: Vec<(Match, Planned)> =
+            plans.into_iter().filter(|(_, p)| matches!(p, Planned::Send { .. })).collect();
         if sends.is_empty() {
             message.ack.settle(Settle::Done);
             return Intake::Reported;

@@ -10,8 +10,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, DestinationConfig, SourceConfig};
 use crate::dispatch::{Dispatcher, InFlight, Job};
-use crate::output::excerpt;
 use crate::event::Event;
+use crate::output::excerpt;
 use crate::pipeline::{self, RunError};
 use crate::publish::{FileSink, Publisher, Sink};
 use crate::render::{plan, Planned};
@@ -134,7 +134,12 @@ impl SendReport {
 /// Sends one action for one event now, whatever the triggers say, and returns what a user
 /// wants to see: the request, the answer, the outcome and any callback update. The
 /// `webhook-id` is the one `run` sends for the same event and action.
-pub async fn send_one(config: Arc<Config>, event: Event, raw: Vec<u8>, action_name: &str) -> Result<SendReport, SendError> {
+pub async fn send_one(
+    config: Arc<Config>,
+    event: Event,
+    raw: Vec<u8>,
+    action_name: &str,
+) -> Result<SendReport, SendError> {
     let action = config.action_index(action_name).ok_or_else(|| SendError::NoAction(action_name.to_string()))?;
     let trigger = config
         .triggers
@@ -155,15 +160,11 @@ pub async fn send_one(config: Arc<Config>, event: Event, raw: Vec<u8>, action_na
             })
         }
     };
-    let publisher = Publisher::new(Arc::new(Discard), Arc::new(Discard), config.delivery.max_dead_letter_raw.0 as usize);
+    let publisher =
+        Publisher::new(Arc::new(Discard), Arc::new(Discard), config.delivery.max_dead_letter_raw.0 as usize);
     let dispatcher = Dispatcher::new(config.clone(), publisher, RetryStage::InProcess, CancellationToken::new())?;
-    let message = Message {
-        payload: raw,
-        headers: Vec::new(),
-        coords: json!({"type": "send"}),
-        ack: Ack::none(),
-        retry: None,
-    };
+    let message =
+        Message { payload: raw, headers: Vec::new(), coords: json!({"type": "send"}), ack: Ack::none(), retry: None };
     let inflight = Arc::new(InFlight::new(event, message, 1, None));
     let job = Job {
         inflight,

@@ -182,9 +182,7 @@ impl<T> Parking<T> {
         if !matches!(entry.get(), Slot::Held(_)) {
             return None;
         }
-        let Slot::Held(job) = std::mem::replace(entry.get_mut(), Slot::Active) else {
-            unreachable!("checked above")
-        };
+        let Slot::Held(job) = std::mem::replace(entry.get_mut(), Slot::Active) else { unreachable!("checked above") };
         self.held -= 1;
         Some(job)
     }

@@ -313,7 +313,8 @@ impl Dispatcher {
             duration: Duration::from_millis((now_ms() - first_ms).max(0) as u64).max(started.elapsed()),
             due_ms,
         };
-        let failed = |error: DeliveryError| Some(report(Outcome::Failed, job.attempts_before, Some(error), false, None, 0));
+        let failed =
+            |error: DeliveryError| Some(report(Outcome::Failed, job.attempts_before, Some(error), false, None, 0));
         if !job.missing.is_empty() {
             metrics::get().missing_placeholders.with_label_values(&[&action.name]).inc_by(job.missing.len() as u64);
         }
@@ -338,8 +339,11 @@ impl Dispatcher {
             metrics::get().attempts.with_label_values(&[&action.name, "refused"]).inc();
             return failed(DeliveryError::DestinationRefused(refused.to_string()));
         }
-        let policy =
-            RetryPolicy { retry: &delivery.retry, quick_attempts: delivery.quick_attempts, durable: self.stage.is_some() };
+        let policy = RetryPolicy {
+            retry: &delivery.retry,
+            quick_attempts: delivery.quick_attempts,
+            durable: self.stage.is_some(),
+        };
         let mut attempts = job.attempts_before;
         let mut in_this_run = 0;
         loop {

@@ -80,7 +80,9 @@ impl DeliveryError {
     pub fn detail(&self) -> String {
         match self {
             DeliveryError::Status { location: Some(to), .. } => {
-                format!("{self} (a redirect to {to}; redirects are not followed: point the connection at the final URL)")
+                format!(
+                    "{self} (a redirect to {to}; redirects are not followed: point the connection at the final URL)"
+                )
             }
             _ => self.to_string(),
         }
@@ -166,7 +168,10 @@ mod tests {
     }
 
     fn err(status: u16) -> Attempted {
-        Attempted::Error { error: DeliveryError::Status { status, excerpt: String::new(), location: None }, retry_after: None }
+        Attempted::Error {
+            error: DeliveryError::Status { status, excerpt: String::new(), location: None },
+            retry_after: None,
+        }
     }
 
     #[test]
@@ -202,7 +207,11 @@ mod tests {
         let cases = [
             (DeliveryError::Status { status: 500, excerpt: "x".into(), location: None }, "http_500", true),
             (DeliveryError::Status { status: 408, excerpt: "x".into(), location: None }, "http_408", true),
-            (DeliveryError::Status { status: 301, excerpt: String::new(), location: Some("https://b".into()) }, "http_301", false),
+            (
+                DeliveryError::Status { status: 301, excerpt: String::new(), location: Some("https://b".into()) },
+                "http_301",
+                false,
+            ),
             (DeliveryError::Status { status: 400, excerpt: "x".into(), location: None }, "http_400", false),
             (DeliveryError::Service { code: "itop_error".into(), detail: "no".into() }, "itop_error", false),
             (DeliveryError::Timeout, "timeout", true),
@@ -215,7 +224,8 @@ mod tests {
             assert_eq!(e.reason(), label);
             assert_eq!(e.is_retryable(), retryable, "{label}");
         }
-        let redirect = DeliveryError::Status { status: 302, excerpt: String::new(), location: Some("https://x/y".into()) };
+        let redirect =
+            DeliveryError::Status { status: 302, excerpt: String::new(), location: Some("https://x/y".into()) };
         assert!(redirect.detail().contains("https://x/y"), "{}", redirect.detail());
     }
 }

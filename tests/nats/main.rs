@@ -7,6 +7,7 @@
 mod common;
 
 mod bridge;
+mod guarantees;
 mod receiver;
 mod server;
 mod tls;
