@@ -302,3 +302,180 @@ fn check_refuses_every_limit_run_could_not_honour() {
         assert!(err.contains(place), "{place} not named in: {err}");
     }
 }
+
+/// A durable retry stage in memory: what is scheduled comes back through the intake after
+/// its delay, as a retry record does from a Kafka retry topic or a JetStream retry stream.
+struct MemoryStage {
+    tx: tokio::sync::mpsc::UnboundedSender<(Message, Duration)>,
+    written: std::sync::atomic::AtomicUsize,
+}
+
+impl hookbridge::source::DurableRetry for MemoryStage {
+    fn schedule<'a, 'b, 'c>(
+        &'a self,
+        message: &'b Message,
+        info: RetryInfo,
+        delay: Duration,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + 'c>>
+    where
+        'a: 'c,
+        'b: 'c,
+        Self: 'c,
+    {
+        let record = Message {
+            payload: message.payload.clone(),
+            headers: message.headers.clone(),
+            coords: message.coords.clone(),
+            ack: Ack::none(),
+            retry: Some(Ok(info)),
+        };
+        self.written.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let sent = self.tx.send((record, delay)).map_err(|e| e.to_string());
+        Box::pin(async move { sent })
+    }
+}
+
+/// What a run through the in-memory stage produced.
+struct StageRun {
+    results: Vec<Value>,
+    dead_letters: Vec<Value>,
+    written: usize,
+}
+
+/// Runs `events` (JSON) through the intake and dispatcher of `yaml` with a durable retry
+/// stage in memory, until `expected` results are out.
+async fn through_memory_stage(yaml: &str, events: Vec<Value>, expected: usize) -> StageRun {
+    let config = Arc::new(Config::from_yaml(yaml).unwrap());
+    let responses = Arc::new(Memory::default());
+    let dead = Arc::new(Memory::default());
+    let publisher = Publisher::new(responses.clone(), dead.clone(), 1024);
+    let (tx, mut back) = tokio::sync::mpsc::unbounded_channel();
+    let stage = Arc::new(MemoryStage { tx, written: Default::default() });
+    let cancel = CancellationToken::new();
+    let dispatcher =
+        Dispatcher::new(config.clone(), publisher.clone(), RetryStage::Handoff(stage.clone()), cancel.clone()).unwrap();
+    let (intake_tx, mut intake_rx) = tokio::sync::mpsc::unbounded_channel::<Message>();
+    let intake = {
+        let (config, dispatcher, publisher, cancel) =
+            (config.clone(), dispatcher.clone(), publisher.clone(), cancel.clone());
+        tokio::spawn(async move {
+            let room = Arc::new(tokio::sync::Semaphore::new(1000));
+            let intaker = Intaker {
+                config: &config,
+                dispatcher: &dispatcher,
+                publisher: &publisher,
+                cancel: &cancel,
+                redelivers: false,
+            };
+            while let Some(m) = intake_rx.recv().await {
+                intaker.handle(m, room.clone().acquire_owned().await.unwrap()).await;
+            }
+        })
+    };
+    // The stage hands records back when due.
+    let returner = {
+        let intake_tx = intake_tx.clone();
+        tokio::spawn(async move {
+            while let Some((record, delay)) = back.recv().await {
+                let intake_tx = intake_tx.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    let _ = intake_tx.send(record);
+                });
+            }
+        })
+    };
+    for (offset, e) in events.iter().enumerate() {
+        intake_tx
+            .send(Message {
+                payload: serde_json::to_vec(e).unwrap(),
+                headers: Vec::new(),
+                coords: json!({"type": "kafka", "topic": "changes", "partition": 0, "offset": 100 + offset}),
+                ack: Ack::none(),
+                retry: None,
+            })
+            .unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while responses.taken.lock().unwrap().len() < expected {
+        assert!(Instant::now() < deadline, "results: {:?}", responses.taken.lock().unwrap());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Nothing more comes once every result is out.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    cancel.cancel();
+    intake.abort();
+    returner.abort();
+    let results = responses.taken.lock().unwrap().clone();
+    let dead_letters = dead.taken.lock().unwrap().clone();
+    StageRun { results, dead_letters, written: stage.written.load(std::sync::atomic::Ordering::SeqCst) }
+}
+
+fn stage_config(delivery: &str, connections: &str, actions: &str, linked: &str) -> String {
+    format!(
+        "source: {{type: file, path: \"-\"}}\nresponses: {{type: file, path: \"-\"}}\ndead_letter: {{type: file, path: \"-\"}}\nserver: {{listen: null}}\ndelivery: {{allow_private_networks: true, quick_attempts: 1, {delivery}}}\nconnections:\n{connections}actions:\n{actions}triggers:\n  - {{name: created, on: create, class: Ticket, actions: [{linked}]}}\n"
+    )
+}
+
+#[tokio::test]
+async fn long_retries_keep_an_objects_order_and_write_each_follower_once() {
+    // The first event of the object fails six times; the 19 behind it must wait, be written
+    // to the stage once each, and come back in source order whatever their due times.
+    let rx = Receiver::start(|_, seen| {
+        let seq = seen.json()["seq"].as_i64().unwrap_or(-1);
+        static FAILURES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        if seq == 0 && FAILURES.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < 6 {
+            Reply::Status(500, vec![], "not yet".into())
+        } else {
+            Reply::Status(200, vec![], "ok".into())
+        }
+    })
+    .await;
+    let yaml = stage_config(
+        "retry: {max_attempts: 10, initial: 30ms, max: 150ms, jitter: 0.5}",
+        &format!("  hook: {{url: \"{}\"}}\n", rx.url("/hook")),
+        "  - {name: hook, type: webhook, connection: hook, payload: '{\"seq\": \"$this->seq$\"}'}\n",
+        "hook",
+    );
+    let events = (0..20).map(|seq| event(&format!("e{seq}"), "1", json!({"object": {"seq": seq}}))).collect();
+    let run = through_memory_stage(&yaml, events, 20).await;
+    let mut first = Vec::new();
+    for s in rx.seen() {
+        let seq = s.json()["seq"].as_i64().unwrap();
+        if !first.contains(&seq) {
+            first.push(seq);
+        }
+    }
+    assert_eq!(first, (0..20).collect::<Vec<_>>(), "first deliveries out of source order");
+    assert_eq!(rx.seen().len(), 20 + 6, "no follower attempted before its turn, none twice");
+    assert!(run.results.iter().all(|r| r["status"] == "delivered"), "{:?}", run.results);
+    assert_eq!(run.results.iter().find(|r| r["event_id"] == "e0").unwrap()["attempts"], 7);
+    assert!(run.results.iter().filter(|r| r["event_id"] != "e0").all(|r| r["attempts"] == 1));
+    // Six long retries of the first event, and each follower written once.
+    assert_eq!(run.written, 6 + 19);
+    assert!(run.dead_letters.is_empty());
+}
+
+#[tokio::test]
+async fn a_failing_action_never_sends_the_succeeding_one_again() {
+    let ok = Receiver::ok().await;
+    let failing = Receiver::start(|_, _| Reply::Status(500, vec![], "down".into())).await;
+    let yaml = stage_config(
+        "retry: {max_attempts: 3, initial: 20ms, max: 50ms, jitter: 0}",
+        &format!("  ok: {{url: \"{}\"}}\n  failing: {{url: \"{}\"}}\n", ok.url("/"), failing.url("/")),
+        "  - {name: ok, type: webhook, connection: ok}\n  - {name: failing, type: webhook, connection: failing}\n",
+        "ok, failing",
+    );
+    let events = (0..10).map(|i| event(&format!("e{i}"), &i.to_string(), json!({}))).collect();
+    let run = through_memory_stage(&yaml, events, 20).await;
+    let ids: Vec<String> = ok.seen().iter().map(|s| s.header("webhook-id").unwrap().to_string()).collect();
+    let unique: std::collections::HashSet<_> = ids.iter().collect();
+    assert_eq!((ids.len(), unique.len()), (10, 10), "the 200 endpoint got each event exactly once");
+    assert_eq!(failing.seen().len(), 30, "three attempts per event, counted per action");
+    let delivered = run.results.iter().filter(|r| r["action"] == "ok" && r["status"] == "delivered").count();
+    let failed: Vec<_> = run.results.iter().filter(|r| r["action"] == "failing").collect();
+    assert_eq!((delivered, failed.len(), run.results.len()), (10, 10, 20));
+    assert!(failed.iter().all(|r| r["status"] == "failed" && r["attempts"] == 3), "{failed:?}");
+    assert_eq!(run.dead_letters.len(), 10);
+    assert!(run.dead_letters.iter().all(|d| d["action"] == "failing"));
+}
