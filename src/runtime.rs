@@ -68,8 +68,14 @@ pub async fn open_source(config: &Config) -> Result<Box<dyn Source>, StartError>
 /// Runs the bridge until the source ends or `shutdown` fires.
 pub async fn run(config: Arc<Config>, shutdown: CancellationToken) -> Result<(), StartError> {
     let ready = Arc::new(AtomicBool::new(false));
+    // The ops server outlives the drain (it stops when this function returns, whatever the
+    // path): /metrics and /healthz answer while deliveries drain, /readyz says 503.
+    let server_stop = CancellationToken::new();
+    let _server_stop = server_stop.clone().drop_guard();
     if let Some(listen) = &config.server.listen {
-        let addr = crate::server::serve(listen, ready.clone(), shutdown.clone()).await.map_err(StartError::Server)?;
+        let addr = crate::server::serve(listen, ready.clone(), shutdown.clone(), server_stop.clone())
+            .await
+            .map_err(StartError::Server)?;
         tracing::info!(%addr, "serving /metrics, /healthz and /readyz");
     }
     let responses = open_sink("responses", &config.responses, &config.source).await?;
