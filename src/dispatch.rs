@@ -746,9 +746,9 @@ impl Dispatcher {
         let trigger = &self.config.triggers[job.matched.trigger];
         let key = job.inflight.event.object_key();
         let m = metrics::get();
-        m.deliveries.with_label_values(&[&action.name, action.kind.as_str(), report.status.as_str()]).inc();
         // A delivery parked in the retry stage is not over: its result comes when it is.
         if report.status != Outcome::RetryScheduled {
+            m.deliveries.with_label_values(&[&action.name, action.kind.as_str(), report.status.as_str()]).inc();
             m.delivery_duration.with_label_values(&[&action.name]).observe(report.duration.as_secs_f64());
             self.publisher.response(&key, &self.result_message(job, report)).await;
         }

@@ -161,6 +161,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Ok(c) => std::sync::Arc::new(c),
                 Err(code) => return Ok(code),
             };
+            // Every series the config decides exists from the first scrape, at zero.
+            hookbridge::metrics::get().register_config(&config);
             let runtime = tokio::runtime::Runtime::new()?;
             runtime.block_on(async move {
                 let shutdown = tokio_util::sync::CancellationToken::new();

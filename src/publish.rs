@@ -104,7 +104,7 @@ impl Publisher {
 
     /// A dead letter.
     pub async fn dead_letter(&self, key: &str, letter: DeadLetter<'_>) {
-        metrics::get().dead_letters.with_label_values(&[letter.reason]).inc();
+        metrics::get().dead_letters.with_label_values(&[metrics::dead_letter_reason(letter.reason)]).inc();
         let (raw, encoding) = raw_field(letter.raw);
         let mut m = Map::new();
         m.insert("kind".into(), json!("dead_letter"));
