@@ -69,3 +69,67 @@ async fn readyz(State(health): State<Health>) -> impl IntoResponse {
         (StatusCode::SERVICE_UNAVAILABLE, "source not connected\n")
     }
 }
+
+/// Bounds how long the process may stay not ready at start: when `ready` is still false
+/// after `limit`, cancels `shutdown` and yields `true` (the caller then exits with an
+/// error, so that an orchestrator restarts it or someone looks). Yields `false` once ready
+/// or when shut down first. A source that connects later and loses its broker again is
+/// not affected: that is an outage, not a failed start.
+pub fn watch_startup(
+    ready: Arc<AtomicBool>,
+    limit: std::time::Duration,
+    shutdown: CancellationToken,
+) -> tokio::task::JoinHandle<bool> {
+    tokio::spawn(async move {
+        let deadline = tokio::time::Instant::now() + limit;
+        let mut tick = tokio::time::interval(std::time::Duration::from_millis(100));
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return false,
+                _ = tick.tick() => {}
+            }
+            if ready.load(Ordering::SeqCst) {
+                return false;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                tracing::error!(
+                    startup_timeout_ms = limit.as_millis() as u64,
+                    "not ready within startup_timeout: stopping"
+                );
+                shutdown.cancel();
+                return true;
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn startup_ends_when_not_ready_in_time() {
+        let shutdown = CancellationToken::new();
+        let ready = Arc::new(AtomicBool::new(false));
+        let watch = watch_startup(ready, std::time::Duration::from_secs(30), shutdown.clone());
+        tokio::time::sleep(std::time::Duration::from_secs(29)).await;
+        assert!(!shutdown.is_cancelled());
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        assert!(watch.await.unwrap());
+        assert!(shutdown.is_cancelled());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_ready_source_is_never_stopped_later() {
+        let shutdown = CancellationToken::new();
+        let ready = Arc::new(AtomicBool::new(false));
+        let watch = watch_startup(ready.clone(), std::time::Duration::from_secs(30), shutdown.clone());
+        tokio::time::sleep(std::time::Duration::from_secs(10)).await;
+        ready.store(true, Ordering::SeqCst);
+        assert!(!watch.await.unwrap());
+        // Ready, then lost: an outage, which startup_timeout does not end.
+        ready.store(false, Ordering::SeqCst);
+        tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+        assert!(!shutdown.is_cancelled());
+    }
+}
