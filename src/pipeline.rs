@@ -124,7 +124,7 @@ pub async fn run(
         })
         .buffered(PREPARE_AHEAD)
     };
-    let mut reads = std::pin::pin!(reads);
+    let mut reads = Box::pin(reads);
     while let Some((prepared, permit)) = reads.next().await {
         match prepared {
             Ok(prepared) => {
