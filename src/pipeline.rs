@@ -182,7 +182,14 @@ pub fn prepare(config: &Config, message: Message) -> Prepared {
     m.events_received.with_label_values(&[source_type]).inc();
     let ce = CloudEventHeaders::from_headers(message.headers.iter().map(|(k, v)| (k.as_str(), v.as_slice())));
     let event = match parse_event(&message.payload, ce.as_ref()) {
-        Ok(e) => Box::new(e),
+        Ok(mut e) => {
+            if e.trace.is_none() {
+                e.trace = crate::trace::TraceParent::from_headers(
+                    message.headers.iter().map(|(k, v)| (k.as_str(), v.as_slice())),
+                );
+            }
+            Box::new(e)
+        }
         Err(e) => {
             m.events_invalid.with_label_values(&[e.reason()]).inc();
             tracing::warn!(reason = e.reason(), source = %message.coords, "invalid event sent to the dead letter");
