@@ -286,7 +286,7 @@ pub fn parse_event(bytes: &[u8], ce: Option<&CloudEventHeaders>) -> Result<Event
         fill_from_envelope(obj, envelope);
     }
     validate(&value)?;
-    let wire: Wire = serde_json::from_value(value.clone()).map_err(|e| EventError::Schema(e.to_string()))?;
+    let wire = Wire::deserialize(&value).map_err(|e| EventError::Schema(e.to_string()))?;
     let mut event = from_wire(wire, value);
     event.trace = trace;
     Ok(event)

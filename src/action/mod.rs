@@ -301,7 +301,7 @@ pub fn build_request(action: &Action, b: &BuildContext<'_>, webhook_id: &str) ->
         set_header(&mut headers, &name, value);
     }
     set_header(&mut headers, "webhook-id", webhook_id.to_string());
-    Request { method: method.to_string(), url, headers, body, secret_headers }
+    Request { method: method.to_string(), url, headers, body: body.into(), secret_headers }
 }
 
 fn set_headers(headers: &mut Vec<(String, String)>, extra: &[(String, Template)], ctx: &RenderContext<'_>) {

@@ -108,16 +108,19 @@ impl Sender {
         let Ok(_permit) = self.global.acquire().await else {
             return (network("dispatcher closed"), None);
         };
-        let mut request = request.clone();
-        request.stamp(&conn.signing_keys, chrono::Utc::now().timestamp());
+        // Stamped per attempt (a late retry must not look stale); the body is shared, not copied.
+        let stamp = request.stamp_headers(&conn.signing_keys, chrono::Utc::now().timestamp());
         let method = reqwest::Method::from_bytes(request.method.as_bytes()).unwrap_or(reqwest::Method::POST);
         let timeout = conn.timeout.unwrap_or(self.default_timeout);
         let mut builder = self.clients.get(connection).request(method, url.clone()).timeout(timeout);
-        for (k, v) in &request.headers {
+        for (k, v) in request.headers.iter().filter(|(k, _)| !stamp.iter().any(|(s, _)| s == k)) {
             builder = builder.header(k.as_str(), v.as_str());
         }
+        for (k, v) in &stamp {
+            builder = builder.header(*k, v.as_str());
+        }
         if !request.body.is_empty() {
-            builder = builder.body(request.body);
+            builder = builder.body(request.body.clone());
         }
         let m = metrics::get();
         m.in_flight.inc();

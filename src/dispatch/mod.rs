@@ -136,8 +136,12 @@ pub struct Dispatcher {
     stage: Option<Arc<dyn DurableRetry>>,
     lanes: Mutex<HashMap<LaneKey, mpsc::UnboundedSender<Job>>>,
     parking: Mutex<Parking<Job>>,
+    masked_urls: Mutex<HashMap<String, Arc<str>>>,
     shutdown: CancellationToken,
 }
+
+/// Masked URLs kept for results: most deliveries go to a few URLs, and masking parses them.
+const MASKED_URLS_KEPT: usize = 4096;
 
 impl Dispatcher {
     /// Builds the HTTP clients and limits of every connection; with a durable stage, also
@@ -165,6 +169,7 @@ impl Dispatcher {
             stage,
             lanes: Mutex::new(HashMap::new()),
             parking: Mutex::new(Parking::new(max_held, PARK_STALE_MS)),
+            masked_urls: Mutex::new(HashMap::new()),
             shutdown,
         });
         if dispatcher.stage.is_some() {
@@ -426,7 +431,7 @@ impl Dispatcher {
         let trigger = &self.config.triggers[job.matched.trigger];
         let mut request = RequestSummary {
             method: job.request.method.clone(),
-            url: job.request.masked_url(),
+            url: self.masked_url(&job.request.url).to_string(),
             headers: None,
             body: None,
         };
@@ -453,6 +458,20 @@ impl Dispatcher {
             missing_placeholders: job.missing.clone(),
             time: now_rfc3339(),
         }
+    }
+
+    /// The URL as results show it, secrets masked.
+    fn masked_url(&self, url: &str) -> Arc<str> {
+        let mut cache = self.masked_urls.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(m) = cache.get(url) {
+            return m.clone();
+        }
+        if cache.len() >= MASKED_URLS_KEPT {
+            cache.clear();
+        }
+        let masked: Arc<str> = crate::mask::url(url).into();
+        cache.insert(url.to_string(), masked.clone());
+        masked
     }
 
     /// Publishes a report's messages; `Err` when shutdown interrupted them (the outcome is
