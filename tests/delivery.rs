@@ -410,3 +410,18 @@ async fn a_cloudevents_traceparent_is_passed_on_as_a_child_span() {
     assert_ne!(parts[2], "00f067aa0ba902b7", "a new span, child of the caller's");
     assert_eq!(parts[2].len(), 16);
 }
+
+#[tokio::test]
+async fn a_redirect_is_a_final_failure_that_names_where_it_points() {
+    let rx = Receiver::start(|_, _| {
+        Reply::Status(301, vec![("location", "https://hooks.example.com/moved?token=s3cr3t".into())], String::new())
+    })
+    .await;
+    let run = one_event_through(&rx.url("/hook")).await;
+    assert_eq!(rx.seen().len(), 1, "a redirect is not retried, nor followed");
+    let r = &run.responses()[0];
+    assert_eq!((r["status"].as_str(), r["error"]["reason"].as_str()), (Some("failed"), Some("http_301")));
+    let detail = r["error"]["detail"].as_str().unwrap();
+    assert!(detail.contains("https://hooks.example.com/moved"), "{detail}");
+    assert!(!detail.contains("s3cr3t"), "the Location is masked like every shown URL: {detail}");
+}
