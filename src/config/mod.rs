@@ -246,13 +246,18 @@ fn compile_nats_retry(raw: &mut raw::RawConfig, problems: &mut Problems) {
     let SourceConfig::Nats { stream, subjects, consumer, retry_stream, retry_subject, .. } = &mut raw.source else {
         return;
     };
+    let mut names_ok = true;
     for (place, name) in [("source.stream", &*stream), ("source.consumer", &*consumer)] {
         if let Err(e) = nats_name(name) {
             problems.add(place, e);
+            names_ok = false;
         }
     }
+    // A default derived from a bad name is reported once, where the user wrote the name.
+    let (given_stream, given_subject) = (retry_stream.is_some(), retry_subject.is_some());
     let stream_name = retry_stream.get_or_insert_with(|| raw::default_nats_retry_stream(stream));
     match nats_name(stream_name) {
+        Err(_) if !given_stream && !names_ok => {}
         Err(e) => problems.add("source.retry_stream", e),
         Ok(()) if stream_name == stream => {
             problems.add("source.retry_stream", "must be a stream of its own, not the source stream")
@@ -260,6 +265,9 @@ fn compile_nats_retry(raw: &mut raw::RawConfig, problems: &mut Problems) {
         Ok(()) => {}
     }
     let subject = retry_subject.get_or_insert_with(|| raw::default_nats_retry_subject(consumer));
+    if !given_subject && !names_ok {
+        return;
+    }
     if !crate::nats::sink::is_publish_subject(subject) {
         problems.add(
             "source.retry_subject",

@@ -45,6 +45,8 @@ pub struct RawConfig {
 }
 
 /// Exactly one event source.
+// One value per process: the size of its largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum SourceConfig {
