@@ -610,9 +610,8 @@ async fn a_failing_action_is_retried_alone_and_the_other_is_sent_once() {
     let delivery = "quick_attempts: 1, retry: {max_attempts: 4, initial: 50ms, max: 200ms, jitter: 0}";
     let yaml = two_actions(&nats.url(), &ok.url("/ok"), &down.url("/down"), delivery);
     let mut bridge = Bridge::start(dir.path(), "one-fails", &yaml, &[]);
-    let letters = wait_stream(&js, "DEAD", 6, Duration::from_secs(60)).await;
-    assert_eq!(letters.len(), 6, "{}", bridge.log());
-    wait_all_settled(&js, Duration::from_secs(20)).await;
+    wait_until(Duration::from_secs(60), "every attempt at the 503 endpoint", || down.seen().len() >= 6 * MAX_ATTEMPTS)
+        .await;
     // Room for a late duplicate to show up before counting.
     tokio::time::sleep(Duration::from_millis(500)).await;
 
@@ -625,6 +624,9 @@ async fn a_failing_action_is_retried_alone_and_the_other_is_sent_once() {
         "each event once at the 200 endpoint: {:?}",
         by_event(&ok_seen).keys()
     );
+    let letters = wait_stream(&js, "DEAD", 6, Duration::from_secs(30)).await;
+    assert_eq!(letters.len(), 6, "{}", bridge.log());
+    wait_all_settled(&js, Duration::from_secs(20)).await;
     // The 503 endpoint: max_attempts requests per event, one webhook-id per event, and the
     // second event of an object only after the first gave up.
     let down_seen = down.seen();
