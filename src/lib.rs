@@ -32,6 +32,7 @@ pub mod mask;
 pub mod metrics;
 pub mod nats;
 pub mod net;
+pub mod output;
 pub mod pipeline;
 pub mod publish;
 pub mod render;

@@ -183,12 +183,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Err(code) => return Ok(code),
             };
             let runtime = tokio::runtime::Runtime::new()?;
-            let out = runtime
-                .block_on(hookbridge::runtime::send_one(config, parsed, bytes, &action))
-                .map_err(anyhow::Error::msg)?;
+            let out = runtime.block_on(hookbridge::runtime::send_one(config, parsed, bytes, &action))?;
             println!("{}", serde_json::to_string_pretty(&out)?);
-            let delivered = out["result"]["status"] == "delivered" || out["result"]["status"] == "dry_run";
-            Ok(if delivered { ExitCode::SUCCESS } else { ExitCode::from(4) })
+            Ok(if out.succeeded() { ExitCode::SUCCESS } else { ExitCode::from(4) })
         }
         Command::Schema { which } => {
             let text = match which {

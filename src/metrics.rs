@@ -16,6 +16,8 @@ pub struct Metrics {
     pub events_received: IntCounterVec,
     /// Messages that were not valid events, by reason.
     pub events_invalid: IntCounterVec,
+    /// Events that matched no trigger.
+    pub events_unmatched: prometheus::IntCounter,
     /// (trigger, action) pairs matched.
     pub trigger_matches: IntCounterVec,
     /// Conditions that failed to evaluate.
@@ -57,6 +59,12 @@ impl Metrics {
         let events_received = counter("events_received_total", "Messages read from the source.", &["source"]);
         let events_invalid =
             counter("events_invalid_total", "Messages that were not valid events, by reason.", &["reason"]);
+        let events_unmatched = prometheus::IntCounter::new(
+            "events_unmatched_total",
+            "Events that matched no trigger (acknowledged with no output).",
+        )
+        .expect("valid metric");
+        registry.register(Box::new(events_unmatched.clone())).expect("registered once");
         let trigger_matches =
             counter("trigger_matches_total", "(trigger, action) pairs matched by events.", &["trigger", "action"]);
         let condition_errors =
@@ -108,6 +116,7 @@ impl Metrics {
             registry,
             events_received,
             events_invalid,
+            events_unmatched,
             trigger_matches,
             condition_errors,
             deliveries,

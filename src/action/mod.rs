@@ -18,7 +18,7 @@ use crate::config::raw::{
     ActionConfig, ActionKind, ActionStatus, AttributesFrom, CallbackWhen, OtherActions, PresentationLists,
 };
 use crate::config::Problems;
-use crate::connection::{check_header_name, Connection};
+use crate::connection::{check_header_name, check_header_text, Connection};
 use crate::expr::Expression;
 use crate::request::Request;
 use crate::template::{Escape, JsonTemplate, RenderContext, Template};
@@ -206,6 +206,7 @@ pub(crate) fn headers_field(
     let mut out = Vec::new();
     for (k, v) in headers.into_iter().flatten() {
         check_header_name(&format!("{place}.headers.{k}"), k, problems);
+        check_header_text(&format!("{place}.headers.{k}"), v, problems);
         if let Some(t) = template_field(place, &format!("headers.{k}"), Some(v), problems) {
             out.push((k.to_ascii_lowercase(), t));
         }

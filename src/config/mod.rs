@@ -231,6 +231,24 @@ fn check_delivery(d: &DeliveryConfig, problems: &mut Problems) {
     if d.quick_attempts == 0 {
         problems.add("delivery.quick_attempts", "must be at least 1");
     }
+    if !d.retry.multiplier.is_finite() {
+        problems.add("delivery.retry.multiplier", "must be a finite number");
+    }
+    for (place, value) in [
+        ("delivery.timeout", d.timeout.0),
+        ("delivery.shutdown_timeout", d.shutdown_timeout.0),
+        ("delivery.retry.initial", d.retry.initial.0),
+        ("delivery.retry.max", d.retry.max.0),
+    ] {
+        crate::connection::check_duration(place, value, problems);
+    }
+    if d.max_request_bytes.0 == 0 {
+        problems.add("delivery.max_request_bytes", "must be at least 1 byte");
+    }
+    // One semaphore holds every slot; tokio caps a semaphore's permits.
+    if d.concurrency > MAX_CONCURRENCY {
+        problems.add("delivery.concurrency", format!("must be at most {MAX_CONCURRENCY}"));
+    }
 }
 
 /// Fills in the retry stream and subject of a NATS source and checks them, with the names
@@ -298,6 +316,9 @@ fn nats_name(name: &str) -> Result<(), String> {
         None => Ok(()),
     }
 }
+
+/// The most requests in flight `delivery.concurrency` may ask for.
+pub const MAX_CONCURRENCY: usize = 100_000;
 
 /// NATS secrets are read when connecting; checking them here makes a missing variable or
 /// file a `check` error rather than a start-up failure.

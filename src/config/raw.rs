@@ -213,8 +213,10 @@ pub struct DeliveryConfig {
     /// Drain deadline on SIGTERM.
     pub shutdown_timeout: Duration,
     /// Attempts made in process before a delivery is handed to the durable retry stage
-    /// (a Kafka retry topic or a JetStream redelivery); sources without one retry in process.
+    /// (a Kafka retry topic or a JetStream retry stream); sources without one retry in process.
     pub quick_attempts: u32,
+    /// Most bytes of the original message a dead letter carries (after escaping).
+    pub max_dead_letter_raw: Size,
 }
 
 impl Default for DeliveryConfig {
@@ -228,6 +230,7 @@ impl Default for DeliveryConfig {
             allow_private_networks: false,
             shutdown_timeout: Duration::from_secs(30),
             quick_attempts: 3,
+            max_dead_letter_raw: Size(256 * 1024),
         }
     }
 }

@@ -113,6 +113,13 @@ pub trait Source: Send {
     /// How long retries are held.
     fn retry_stage(&self) -> RetryStage;
 
+    /// Whether the broker offers a message again by itself when it is left unacknowledged
+    /// (JetStream after `ack_wait` or a NAK); Kafka only re-reads after a restart or a
+    /// rebalance, so a message it holds back stops its partition.
+    fn redelivers_unsettled(&self) -> bool {
+        false
+    }
+
     /// Reads until the end (file without follow), an error, or `shutdown`; sets `ready`
     /// once connected.
     async fn run(

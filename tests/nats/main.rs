@@ -8,6 +8,7 @@
 mod common;
 
 mod bridge;
+mod guarantees;
 mod receiver;
 mod server;
 mod tls;
