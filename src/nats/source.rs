@@ -445,6 +445,12 @@ impl Source for NatsSource {
         RetryStage::Handoff(self.stage.clone())
     }
 
+    /// A message (event or retry record) left unacknowledged or NAKed is offered again by
+    /// JetStream: after the NAK's delay, or after `ack_wait`.
+    fn redelivers_unsettled(&self) -> bool {
+        true
+    }
+
     async fn run(
         self: Box<Self>,
         tx: mpsc::Sender<Message>,

@@ -807,7 +807,6 @@ async fn a_crash_with_retries_pending_loses_nothing_and_resends_nothing_delivere
 /// reason and its own coordinates: never dropped, and never run as a new event (its other
 /// actions were already delivered).
 #[tokio::test]
-#[ignore = "needs the pipeline dead letter for broken retry records"]
 async fn a_broken_retry_record_is_dead_lettered() {
     let nats = NatsServer::start().await;
     let js = nats.jetstream().await;
@@ -818,18 +817,22 @@ async fn a_broken_retry_record_is_dead_lettered() {
     let mut bridge = Bridge::start(dir.path(), "broken-record", &yaml, &[]);
     bridge.wait_ready().await;
     let payload = serde_json::to_vec(&event("e-1", "1", json!({"object": {"ref": "R-1", "title": "e-1"}}))).unwrap();
+    // Retry headers that do not parse, and an event published to the retry subject by hand.
     let mut headers = HeaderMap::new();
     headers.insert("hookbridge-retry", "not json");
     headers.insert("hookbridge-retry-not-before", "0");
-    let seq = publish(&js, RETRY_SUBJECT, headers, payload.clone()).await;
-    let letters = wait_stream(&js, "DEAD", 1, Duration::from_secs(20)).await;
-    assert_eq!(letters.len(), 1, "{}", bridge.log());
-    let letter = &letters[0].1;
-    assert_eq!(letter["reason"], "invalid_retry_record", "{letter}");
-    assert!(letter["detail"].as_str().unwrap().contains("hookbridge-retry"), "{letter}");
-    assert_eq!(letter["source"]["stream"], RETRY_STREAM, "{letter}");
-    assert_eq!(letter["source"]["sequence"], seq, "{letter}");
-    assert_eq!(letter["raw"].as_str().unwrap().as_bytes(), payload.as_slice());
+    let broken = publish(&js, RETRY_SUBJECT, headers, payload.clone()).await;
+    let plain = publish(&js, RETRY_SUBJECT, HeaderMap::new(), payload.clone()).await;
+    let letters = wait_stream(&js, "DEAD", 2, Duration::from_secs(20)).await;
+    assert_eq!(letters.len(), 2, "{}", bridge.log());
+    for (seq, why) in [(broken, "hookbridge-retry: "), (plain, "no hookbridge-retry header")] {
+        let (_, letter) = letters.iter().find(|(_, l)| l["source"]["sequence"] == seq).expect("a letter per record");
+        assert_eq!(letter["reason"], "invalid_retry_record", "{letter}");
+        assert!(letter["detail"].as_str().unwrap().contains(why), "{letter}");
+        assert_eq!(letter["source"]["stream"], RETRY_STREAM, "{letter}");
+        assert_eq!(letter["source"]["subject"], RETRY_SUBJECT, "{letter}");
+        assert_eq!(letter["raw"].as_str().unwrap().as_bytes(), payload.as_slice());
+    }
     wait_all_settled(&js, Duration::from_secs(10)).await;
     assert!(ok.seen().is_empty(), "the record was run as an event");
     assert!(bridge.terminate(Duration::from_secs(30)).await.success());
