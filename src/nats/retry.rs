@@ -22,6 +22,7 @@ use async_nats::jetstream::ErrorCode;
 use async_nats::HeaderMap;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
 use thiserror::Error;
 use tokio::sync::watch;
 
@@ -36,10 +37,13 @@ pub const INFO_HEADER: &str = "hookbridge-retry";
 pub const NOT_BEFORE_HEADER: &str = "hookbridge-retry-not-before";
 /// Header holding the original message's coordinates as JSON.
 pub const ORIGIN_HEADER: &str = "hookbridge-retry-origin";
-/// Prefix under which the original message's `Nats-*` headers are carried. Published as
-/// they are, they would act on the retry stream: the publisher's `Nats-Msg-Id` would make
-/// the stream drop a second record of the same event as a duplicate, `Nats-Expected-*`
-/// would make the publish fail.
+/// Prefix under which the original message's `Nats-*` headers are carried, their names in
+/// lower case. Published as they are, they would act on the retry stream: the publisher's
+/// `Nats-Msg-Id` would make the stream drop a second record of the same event as a
+/// duplicate, `Nats-Expected-*` would make the publish fail. Lower case, because NATS Server
+/// 2.9 looks a header up by the first occurrence of its name anywhere in the header block:
+/// `hookbridge-original-Nats-Msg-Id` written before our own `Nats-Msg-Id` makes it ignore
+/// the record's id.
 const ESCAPED_PREFIX: &str = "hookbridge-original-";
 
 /// Where a parked delivery's message came from.
@@ -106,9 +110,10 @@ pub fn decode(headers: Vec<(String, Vec<u8>)>) -> Result<Returned, String> {
             origin = Some(serde_json::from_slice::<Origin>(&v).map_err(|e| format!("{ORIGIN_HEADER}: {e}"))?);
         } else if let Some(original) = strip_prefix_ignore_case(&k, ESCAPED_PREFIX) {
             rest.push((original.to_string(), v));
-        } else {
+        } else if strip_prefix_ignore_case(&k, "nats-").is_none() {
             rest.push((k, v));
         }
+        // (A `Nats-*` header as it is belongs to the record itself, like its `Nats-Msg-Id`.)
     }
     Ok(Returned {
         info: info.ok_or(format!("no {INFO_HEADER} header"))?,
@@ -132,8 +137,11 @@ pub fn encode(
 ) -> Result<HeaderMap, ScheduleError> {
     let mut out = HeaderMap::new();
     for (k, v) in headers {
-        let name =
-            if strip_prefix_ignore_case(k, "nats-").is_some() { format!("{ESCAPED_PREFIX}{k}") } else { k.clone() };
+        let name = if strip_prefix_ignore_case(k, "nats-").is_some() {
+            format!("{ESCAPED_PREFIX}{}", k.to_ascii_lowercase())
+        } else {
+            k.clone()
+        };
         let value = String::from_utf8_lossy(v);
         let bad = |e: &dyn std::fmt::Display| ScheduleError::Header { name: k.clone(), detail: e.to_string() };
         let name = HeaderName::try_from(name).map_err(|e| bad(&e))?;
@@ -193,6 +201,8 @@ pub struct NatsRetry {
 struct Parked {
     headers: HeaderMap,
     payload: Vec<u8>,
+    /// Its `Nats-Msg-Id`.
+    id: String,
 }
 
 impl NatsRetry {
@@ -217,11 +227,16 @@ impl NatsRetry {
         let origin =
             Origin::from_coords(&message.coords).ok_or_else(|| ScheduleError::NoOrigin(message.coords.clone()))?;
         let not_before = chrono::Utc::now().timestamp_millis() + delay.as_millis() as i64;
-        Ok(Parked { headers: encode(&message.headers, info, not_before, &origin)?, payload: message.payload.clone() })
+        let mut headers = encode(&message.headers, info, not_before, &origin)?;
+        let from = message.coords.get("retry").and_then(|r| r.get("sequence")).and_then(Value::as_u64);
+        let id = record_id(&origin, info, from);
+        headers.insert("Nats-Msg-Id", id.as_str());
+        Ok(Parked { headers, payload: message.payload.clone(), id })
     }
 
     async fn send(&self, parked: Parked) -> Result<(), ScheduleError> {
         let failed = |detail: String| ScheduleError::Publish { stream: self.stream.clone(), detail };
+        let id = parked.id;
         let mut connections = self.connections.clone();
         connections.borrow_and_update();
         let ack = self
@@ -241,8 +256,39 @@ impl NatsRetry {
         if ack.stream != self.stream {
             return Err(ScheduleError::WrongStream { expected: self.stream.clone(), got: ack.stream });
         }
+        if ack.duplicate {
+            // The same step of this delivery is already stored (see `record_id`): that record
+            // carries it on, and the one being handled can be acked.
+            tracing::debug!(stream = %self.stream, sequence = ack.sequence, id = %id, "nats: retry record already stored");
+        } else {
+            tracing::debug!(stream = %self.stream, sequence = ack.sequence, id = %id, "nats: retry record stored");
+        }
         Ok(())
     }
+}
+
+/// The `Nats-Msg-Id` of a retry record: the same for the same step of the same delivery, so
+/// that the stream's duplicate window keeps one record per step.
+///
+/// A step is named by the original message, the delivery, the attempts made, and the record
+/// it came from (none for the first, which comes from the event). When a process dies after
+/// storing a record but before the ack of the one it came from is confirmed, that one comes
+/// back, its attempt is made again, and the record it leads to is the one already stored:
+/// without the id, two records would carry the delivery on, each to its own end (two
+/// results, two dead letters). The record it came from keeps ids apart when a delivery is
+/// parked again with unchanged attempts behind an earlier one of its object.
+fn record_id(origin: &Origin, info: &RetryInfo, from: Option<u64>) -> String {
+    let step = serde_json::to_vec(&(
+        &origin.stream,
+        origin.sequence,
+        &info.trigger,
+        &info.action,
+        info.mention,
+        info.attempts,
+        from,
+    ))
+    .expect("a tuple serializes");
+    Sha256::digest(&step).iter().take(16).map(|b| format!("{b:02x}")).collect()
 }
 
 // Written out rather than with `#[async_trait]`: the message must be read before the future
@@ -362,9 +408,12 @@ mod tests {
         let origin = Origin { stream: "CHANGES".into(), subject: "changes.1".into(), sequence: 42 };
         let original =
             vec![("ce-id".to_string(), b"ce-1".to_vec()), ("Nats-Msg-Id".to_string(), b"publisher-id".to_vec())];
-        let headers = encode(&original, &info(), 123_456, &origin).unwrap();
-        // The publisher's message id must not act on the retry stream.
+        let mut headers = encode(&original, &info(), 123_456, &origin).unwrap();
+        // The publisher's message id must not act on the retry stream, nor its name appear
+        // anywhere in the header block but where the record's own id is.
         assert!(headers.get("Nats-Msg-Id").is_none());
+        assert!(!headers.iter().any(|(k, _)| k.to_string().contains("Nats-")), "{headers:?}");
+        headers.insert("Nats-Msg-Id", "the record's own");
         let back = decode(as_pairs(&headers)).unwrap();
         assert_eq!(back.origin, origin);
         assert_eq!(back.not_before_ms, 123_456);
@@ -372,9 +421,14 @@ mod tests {
         assert_eq!((back.info.mention, back.info.attempts, back.info.first_attempt_ms), (Some(2), 3, 1_700));
         let mut restored = back.headers;
         restored.sort();
-        let mut want = original;
+        // Header names are case-insensitive; the escaped ones come back in lower case.
+        let mut want =
+            vec![("ce-id".to_string(), b"ce-1".to_vec()), ("nats-msg-id".to_string(), b"publisher-id".to_vec())];
         want.sort();
         assert_eq!(restored, want);
+        // Carried again, they stay escaped: nothing accumulates from record to record.
+        let again = encode(&restored, &info(), 1, &back.origin).unwrap();
+        assert_eq!(decode(as_pairs(&again)).unwrap().headers.len(), 2);
     }
 
     #[test]
@@ -406,6 +460,22 @@ mod tests {
             let err = decode(headers).unwrap_err();
             assert!(err.contains(want), "{err:?} should contain {want:?}");
         }
+    }
+
+    #[test]
+    fn record_ids_name_the_step_of_a_delivery() {
+        let origin = Origin { stream: "CHANGES".into(), subject: "changes.1".into(), sequence: 42 };
+        let first = record_id(&origin, &info(), None);
+        assert_eq!(first, record_id(&origin, &info(), None), "the same step twice: one record");
+        assert_eq!(first.len(), 32);
+        // Parked again with unchanged attempts: a new record each time.
+        assert_ne!(record_id(&origin, &info(), Some(7)), record_id(&origin, &info(), Some(8)));
+        let next = RetryInfo { attempts: 4, ..info() };
+        assert_ne!(first, record_id(&origin, &next, None));
+        let other_action = RetryInfo { action: "b".into(), ..info() };
+        assert_ne!(first, record_id(&origin, &other_action, None));
+        let later = Origin { sequence: 43, ..origin.clone() };
+        assert_ne!(first, record_id(&later, &info(), None));
     }
 
     #[test]

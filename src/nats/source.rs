@@ -332,6 +332,16 @@ impl Feed<'_> {
             }
         };
         let wait_ms = returned.not_before_ms - chrono::Utc::now().timestamp_millis();
+        tracing::debug!(
+            sequence,
+            delivered,
+            id = msg.headers.as_ref().and_then(|h| h.get("Nats-Msg-Id")).map(|v| v.as_str()).unwrap_or(""),
+            event_sequence = returned.origin.sequence,
+            action = %returned.info.action,
+            attempts = returned.info.attempts,
+            wait_ms,
+            "nats: retry record read"
+        );
         if wait_ms > 0 {
             // Not due: JetStream holds it until then; it takes no room meanwhile.
             drop(room);
