@@ -43,4 +43,5 @@ pub mod schema;
 pub mod server;
 pub mod source;
 pub mod template;
+pub mod trace;
 pub mod trigger;

@@ -85,7 +85,8 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // Through the logger, so that `--log-format json` keeps every line JSON.
+            tracing::error!(error = %format!("{e:#}"), "fatal error");
             ExitCode::from(1)
         }
     }
@@ -96,7 +97,9 @@ fn init_logging(format: LogFormat) {
         .unwrap_or_else(|_| "info,hyper=warn,hyper_util=warn,reqwest=warn,rdkafka=warn,async_nats=warn".into());
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match format {
-        LogFormat::Json => builder.json().init(),
+        // Flat: the event's fields sit beside `message`, `level` and `target`, where log
+        // pipelines index them, not under a nested `fields` object.
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).with_span_list(false).init(),
         LogFormat::Text => builder.init(),
     }
 }
@@ -106,6 +109,17 @@ fn load(path: &Path) -> Result<Config, ExitCode> {
         eprintln!("{}: invalid configuration", path.display());
         for line in e.to_string().lines() {
             eprintln!("  {line}");
+        }
+        ExitCode::from(2)
+    })
+}
+
+/// As [`load`], for `run`: the problems go through the logger (one event each), so that a
+/// log pipeline reading `--log-format json` sees them.
+fn load_logged(path: &Path) -> Result<Config, ExitCode> {
+    Config::load(path).map_err(|e| {
+        for line in e.to_string().lines().map(str::trim).filter(|l| !l.is_empty()) {
+            tracing::error!(config = %path.display(), problem = line, "invalid configuration");
         }
         ExitCode::from(2)
     })
@@ -127,6 +141,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Check { config } => Ok(match load(&config) {
             Ok(c) => {
+                if let Some(warning) = c.no_triggers_warning() {
+                    let hint = if c.allow_no_triggers { " (allowed here)" } else { "" };
+                    eprintln!("{}: warning: {warning}{hint}", config.display());
+                }
                 println!(
                     "{}: ok ({} connections, {} actions, {} triggers)",
                     config.display(),
@@ -156,11 +174,17 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("{}", serde_json::to_string_pretty(&out)?);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Run { config } => {
-            let config = match load(&config) {
+        Command::Run { config: path } => {
+            let config = match load_logged(&path) {
                 Ok(c) => std::sync::Arc::new(c),
                 Err(code) => return Ok(code),
             };
+            if let (Some(warning), false) = (config.no_triggers_warning(), config.allow_no_triggers) {
+                tracing::error!(config = %path.display(), "refusing to run: {warning}");
+                return Ok(ExitCode::from(2));
+            }
+            // Every series the config decides exists from the first scrape, at zero.
+            hookbridge::metrics::get().register_config(&config);
             let runtime = tokio::runtime::Runtime::new()?;
             runtime.block_on(async move {
                 let shutdown = tokio_util::sync::CancellationToken::new();

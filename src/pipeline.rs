@@ -12,6 +12,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::StreamExt as _;
 use thiserror::Error;
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -24,7 +25,7 @@ use crate::output::{now_rfc3339, DeadLetter, DeliveryResult, ErrorBody};
 use crate::publish::{PublishFailure, Publisher};
 use crate::render::{plan, Planned};
 use crate::source::{Message, RetryInfo, Settle, Source};
-use crate::trigger::{match_event, Match};
+use crate::trigger::{match_event, ConditionError, Match};
 
 /// How long a broker that redelivers waits before offering again a message whose dead
 /// letter the destination refused for good.
@@ -43,6 +44,9 @@ pub enum RunError {
     #[error("source task: {0}")]
     SourceTask(#[from] tokio::task::JoinError),
 }
+
+/// Messages parsed, matched and rendered at once, ahead of the one being handed over.
+const PREPARE_AHEAD: usize = 64;
 
 /// How many events may be read ahead of their final outcomes, at most.
 pub fn max_pending(config: &Config) -> usize {
@@ -94,23 +98,47 @@ pub async fn run(
     let dispatcher = Dispatcher::new(config.clone(), publisher.clone(), source.retry_stage(), delivery_stop.clone())?;
     let limit = max_pending(&config);
     let pending = Arc::new(Semaphore::new(limit));
-    let (tx, mut rx) = mpsc::channel::<Message>(256);
+    let (tx, rx) = mpsc::channel::<Message>(256);
     let source_task = tokio::spawn(source.run(tx, ready, fetch_stop.clone()));
     let intaker =
         Intaker { config: &config, dispatcher: &dispatcher, publisher: &publisher, cancel: &shutdown, redelivers };
-    loop {
-        let message = tokio::select! {
-            m = rx.recv() => match m { Some(m) => m, None => break },
-            _ = shutdown.cancelled() => break,
-        };
-        // Bounded read-ahead: the source waits while `limit` events are not final.
-        let permit = tokio::select! {
-            p = pending.clone().acquire_owned() => p.expect("semaphore open"),
-            _ = shutdown.cancelled() => break,
-        };
-        intaker.handle(message, permit).await;
+    // Parsing, matching and rendering run on every core, several messages at once; their
+    // outcomes are taken in source order, so jobs reach their lanes in event order.
+    let reads = {
+        let (pending, shutdown, config) = (pending.clone(), shutdown.clone(), config.clone());
+        futures::stream::unfold(rx, move |mut rx| {
+            let (pending, shutdown, config) = (pending.clone(), shutdown.clone(), config.clone());
+            async move {
+                let message = tokio::select! {
+                    m = rx.recv() => m?,
+                    _ = shutdown.cancelled() => return None,
+                };
+                // Bounded read-ahead: the source waits while `limit` events are not final.
+                let permit = tokio::select! {
+                    p = pending.acquire_owned() => p.expect("semaphore open"),
+                    _ = shutdown.cancelled() => return None,
+                };
+                let prepared = tokio::spawn(async move { prepare(&config, message) });
+                Some((async move { (prepared.await, permit) }, rx))
+            }
+        })
+        .buffered(PREPARE_AHEAD)
+    };
+    let mut reads = Box::pin(reads);
+    while let Some((prepared, permit)) = reads.next().await {
+        match prepared {
+            Ok(prepared) => {
+                intaker.finish(prepared, permit).await;
+            }
+            // A panic while preparing one message: its ack is gone with it (unsettled, so the
+            // message is read again after a restart); the others go on.
+            Err(e) => tracing::error!(error = %e, "preparing a message failed"),
+        }
+        if shutdown.is_cancelled() {
+            break;
+        }
     }
-    drop(rx);
+    drop(reads);
     let all_done = pending.acquire_many(limit as u32);
     let drained = if shutdown.is_cancelled() {
         tokio::time::timeout(config.delivery.shutdown_timeout.0, all_done).await.is_ok()
@@ -134,43 +162,83 @@ pub async fn run(
     Ok(())
 }
 
+/// A message parsed, matched and rendered: what the sequential stage hands over.
+pub struct Prepared {
+    message: Message,
+    work: Work,
+}
+
+enum Work {
+    /// Dead-letter the message with this reason.
+    DeadLetter { reason: &'static str, detail: String, event: Option<Box<Event>>, retry: Option<RetryInfo> },
+    /// Results and jobs for a parsed event.
+    Event { event: Box<Event>, plans: Vec<(Match, Planned)>, condition_failures: Vec<ConditionError> },
+}
+
+/// The part of the intake that needs no I/O: parse, match, render. Runs in parallel.
+pub fn prepare(config: &Config, message: Message) -> Prepared {
+    let m = metrics::get();
+    let source_type = message.coords.get("type").and_then(|t| t.as_str()).unwrap_or("unknown");
+    m.events_received.with_label_values(&[source_type]).inc();
+    let ce = CloudEventHeaders::from_headers(message.headers.iter().map(|(k, v)| (k.as_str(), v.as_slice())));
+    let event = match parse_event(&message.payload, ce.as_ref()) {
+        Ok(mut e) => {
+            if e.trace.is_none() {
+                e.trace = crate::trace::TraceParent::from_headers(
+                    message.headers.iter().map(|(k, v)| (k.as_str(), v.as_slice())),
+                );
+            }
+            Box::new(e)
+        }
+        Err(e) => {
+            m.events_invalid.with_label_values(&[e.reason()]).inc();
+            tracing::warn!(reason = e.reason(), source = %message.coords, "invalid event sent to the dead letter");
+            let work = Work::DeadLetter { reason: e.reason(), detail: e.to_string(), event: None, retry: None };
+            return Prepared { message, work };
+        }
+    };
+    let (matches, condition_failures) = match &message.retry {
+        Some(Err(reason)) => {
+            let detail = format!("a record of the retry stage whose retry headers cannot be read: {reason}");
+            let work = Work::DeadLetter { reason: "invalid_retry_record", detail, event: Some(event), retry: None };
+            return Prepared { message, work };
+        }
+        Some(Ok(info)) => match retry_match(config, info) {
+            Some(mt) => (vec![mt], Vec::new()),
+            None => {
+                let detail = format!(
+                    "a retry of action {:?} for trigger {:?}, which is no longer configured: the delivery is dropped",
+                    info.action, info.trigger
+                );
+                let retry = Some(info.clone());
+                let work = Work::DeadLetter { reason: "not_configured", detail, event: Some(event), retry };
+                return Prepared { message, work };
+            }
+        },
+        None => match_event(&config.triggers, &event),
+    };
+    let plans = matches.iter().map(|mt| (*mt, plan(config, &event, mt))).collect();
+    Prepared { message, work: Work::Event { event, plans, condition_failures } }
+}
+
 impl Intaker<'_> {
     /// One message: dead letter, results, or jobs for the dispatcher.
     pub async fn handle(&self, message: Message, permit: tokio::sync::OwnedSemaphorePermit) -> Intake {
+        self.finish(prepare(self.config, message), permit).await
+    }
+
+    /// The sequential part of the intake, in source order: publish what is final at once,
+    /// hand jobs to their lanes.
+    pub async fn finish(&self, prepared: Prepared, permit: tokio::sync::OwnedSemaphorePermit) -> Intake {
         let m = metrics::get();
-        let source_type = message.coords.get("type").and_then(|t| t.as_str()).unwrap_or("unknown").to_string();
-        m.events_received.with_label_values(&[&source_type]).inc();
-        let ce = CloudEventHeaders::from_headers(message.headers.iter().map(|(k, v)| (k.as_str(), v.as_slice())));
-        let event = match parse_event(&message.payload, ce.as_ref()) {
-            Ok(e) => e,
-            Err(e) => {
-                m.events_invalid.with_label_values(&[e.reason()]).inc();
-                tracing::warn!(reason = e.reason(), source = %message.coords, "invalid event sent to the dead letter");
-                return self.dead_letter(message, e.reason(), &e.to_string(), None, None).await;
+        let Prepared { message, work } = prepared;
+        let (event, plans, condition_failures) = match work {
+            Work::DeadLetter { reason, detail, event, retry } => {
+                return self.dead_letter(message, reason, &detail, event.as_deref(), retry.as_ref()).await;
             }
+            Work::Event { event, plans, condition_failures } => (event, plans, condition_failures),
         };
-        let (matches, condition_failures) = match &message.retry {
-            Some(Err(reason)) => {
-                let detail = format!("a record of the retry stage whose retry headers cannot be read: {reason}");
-                return self.dead_letter(message, "invalid_retry_record", &detail, Some(&event), None).await;
-            }
-            Some(Ok(info)) => match retry_match(self.config, info) {
-                Some(mt) => (vec![mt], Vec::new()),
-                None => {
-                    let detail = format!(
-                        "a retry of action {:?} for trigger {:?}, which is no longer configured: the delivery is dropped",
-                        info.action, info.trigger
-                    );
-                    let info = info.clone();
-                    return self.dead_letter(message, "not_configured", &detail, Some(&event), Some(&info)).await;
-                }
-            },
-            None => {
-                let (matches, errors) = match_event(&self.config.triggers, &event);
-                (matches, errors)
-            }
-        };
-        for mt in &matches {
+        for (mt, _) in &plans {
             m.trigger_matches
                 .with_label_values(&[&self.config.triggers[mt.trigger].name, &self.config.actions[mt.action].name])
                 .inc();
@@ -188,7 +256,7 @@ impl Intaker<'_> {
                 }
             }
         }
-        if matches.is_empty() && skipped.is_empty() {
+        if plans.is_empty() && skipped.is_empty() {
             m.events_unmatched.inc();
             message.ack.settle(Settle::Done);
             return Intake::Unmatched;
@@ -197,7 +265,6 @@ impl Intaker<'_> {
         let attempts_before = retry.map_or(0, |r| r.attempts);
         let first_attempt_ms = retry.map(|r| r.first_attempt_ms);
         let returning = retry.is_some();
-        let plans: Vec<(Match, Planned)> = matches.iter().map(|mt| (*mt, plan(self.config, &event, mt))).collect();
         for (mt, planned) in &plans {
             if let Planned::Skip(reason) = planned {
                 skipped.push(self.skipped(&event, mt, reason, skip_detail(reason)));
@@ -221,7 +288,7 @@ impl Intaker<'_> {
         }
         m.events_pending.inc();
         let count = sends.len();
-        let inflight = Arc::new(InFlight::new(event, message, count, Some(permit)));
+        let inflight = Arc::new(InFlight::new(*event, message, count, Some(permit)));
         for (mt, planned) in sends {
             let Planned::Send { request, connection, missing, invalid } = planned else {
                 unreachable!("filtered above")

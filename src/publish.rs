@@ -166,7 +166,7 @@ impl Publisher {
                     tracing::info!(max_raw, "dead letter too large for the destination; cutting its raw excerpt");
                 }
                 Ok(()) => {
-                    metrics::get().dead_letters.with_label_values(&[letter.reason]).inc();
+                    metrics::get().dead_letters.with_label_values(&[metrics::dead_letter_reason(letter.reason)]).inc();
                     return Ok(());
                 }
                 Err(e) => return Err(e),

@@ -46,7 +46,11 @@ pub fn plan(config: &Config, event: &Event, m: &Match) -> Planned {
     let ctx = RenderContext::new(event, &trigger.name, &action.name, mentioned);
     let build =
         BuildContext { render: &ctx, connection: &config.connections[connection], presentation: &config.presentation };
-    let request = build_request(action, &build, &webhook_id(&event.id, &action.name, m.mention));
+    let mut request = build_request(action, &build, &webhook_id(&event.id, &action.name, m.mention));
+    if let Some(trace) = &event.trace {
+        // One span per delivery (the same across its retries), a child of the event's.
+        crate::action::set_header(&mut request.headers, "traceparent", trace.child(rand::random()));
+    }
     Planned::Send { request, connection, missing: ctx.missing(), invalid: ctx.invalid() }
 }
 

@@ -36,6 +36,9 @@ pub enum StartError {
     /// The metrics server could not bind.
     #[error("server.listen: {0}")]
     Server(std::io::Error),
+    /// The source was not ready within `startup_timeout`.
+    #[error("not ready within startup_timeout ({0:?}): the source could not be reached")]
+    NotReady(std::time::Duration),
     /// The run failed.
     #[error(transparent)]
     Run(#[from] RunError),
@@ -69,15 +72,49 @@ pub async fn open_source(config: &Config) -> Result<Box<dyn Source>, StartError>
 /// Runs the bridge until the source ends or `shutdown` fires.
 pub async fn run(config: Arc<Config>, shutdown: CancellationToken) -> Result<(), StartError> {
     let ready = Arc::new(AtomicBool::new(false));
+    // The ops server outlives the drain (it stops when this function returns, whatever the
+    // path): /metrics and /healthz answer while deliveries drain, /readyz says 503.
+    let server_stop = CancellationToken::new();
+    let _server_stop = server_stop.clone().drop_guard();
     if let Some(listen) = &config.server.listen {
-        let addr = crate::server::serve(listen, ready.clone(), shutdown.clone()).await.map_err(StartError::Server)?;
+        let addr = crate::server::serve(listen, ready.clone(), shutdown.clone(), server_stop.clone())
+            .await
+            .map_err(StartError::Server)?;
         tracing::info!(%addr, "serving /metrics, /healthz and /readyz");
     }
-    let responses = open_sink("responses", &config.responses, &config.source).await?;
-    let dead_letter = open_sink("dead_letter", &config.dead_letter, &config.source).await?;
-    let publisher = Publisher::new(responses, dead_letter, config.delivery.max_dead_letter_raw.0 as usize);
-    let source = open_source(&config).await?;
-    pipeline::run(config, source, publisher, ready, shutdown).await?;
+    // Brokers unreachable at start: not ready and retrying (NATS opening waits, Kafka's
+    // source waits for its assignment), until ready, SIGTERM, or startup_timeout.
+    let startup = config
+        .startup_timeout
+        .map(|limit| (limit, crate::server::watch_startup(ready.clone(), limit, shutdown.clone())));
+    let opened = async {
+        let responses = open_sink("responses", &config.responses, &config.source).await?;
+        let dead_letter = open_sink("dead_letter", &config.dead_letter, &config.source).await?;
+        let source = open_source(&config).await?;
+        Ok::<_, StartError>((
+            Publisher::new(responses, dead_letter, config.delivery.max_dead_letter_raw.0 as usize),
+            source,
+        ))
+    };
+    let opened = tokio::select! {
+        opened = opened => Some(opened?),
+        _ = shutdown.cancelled() => None,
+    };
+    if let Some((publisher, source)) = opened {
+        pipeline::run(config, source, publisher, ready, shutdown.clone()).await?;
+    }
+    if let Some((limit, watch)) = startup {
+        // Once shut down, the watch ends at once (having fired or not); otherwise it is moot.
+        let fired = if shutdown.is_cancelled() || watch.is_finished() {
+            watch.await.unwrap_or(false)
+        } else {
+            watch.abort();
+            false
+        };
+        if fired {
+            return Err(StartError::NotReady(limit));
+        }
+    }
     Ok(())
 }
 

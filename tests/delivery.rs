@@ -386,3 +386,27 @@ fn results_match_the_response_schema() {
         }
     });
 }
+
+#[tokio::test]
+async fn a_cloudevents_traceparent_is_passed_on_as_a_child_span() {
+    let rx = Receiver::ok().await;
+    let run = Run::new();
+    let data = event("e1", "1", json!({}));
+    let envelope = json!({
+        "specversion": "1.0",
+        "id": "e1",
+        "source": "https://itop.example.com",
+        "type": "itop.object.changed",
+        "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        "data": data,
+    });
+    run.write_events(&lines(&[envelope]));
+    run.run(&webhook_config(&run, FAST_RETRY, &rx.url("/hook"))).await;
+    let seen = rx.seen();
+    assert_eq!(seen.len(), 1);
+    let tp = seen[0].header("traceparent").expect("traceparent passed on");
+    let parts: Vec<&str> = tp.split('-').collect();
+    assert_eq!((parts[0], parts[1], parts[3]), ("00", "4bf92f3577b34da6a3ce929d0e0e4736", "01"), "{tp}");
+    assert_ne!(parts[2], "00f067aa0ba902b7", "a new span, child of the caller's");
+    assert_eq!(parts[2].len(), 16);
+}

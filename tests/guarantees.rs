@@ -108,6 +108,25 @@ fn retry_info(trigger: &str, action: &str) -> RetryInfo {
 }
 
 #[tokio::test]
+async fn a_traceparent_transport_header_is_passed_on() {
+    let config = intake_config();
+    let responses = Arc::new(Memory::default());
+    let publisher = Publisher::new(responses.clone(), Arc::new(Memory::default()), 1024);
+    let cancel = CancellationToken::new();
+    let dispatcher = Dispatcher::new(config.clone(), publisher.clone(), RetryStage::InProcess, cancel.clone()).unwrap();
+    let intaker =
+        Intaker { config: &config, dispatcher: &dispatcher, publisher: &publisher, cancel: &cancel, redelivers: false };
+    let (mut m, _) = message(ticket("t1", "create", json!({"ref": "R-1"})), None);
+    m.headers = vec![("traceparent".into(), b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".to_vec())];
+    let room = Arc::new(tokio::sync::Semaphore::new(1));
+    intaker.handle(m, room.clone().acquire_owned().await.unwrap()).await;
+    let _ = tokio::time::timeout(Duration::from_secs(10), room.acquire()).await;
+    let r = responses.taken.lock().unwrap().clone();
+    let tp = r[0]["request"]["headers"]["traceparent"].as_str().unwrap().to_string();
+    assert!(tp.starts_with("00-0af7651916cd43dd8448eb211c80319c-") && tp.ends_with("-01"), "{tp}");
+}
+
+#[tokio::test]
 async fn every_settled_message_has_a_result_or_a_dead_letter_that_says_why() {
     // Not JSON: dead letter, settled.
     let (said, settled, r, d) = intake(b"{oops".to_vec(), None, false, false).await;
@@ -161,6 +180,7 @@ async fn every_settled_message_has_a_result_or_a_dead_letter_that_says_why() {
     assert_eq!((said, settled.as_slice()), (Intake::Dispatched(1), &[Settle::Done][..]));
     assert_eq!(r[0]["status"], "dry_run");
     assert_eq!(r[0]["webhook_id"].as_str().map(|s| s.starts_with("msg_")), Some(true));
+    assert!(r[0]["request"]["headers"].get("traceparent").is_none(), "no trace, no traceparent");
 
     // A dead letter the destination refuses for good: logged and counted; the message stays
     // unacknowledged only where the broker offers it again, and never blocks the rest.

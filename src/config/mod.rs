@@ -100,6 +100,10 @@ pub struct Config {
     pub triggers: Vec<Trigger>,
     /// Attribute lists per class.
     pub presentation: BTreeMap<String, PresentationLists>,
+    /// Whether `run` may start with no triggers.
+    pub allow_no_triggers: bool,
+    /// How long `run` may stay not ready at start; `None`: no limit.
+    pub startup_timeout: Option<std::time::Duration>,
 }
 
 impl Config {
@@ -131,6 +135,14 @@ impl Config {
             problems: vec![Problem { place: "(top level)".into(), message: e.to_string() }],
         })?;
         compile(raw)
+    }
+
+    /// Why `run` refuses this config although it is valid: no triggers, unless
+    /// `allow_no_triggers` says that is meant. `check` prints it as a warning.
+    pub fn no_triggers_warning(&self) -> Option<&'static str> {
+        self.triggers.is_empty().then_some(
+            "no triggers: every event would be acknowledged and none delivered; `run` refuses this unless allow_no_triggers: true",
+        )
     }
 
     /// The action with this name.
@@ -209,6 +221,8 @@ fn compile(mut raw: raw::RawConfig) -> Result<Config, ConfigError> {
         actions,
         triggers,
         presentation: raw.presentation,
+        allow_no_triggers: raw.allow_no_triggers,
+        startup_timeout: raw.startup_timeout.map(|d| d.0),
     })
 }
 

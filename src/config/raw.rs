@@ -42,6 +42,12 @@ pub struct RawConfig {
     /// Attribute lists per class for `attributes_from`.
     #[serde(default)]
     pub presentation: BTreeMap<String, PresentationLists>,
+    /// `run` refuses a config without triggers unless this is true.
+    #[serde(default)]
+    pub allow_no_triggers: bool,
+    /// How long `run` may stay not ready at start before it exits; `None`: no limit.
+    #[serde(default)]
+    pub startup_timeout: Option<Duration>,
 }
 
 /// Exactly one event source.

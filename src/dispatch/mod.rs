@@ -71,6 +71,10 @@ impl Job {
         (self.inflight.event.object_key(), self.matched.action)
     }
 
+    fn trace_id(&self) -> &str {
+        self.inflight.event.trace.as_ref().map_or("", |t| t.trace_id())
+    }
+
     fn id(&self) -> DeliveryId {
         DeliveryId { seq: self.inflight.seq, trigger: self.matched.trigger, mention: self.matched.mention }
     }
@@ -368,7 +372,17 @@ impl Dispatcher {
                     match stage.schedule(&job.inflight.message_copy(), info, delay).await {
                         Ok(()) => {
                             metrics::get().retries_scheduled.with_label_values(&[&action.name, "durable"]).inc();
-                            tracing::info!(action = %action.name, event_id = %job.inflight.event.id, attempts, delay_ms = delay.as_millis() as u64, reason = reason.as_deref().unwrap_or(""), "delivery handed to the retry stage");
+                            tracing::info!(
+                                action = %action.name,
+                                event_id = %job.inflight.event.id,
+                                webhook_id = job.request.header("webhook-id").unwrap_or(""),
+                                trace_id = job.trace_id(),
+                                attempts,
+                                stage = "durable",
+                                due_in_ms = delay.as_millis() as u64,
+                                reason = reason.as_deref().unwrap_or(""),
+                                "delivery failed; handed to the retry stage"
+                            );
                             let error = match attempted {
                                 Attempted::Error { error, .. } => Some(error),
                                 Attempted::Success => None,
@@ -380,22 +394,26 @@ impl Dispatcher {
                             tracing::warn!(action = %action.name, error = %e, "the durable retry stage refused; retrying in process");
                         }
                     }
-                    self.wait(action, attempts, delay, reason.as_deref()).await?;
+                    self.wait(job, attempts, delay, reason.as_deref()).await?;
                 }
-                Verdict::RetryAfter(delay) => self.wait(action, attempts, delay, reason.as_deref()).await?,
+                Verdict::RetryAfter(delay) => self.wait(job, attempts, delay, reason.as_deref()).await?,
             }
         }
     }
 
-    async fn wait(
-        &self,
-        action: &crate::action::Action,
-        attempts: u32,
-        delay: Duration,
-        reason: Option<&str>,
-    ) -> Option<()> {
+    async fn wait(&self, job: &Job, attempts: u32, delay: Duration, reason: Option<&str>) -> Option<()> {
+        let action = &self.config.actions[job.matched.action];
         metrics::get().retries_scheduled.with_label_values(&[&action.name, "in_process"]).inc();
-        tracing::info!(action = %action.name, attempts, delay_ms = delay.as_millis() as u64, reason = reason.unwrap_or(""), "retrying");
+        tracing::info!(
+            action = %action.name,
+            event_id = %job.inflight.event.id,
+            webhook_id = job.request.header("webhook-id").unwrap_or(""),
+            trace_id = job.trace_id(),
+            attempts,
+            delay_ms = delay.as_millis() as u64,
+            reason = reason.unwrap_or(""),
+            "delivery failed; retrying"
+        );
         tokio::select! {
             _ = self.shutdown.cancelled() => None,
             _ = tokio::time::sleep(delay) => Some(()),
@@ -465,6 +483,8 @@ impl Dispatcher {
             tracing::warn!(
                 event_id = %job.inflight.event.id,
                 webhook_id = result.webhook_id.as_deref().unwrap_or(""),
+                trace_id = job.trace_id(),
+                http_status = report.answer.as_ref().map(|a| a.status),
                 trigger = %trigger.name,
                 action = %action.name,
                 attempts = report.attempts,

@@ -156,7 +156,7 @@ impl MainContext {
         }
         let lag = &metrics::get().source_lag;
         for tp in tps.iter().chain(&rtps) {
-            let _ = lag.remove_label_values(&["kafka", &tp.to_string()]);
+            let _ = lag.remove_label_values(&["kafka", &tp.topic, &tp.partition.to_string()]);
         }
         if lost {
             tracing::warn!(partitions = %names(&tps), "kafka partitions lost (session timed out): their events not final will be delivered again by their new owner");

@@ -82,6 +82,25 @@ pub enum NatsError {
 }
 
 impl NatsError {
+    /// Whether the failure may pass by itself, so that start-up waits (not ready) and
+    /// retries: a server unreachable or not answering, a stream not created yet. Settings
+    /// that are wrong stay wrong: those end the start at once.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            NatsError::Connect { detail, .. } => !detail.contains("server URL"),
+            NatsError::JetStream { .. } | NatsError::StreamMissing { .. } | NatsError::SubjectNotCaptured { .. } => {
+                true
+            }
+            // No right to create it, or its subject taken by another stream: the operator's to fix.
+            NatsError::Credentials(_)
+            | NatsError::RetryStream { .. }
+            | NatsError::ConsumerMismatch { .. }
+            | NatsError::Loop { .. }
+            | NatsError::InvalidSubject(_)
+            | NatsError::NoUrl => false,
+        }
+    }
+
     /// A JetStream request failure.
     pub(crate) fn js(what: &'static str, detail: impl std::fmt::Display) -> NatsError {
         NatsError::JetStream { what, detail: detail.to_string() }

@@ -474,6 +474,7 @@ impl Source for NatsSource {
         let watcher = tokio::spawn(watch_health(
             self.conn.client.clone(),
             self.events.consumer.clone(),
+            self.settings.stream.clone(),
             self.settings.consumer.clone(),
             ready.clone(),
         ));
@@ -679,8 +680,15 @@ async fn reserve(
 
 /// Keeps readiness on the connection state and the lag metric on the consumer's pending
 /// count, until aborted.
-async fn watch_health(client: async_nats::Client, mut consumer: PullConsumer, name: String, ready: Arc<AtomicBool>) {
-    let lag = metrics::get().source_lag.with_label_values(&["nats", &name]);
+async fn watch_health(
+    client: async_nats::Client,
+    mut consumer: PullConsumer,
+    stream: String,
+    name: String,
+    ready: Arc<AtomicBool>,
+) {
+    // Consumer-wide: every replica reports the same figure (dashboards take the max).
+    let lag = metrics::get().nats_consumer_pending.with_label_values(&[&stream, &name]);
     lag.set(consumer.cached_info().num_pending as i64);
     let mut readiness = tokio::time::interval(READY_INTERVAL);
     let mut pending = tokio::time::interval(LAG_INTERVAL);

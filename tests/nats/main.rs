@@ -489,7 +489,7 @@ async fn cloudevents_binary_mode_from_ce_headers() {
     assert!(read_stream(&js, "DEAD").await.is_empty());
     // What an operator checks: ready, events counted, lag exported for the consumer.
     assert_eq!(bridge.metric("hookbridge_events_received_total{source=\"nats\"}").await, Some(1.0));
-    let lag = format!("hookbridge_source_lag{{partition=\"{CONSUMER}\",source=\"nats\"}}");
+    let lag = format!("hookbridge_nats_consumer_pending{{consumer=\"{CONSUMER}\",stream=\"CHANGES\"}}");
     let deadline = Instant::now() + Duration::from_secs(15);
     while bridge.metric(&lag).await != Some(0.0) {
         assert!(Instant::now() < deadline, "lag never reached 0:\n{}", bridge.metrics().await);
