@@ -105,6 +105,11 @@ impl Settings {
         (self.max_hold / 4).clamp(1, 64)
     }
 
+    /// Events the fetch loop asks for at once, at most: what the retry records leave.
+    fn events_batch(&self) -> usize {
+        MAX_BATCH.min(self.max_hold.saturating_sub(self.retry_share()).max(1))
+    }
+
     /// The main consumer the bridge creates when none exists.
     fn consumer_spec(&self) -> ConsumerSpec {
         let mut config = PullConfig {
@@ -208,13 +213,7 @@ impl NatsSource {
             pending = consumer.cached_info().num_pending,
             "nats: consumer bound"
         );
-        let events = Pull {
-            kind: Kind::Events,
-            stream,
-            consumer,
-            spec,
-            batch: MAX_BATCH.min(settings.max_hold.saturating_sub(settings.retry_share()).max(1)),
-        };
+        let events = Pull { kind: Kind::Events, stream, consumer, spec, batch: settings.events_batch() };
         let retry_stream = retry::ensure_stream(&conn, &settings.retry_stream, &settings.retry_subject).await?;
         let retry_spec = settings.retry_spec();
         let retry_consumer = bind(&retry_stream, &retry_spec).await?;
@@ -703,5 +702,48 @@ async fn watch_health(
                 Err(e) => tracing::debug!(error = %e, "nats: consumer info failed"),
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(max_hold: usize) -> Settings {
+        Settings {
+            url: "nats://127.0.0.1:4222".into(),
+            stream: "CHANGES".into(),
+            subjects: vec!["changes.>".into()],
+            consumer: "bridge".into(),
+            retry_stream: "CHANGES_RETRY".into(),
+            retry_subject: "hookbridge.retry.bridge".into(),
+            credentials: NatsCredentials::default(),
+            max_hold,
+            drain: Duration::from_secs(1),
+        }
+    }
+
+    #[test]
+    fn events_and_retry_records_share_the_room_without_taking_it_all() {
+        for max_hold in [1, 64, 256, 1024, 16_384] {
+            let s = settings(max_hold);
+            let (events, retries) = (s.events_batch(), s.retry_share());
+            assert!(events >= 1 && retries >= 1, "{max_hold}: {events} {retries}");
+            // While one loop waits on a pull with its permits, the other can still get some.
+            if max_hold > 1 {
+                assert!(events + retries <= max_hold, "{max_hold}: {events} + {retries}");
+            }
+        }
+        assert_eq!((settings(256).events_batch(), settings(256).retry_share()), (192, 64));
+    }
+
+    #[test]
+    fn the_retry_consumer_has_its_own_name_filter_and_no_cap() {
+        let spec = settings(256).retry_spec();
+        assert_eq!(spec.name, "bridge-retry");
+        assert_eq!(spec.stream, "CHANGES_RETRY");
+        assert_eq!(spec.config.filter_subject, "hookbridge.retry.bridge");
+        assert_eq!(spec.config.ack_policy, AckPolicy::Explicit);
+        assert_eq!((spec.config.max_deliver, spec.config.max_ack_pending), (-1, -1));
     }
 }
