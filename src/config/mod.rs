@@ -151,12 +151,13 @@ impl Config {
     }
 }
 
-fn compile(raw: raw::RawConfig) -> Result<Config, ConfigError> {
+fn compile(mut raw: raw::RawConfig) -> Result<Config, ConfigError> {
     let mut problems = Problems::default();
     check_delivery(&raw.delivery, &mut problems);
     if let SourceConfig::Nats { credentials, .. } = &raw.source {
         check_nats_secrets("source.credentials", credentials, &mut problems);
     }
+    compile_nats_retry(&mut raw, &mut problems);
     for (place, dest) in [("responses", &raw.responses), ("dead_letter", &raw.dead_letter)] {
         if let DestinationConfig::Nats { credentials: Some(credentials), .. } = dest {
             check_nats_secrets(&format!("{place}.credentials"), credentials, &mut problems);
@@ -261,6 +262,72 @@ fn check_delivery(d: &DeliveryConfig, problems: &mut Problems) {
     // One semaphore holds every slot; tokio caps a semaphore's permits.
     if d.concurrency > MAX_CONCURRENCY {
         problems.add("delivery.concurrency", format!("must be at most {MAX_CONCURRENCY}"));
+    }
+}
+
+/// Fills in the retry stream and subject of a NATS source and checks them, with the names
+/// they derive from, against the NATS naming rules: after this, both are `Some`.
+fn compile_nats_retry(raw: &mut raw::RawConfig, problems: &mut Problems) {
+    let outputs: Vec<String> = [&raw.responses, &raw.dead_letter]
+        .into_iter()
+        .filter_map(|d| match d {
+            DestinationConfig::Nats { subject, .. } => Some(subject.clone()),
+            _ => None,
+        })
+        .collect();
+    let SourceConfig::Nats { stream, subjects, consumer, retry_stream, retry_subject, .. } = &mut raw.source else {
+        return;
+    };
+    let mut names_ok = true;
+    for (place, name) in [("source.stream", &*stream), ("source.consumer", &*consumer)] {
+        if let Err(e) = nats_name(name) {
+            problems.add(place, e);
+            names_ok = false;
+        }
+    }
+    // A default derived from a bad name is reported once, where the user wrote the name.
+    let (given_stream, given_subject) = (retry_stream.is_some(), retry_subject.is_some());
+    let stream_name = retry_stream.get_or_insert_with(|| raw::default_nats_retry_stream(stream));
+    match nats_name(stream_name) {
+        Err(_) if !given_stream && !names_ok => {}
+        Err(e) => problems.add("source.retry_stream", e),
+        Ok(()) if stream_name == stream => {
+            problems.add("source.retry_stream", "must be a stream of its own, not the source stream")
+        }
+        Ok(()) => {}
+    }
+    let subject = retry_subject.get_or_insert_with(|| raw::default_nats_retry_subject(consumer));
+    if !given_subject && !names_ok {
+        return;
+    }
+    if !crate::nats::sink::is_publish_subject(subject) {
+        problems.add(
+            "source.retry_subject",
+            format!("{subject:?} is not a subject one can publish to (dot-separated tokens, no wildcards, no spaces)"),
+        );
+    } else if let Some(filter) = subjects.iter().find(|f| crate::nats::sink::subject_matches(f, subject)) {
+        problems.add(
+            "source.retry_subject",
+            format!(
+                "{subject:?} matches the source filter {filter:?}: the consumer would read retry records as events"
+            ),
+        );
+    } else if outputs.contains(subject) {
+        problems.add("source.retry_subject", format!("{subject:?} is also a results or dead-letter subject"));
+    }
+}
+
+/// NATS stream and consumer names: no whitespace, `.`, `*`, `>`, path separators or
+/// non-printable characters.
+fn nats_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("must not be empty".into());
+    }
+    match name.chars().find(|c| c.is_whitespace() || c.is_control() || matches!(c, '.' | '*' | '>' | '/' | '\\')) {
+        Some(c) => Err(format!(
+            "{name:?} is not a valid NATS name: {c:?} is not allowed (no spaces, '.', '*', '>', '/', '\\')"
+        )),
+        None => Ok(()),
     }
 }
 

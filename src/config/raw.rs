@@ -51,6 +51,8 @@ pub struct RawConfig {
 }
 
 /// Exactly one event source.
+// One value per process: the size of its largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum SourceConfig {
@@ -82,6 +84,13 @@ pub enum SourceConfig {
         /// Durable consumer name shared by every replica.
         #[serde(default = "default_group_id")]
         consumer: String,
+        /// Stream holding deliveries that wait for a long retry (work-queue retention),
+        /// created when missing; default `<stream>_RETRY`.
+        #[serde(default)]
+        retry_stream: Option<String>,
+        /// Subject the retry records are published on; default `hookbridge.retry.<consumer>`.
+        #[serde(default)]
+        retry_subject: Option<String>,
         /// Credentials and TLS.
         #[serde(default)]
         credentials: NatsCredentials,
@@ -473,6 +482,17 @@ pub struct PresentationLists {
     pub slack: Vec<String>,
     #[serde(default)]
     pub msteams: Vec<String>,
+}
+
+/// The retry stream of a NATS source on `stream` when `retry_stream` is not set.
+pub fn default_nats_retry_stream(stream: &str) -> String {
+    format!("{stream}_RETRY")
+}
+
+/// The retry subject of a NATS source with durable `consumer` when `retry_subject` is not set:
+/// one per consumer, so deployments on different consumers can share one retry stream.
+pub fn default_nats_retry_subject(consumer: &str) -> String {
+    format!("hookbridge.retry.{consumer}")
 }
 
 fn default_group_id() -> String {

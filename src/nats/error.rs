@@ -52,6 +52,19 @@ pub enum NatsError {
         /// The source stream.
         stream: String,
     },
+    /// The retry stream cannot be created or made to capture the retry subject: without it a
+    /// failing action could only be retried by redelivering the whole event.
+    #[error(
+        "retry stream {stream:?} (source.retry_stream) {reason}: give the bridge's user the right to create and update it (JetStream API `$JS.API.STREAM.CREATE.{stream}`, `$JS.API.STREAM.UPDATE.{stream}`), or create it yourself: `nats stream add {stream} --subjects '{subject}' --retention work --storage file` (the subject is source.retry_subject)"
+    )]
+    RetryStream {
+        /// The retry stream.
+        stream: String,
+        /// The retry subject.
+        subject: String,
+        /// What went wrong.
+        reason: String,
+    },
     /// A destination subject that cannot be published to.
     #[error("subject {0:?} is not a valid publish subject (no wildcards or spaces)")]
     InvalidSubject(String),
@@ -78,7 +91,9 @@ impl NatsError {
             NatsError::JetStream { .. } | NatsError::StreamMissing { .. } | NatsError::SubjectNotCaptured { .. } => {
                 true
             }
+            // No right to create it, or its subject taken by another stream: the operator's to fix.
             NatsError::Credentials(_)
+            | NatsError::RetryStream { .. }
             | NatsError::ConsumerMismatch { .. }
             | NatsError::Loop { .. }
             | NatsError::InvalidSubject(_)

@@ -2,11 +2,13 @@
 //! publisher.
 //!
 //! - [`connect`]: one client per role, with credentials, TLS and endless reconnection.
-//! - [`source`]: binds (or creates) the durable consumer on the user's stream and pulls
-//!   batches no larger than the replica's room.
+//! - [`source`]: binds (or creates) the durable consumer on the user's stream and the one on
+//!   the retry stream, and pulls batches from both no larger than the replica's room.
+//! - [`retry`]: the retry stream, the durable retry stage: one record per delivery that waits
+//!   for a long retry, so an event's other actions are never sent again.
 //! - [`keeper`]: holds every fetched message with in-progress acks until the pipeline
-//!   settles it, then confirms the `+ACK` or `-NAK` (with delay: JetStream redelivery is
-//!   the durable retry stage).
+//!   settles it, then confirms the `+ACK` (or `-NAK`; with a delay for a retry record not
+//!   yet due).
 //! - [`sink`]: JetStream publishes that wait for the stream's acknowledgement.
 //!
 //! Ordering and deployment notes are in the README (section "NATS JetStream").
@@ -14,6 +16,7 @@
 pub mod connect;
 pub mod error;
 pub mod keeper;
+pub mod retry;
 pub mod sink;
 pub mod source;
 

@@ -119,7 +119,7 @@ fn header_safe(value: &str) -> String {
 }
 
 /// Whether `subject` can be published to: tokens without wildcards or spaces.
-fn is_publish_subject(subject: &str) -> bool {
+pub fn is_publish_subject(subject: &str) -> bool {
     !subject.is_empty()
         && subject.split('.').all(|t| !t.is_empty() && t != "*" && t != ">" && !t.chars().any(char::is_whitespace))
 }
