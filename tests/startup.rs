@@ -146,23 +146,19 @@ allow_no_triggers: true
 async fn nats_unreachable_at_start_is_not_ready_then_ready() {
     let dir = tempfile::tempdir().unwrap();
     let (nats_port, ops_port) = (free_port(), free_port());
-    let child = start(dir.path(), &nats_config(nats_port, ops_port, ""));
-    let base = format!("http://127.0.0.1:{ops_port}");
-    wait_status(&format!("{base}/healthz"), 200, Duration::from_secs(20)).await;
-    assert_eq!(status(&format!("{base}/readyz")).await, Some(503));
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(status(&format!("{base}/healthz")).await, Some(200), "still alive after 2 s");
-    assert_eq!(status(&format!("{base}/readyz")).await, Some(503));
-
+    // The stream exists in the server's store before the bridge starts (a missing stream is
+    // the operator's to fix and ends the start at once): create it, then stop the server.
     let store = tempfile::tempdir().unwrap();
-    let mut server = Command::new("nats-server")
-        .args(["-js", "-a", "127.0.0.1", "-p", &nats_port.to_string(), "-sd"])
-        .arg(store.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("nats-server is installed by scripts/test-deps.sh");
-    let client = {
+    let spawn_server = || {
+        Command::new("nats-server")
+            .args(["-js", "-a", "127.0.0.1", "-p", &nats_port.to_string(), "-sd"])
+            .arg(store.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nats-server is installed by scripts/test-deps.sh")
+    };
+    let connect = || async {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             match async_nats::connect(format!("nats://127.0.0.1:{nats_port}")).await {
@@ -172,7 +168,8 @@ async fn nats_unreachable_at_start_is_not_ready_then_ready() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     };
-    let js = async_nats::jetstream::new(client);
+    let mut first = spawn_server();
+    let js = async_nats::jetstream::new(connect().await);
     js.create_stream(async_nats::jetstream::stream::Config {
         name: "CHANGES".into(),
         subjects: vec!["changes.>".into()],
@@ -180,6 +177,18 @@ async fn nats_unreachable_at_start_is_not_ready_then_ready() {
     })
     .await
     .unwrap();
+    drop(js);
+    let _ = first.kill();
+    let _ = first.wait();
+    let child = start(dir.path(), &nats_config(nats_port, ops_port, ""));
+    let base = format!("http://127.0.0.1:{ops_port}");
+    wait_status(&format!("{base}/healthz"), 200, Duration::from_secs(20)).await;
+    assert_eq!(status(&format!("{base}/readyz")).await, Some(503));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(status(&format!("{base}/healthz")).await, Some(200), "still alive after 2 s");
+    assert_eq!(status(&format!("{base}/readyz")).await, Some(503));
+
+    let mut server = spawn_server();
     // Retries back off to at most 30 s; the first ones are at 0.5, 1, 2, 4 s.
     wait_status(&format!("{base}/readyz"), 200, Duration::from_secs(40)).await;
     sigterm(&child);

@@ -156,7 +156,7 @@ impl Dispatcher {
         let clients = Clients::build(&config.connections, policy)?;
         let stage = match retry_stage {
             RetryStage::Handoff(stage) => Some(stage),
-            RetryStage::InProcess | RetryStage::Redeliver => None,
+            RetryStage::InProcess => None,
         };
         // Held deliveries keep their read-ahead slot: at most half of them, so that the
         // deliveries they wait for can always come back.

@@ -8,9 +8,18 @@ pub enum NatsError {
     /// The credentials or TLS settings are inconsistent or unreadable.
     #[error("credentials: {0}")]
     Credentials(String),
-    /// The server could not be reached or refused the connection.
+    /// The server could not be reached.
     #[error("cannot connect to {url}: {detail}")]
     Connect {
+        /// The URL(s) as configured.
+        url: String,
+        /// What the client said.
+        detail: String,
+    },
+    /// The server was reached and refused the client: credentials or TLS. Trying again with
+    /// the same settings cannot help.
+    #[error("cannot connect to {url}: the server refused the client: {detail}")]
+    Rejected {
         /// The URL(s) as configured.
         url: String,
         /// What the client said.
@@ -88,8 +97,11 @@ impl NatsError {
     pub fn is_transient(&self) -> bool {
         match self {
             NatsError::Connect { detail, .. } => !detail.contains("server URL"),
-            NatsError::JetStream { .. } | NatsError::StreamMissing { .. } | NatsError::SubjectNotCaptured { .. } => {
-                true
+            NatsError::JetStream { .. } => true,
+            // Refused credentials or TLS, a stream or an output subject that is not there: the
+            // operator's to fix, said at once rather than hidden behind a not-ready pod.
+            NatsError::Rejected { .. } | NatsError::StreamMissing { .. } | NatsError::SubjectNotCaptured { .. } => {
+                false
             }
             // No right to create it, or its subject taken by another stream: the operator's to fix.
             NatsError::Credentials(_)

@@ -564,6 +564,7 @@ impl Pull {
                 }
             };
             let mut failed = false;
+            let mut abandoned = false;
             loop {
                 let next = tokio::select! {
                     _ = shutdown.cancelled() => {
@@ -583,6 +584,7 @@ impl Pull {
                                 return;
                             }
                         }
+                        abandoned = true;
                         break;
                     }
                 };
@@ -604,6 +606,18 @@ impl Pull {
             drop(permits);
             if failed && !self.recover(&mut pause, shutdown).await {
                 return;
+            }
+            // Messages the server sent on the abandoned pull and the old socket never brought
+            // are delivered as far as the server knows: they come back only after ack_wait,
+            // and JetStream hands expired messages out before new ones. Pulling at once would
+            // deliver newer events of their objects first.
+            if abandoned {
+                let wait = effective_ack_wait(&self.consumer) + Duration::from_millis(500);
+                tracing::info!(consumer = %self.spec.name, wait_ms = wait.as_millis() as u64, "nats: reconnected with a pull in flight; waiting for what it may have lost before pulling again");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(wait) => {}
+                }
             }
         }
     }

@@ -85,8 +85,6 @@ pub enum RetryStage {
     InProcess,
     /// A durable retry topic that hands the delivery back when due.
     Handoff(Arc<dyn DurableRetry>),
-    /// The broker redelivers the whole message after a delay (JetStream NAK with delay).
-    Redeliver,
 }
 
 /// A durable stage that holds a delivery until it is due.
