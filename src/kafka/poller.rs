@@ -1,27 +1,32 @@
 //! The consumer thread: polls the group consumer and the retry-topic consumer, hands what
-//! it reads to the forwarder without ever waiting for the pipeline, stores the positions
-//! that became final, pauses and resumes partitions around the backlog bound, releases
-//! retry records when due, and drains on shutdown.
+//! it reads to the forwarder without ever waiting for the pipeline, commits the positions
+//! that became final, pauses and resumes partitions around the backlog bound, catches up
+//! retry partitions and releases retry records when due, keeps the retry layout up to date
+//! ([`super::layout`]), and drains on shutdown.
 
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::message::{BorrowedMessage, Headers};
-use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::topic_partition_list::TopicPartitionList;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::Message as _;
 use serde_json::json;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::commit::{commit_async, commit_now, Pacer};
 use super::lag::LagReporter;
+use super::layout::LayoutState;
 use super::offsets::{Ticket, Tp, Tracker};
-use super::rebalance::{commit, MainContext, RetryContext};
-use super::retry::{self, RetryMap};
+use super::rebalance::{MainContext, RetryContext};
+use super::replay::DeliveryKey;
+use super::retry;
 use super::source::{Handover, Shared};
+use super::topics::Subscription;
 use super::KafkaError;
 use crate::source::{Ack, Message, Settle};
 
@@ -41,7 +46,7 @@ pub(crate) struct Poller {
     pub(crate) main: Arc<BaseConsumer<MainContext>>,
     pub(crate) retry: Arc<BaseConsumer<RetryContext>>,
     pub(crate) shared: Arc<Shared>,
-    pub(crate) topics: Vec<String>,
+    pub(crate) subscription: Subscription,
     pub(crate) group: String,
     pub(crate) admin: ClientConfig,
     pub(crate) bound: usize,
@@ -52,6 +57,9 @@ pub(crate) struct Poller {
     /// Partitions paused by flow control, with the generation they were paused under.
     pub(crate) paused_main: HashSet<(Tp, u64)>,
     pub(crate) paused_retry: HashSet<(Tp, u64)>,
+    pub(crate) main_pacer: Pacer,
+    pub(crate) retry_pacer: Pacer,
+    pub(crate) layout: LayoutState,
 }
 
 impl Poller {
@@ -60,70 +68,81 @@ impl Poller {
         let Some(map) = self.prepare()? else {
             return Ok(());
         };
-        tracing::info!(topics = ?self.topics, retry_topic = %self.shared.retry_topic, source_partitions = map.needed(), "kafka source connected");
-        let _ = self.shared.map.set(map);
-        let topics: Vec<&str> = self.topics.iter().map(String::as_str).collect();
-        self.main.subscribe(&topics).map_err(KafkaError::Settings)?;
+        tracing::info!(topics = ?self.subscription.entries(), retry_topic = %self.shared.retry_topic, source_partitions = map.needed(), "kafka source connected");
+        self.shared.map.set(map);
+        self.main.subscribe(&self.subscription.entries()).map_err(KafkaError::Settings)?;
         self.shared.set_ready();
         self.lag = Some(LagReporter::start(self.main.clone(), self.shared.main.clone()));
         let mut last_refresh = Instant::now();
         while !self.shutdown.is_cancelled() && !self.fwd.is_closed() {
-            self.store_positions();
+            self.commit_positions(Instant::now());
             self.flow_control();
+            self.end_catch_ups(Instant::now());
             self.release_due();
             self.poll_main()?;
             self.poll_retry();
+            self.keep_layout(Instant::now());
             if last_refresh.elapsed() >= RETRY_COMMIT_REFRESH {
                 last_refresh = Instant::now();
-                commit_async(&*self.retry, &self.shared.retry);
+                self.retry_pacer.moved(self.shared.retry.positions(None));
             }
         }
         self.drain();
         Ok(())
     }
 
-    /// Learns the partitions of the source topics and makes sure the retry topic has one
-    /// partition for each; waits for the brokers (and for missing topics) until shutdown.
-    fn prepare(&mut self) -> Result<Option<RetryMap>, KafkaError> {
-        let mut delay = Duration::from_millis(500);
-        loop {
-            let attempt = (|| {
-                let mut counts = Vec::new();
-                for topic in &self.topics {
-                    let n = retry::partition_count(&*self.main, topic)?;
-                    if n == 0 {
-                        return Err(KafkaError::Metadata {
-                            topic: topic.clone(),
-                            message: "the topic does not exist (yet)".into(),
-                        });
-                    }
-                    counts.push((topic.clone(), n));
-                }
-                let needed = RetryMap::new(&counts, 0).needed();
-                let available = retry::ensure_topic(&*self.main, &self.admin, &self.shared.retry_topic, needed)?;
-                Ok(RetryMap::new(&counts, available))
-            })();
-            match attempt {
-                Ok(map) => return Ok(Some(map)),
-                // Rights or settings, not a passing state: say so and stop.
-                Err(e @ KafkaError::RetryTopic { .. }) | Err(e @ KafkaError::Settings(_)) => return Err(e),
-                Err(e) => self.errors.warn(&e.to_string(), "kafka source not ready; retrying"),
-            }
-            let until = Instant::now() + delay;
-            while Instant::now() < until {
-                if self.shutdown.is_cancelled() {
-                    return Ok(None);
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            delay = (delay * 2).min(Duration::from_secs(10));
+    /// Commits the positions that moved, at most every [`super::commit::INTERVAL`], and
+    /// every position again after a failed commit.
+    fn commit_positions(&mut self, now: Instant) {
+        let s = &self.shared;
+        self.main_pacer.moved(s.main.take_storable());
+        if s.main_failed.take() {
+            self.main_pacer.moved(s.main.positions(None));
+        }
+        if let Some(positions) = self.main_pacer.due(now, |tp| s.main.current(tp).is_some()) {
+            commit_async(&*self.main, &positions);
+        }
+        self.retry_pacer.moved(s.retry.take_storable());
+        if s.retry_failed.take() {
+            self.retry_pacer.moved(s.retry.positions(None));
+        }
+        if let Some(positions) = self.retry_pacer.due(now, |tp| s.retry.current(tp).is_some()) {
+            commit_async(&*self.retry, &positions);
         }
     }
 
-    /// Stores the positions that moved; librdkafka commits them every second.
-    fn store_positions(&self) {
-        store(&*self.main, &self.shared.main);
-        store(&*self.retry, &self.shared.retry);
+    /// Ends the catch-ups that held their records long enough, or whose partition flow
+    /// control paused (its share of the backlog is full of held records: reading on to the
+    /// end would wait for them forever).
+    fn end_catch_ups(&self, now: Instant) {
+        let paused: HashSet<i32> = self.paused_retry.iter().map(|(tp, _)| tp.partition).collect();
+        let ended: Vec<(i32, _)> = {
+            let mut catchups = self.shared.lock_catchups();
+            let done: Vec<i32> =
+                catchups.iter().filter(|(r, c)| c.expired(now) || paused.contains(r)).map(|(r, _)| *r).collect();
+            done.into_iter().filter_map(|r| catchups.remove(&r).map(|c| (r, c))).collect()
+        };
+        for (r, c) in ended {
+            self.finish_catch_up(r, c);
+        }
+    }
+
+    /// Hands the live records of a finished catch-up to the waiting list.
+    fn finish_catch_up(&self, partition: i32, c: super::replay::CatchUp<Handover>) {
+        let (by_replay, by_copy) = c.dropped;
+        if by_replay + by_copy > 0 {
+            tracing::info!(
+                partition,
+                superseded_by_source_replay = by_replay,
+                superseded_by_later_copy = by_copy,
+                "retry partition caught up; records read again after a crash that are not live were settled without delivery"
+            );
+        }
+        let live = c.finish();
+        let mut waiting = self.shared.waiting.lock().unwrap_or_else(|p| p.into_inner());
+        for (due, offset, h) in live {
+            waiting.insert(due, partition, offset, h);
+        }
     }
 
     /// Keeps the backlog (messages read and not settled) under the bound, by partition.
@@ -224,6 +243,12 @@ impl Poller {
             ticket.settle(true);
             return;
         }
+        let key = DeliveryKey {
+            origin: returned.origin.clone(),
+            trigger: returned.info.trigger.clone(),
+            action: returned.info.action.clone(),
+            mention: returned.info.mention,
+        };
         let message = Message {
             payload: m.payload().unwrap_or_default().to_vec(),
             headers: returned.headers,
@@ -232,6 +257,9 @@ impl Poller {
             retry: Some(Ok(returned.info)),
         };
         let handover = Handover { message, tracker: tracker.clone(), tp, generation, offset: m.offset() };
+        let Some(handover) = self.catch_up(m.partition(), m.offset(), key, returned.not_before_ms, handover) else {
+            return;
+        };
         if returned.not_before_ms <= chrono::Utc::now().timestamp_millis() {
             let _ = self.fwd.send(handover);
         } else {
@@ -242,9 +270,34 @@ impl Poller {
         }
     }
 
+    /// A retry record read while its partition is caught up: held (or settled, when it is not
+    /// live); `Some` when the partition is not, or no longer, caught up.
+    fn catch_up(&self, partition: i32, offset: i64, key: DeliveryKey, due: i64, h: Handover) -> Option<Handover> {
+        let mut catchups = self.shared.lock_catchups();
+        let c = catchups.get_mut(&partition)?;
+        if !c.covers(offset) {
+            // Written after the partition was taken: the catch-up is over.
+            let c = catchups.remove(&partition)?;
+            drop(catchups);
+            self.finish_catch_up(partition, c);
+            return Some(h);
+        }
+        let superseded = c.take(offset, key, due, h);
+        let ended = if c.complete_at(offset) { catchups.remove(&partition) } else { None };
+        drop(catchups);
+        if let Some(s) = superseded {
+            // Its delivery happens elsewhere (the source replay, or a later copy): final here.
+            s.message.ack.settle(Settle::Done);
+        }
+        if let Some(c) = ended {
+            self.finish_catch_up(partition, c);
+        }
+        None
+    }
+
     /// Shutdown: stop taking work, let what is in flight finish within
     /// `delivery.shutdown_timeout`, commit what is final, leave the group.
-    fn drain(self) {
+    fn drain(mut self) {
         let s = self.shared.clone();
         let deadline = Instant::now() + s.drain_timeout;
         *s.shutdown_deadline.lock().unwrap_or_else(|p| p.into_inner()) = Some(deadline);
@@ -256,10 +309,12 @@ impl Poller {
         if let Ok(a) = self.retry.assignment() {
             let _ = self.retry.pause(&a);
         }
+        let held: Vec<_> = s.lock_catchups().drain().collect();
+        drop(held);
         let waiting = s.waiting.lock().unwrap_or_else(|p| p.into_inner()).clear();
         drop(waiting);
         loop {
-            self.store_positions();
+            self.commit_positions(Instant::now());
             // What the pipeline has; what is still queued here is dropped with the forwarder.
             let left = s.main.wait_settled(None, Instant::now()) + s.retry.wait_settled(None, Instant::now());
             if left == 0 {
@@ -277,15 +332,17 @@ impl Poller {
             let _ = self.main.poll(POLL_WAIT);
             let _ = self.retry.poll(Duration::ZERO);
         }
-        self.store_positions();
+        // A last chance for a commit that failed meanwhile, within a second past the deadline.
+        let until = deadline.max(Instant::now() + Duration::from_secs(1));
         let owned = s.main.owned();
-        commit(&*self.main, &s.main, &owned, "source");
+        commit_now(&*self.main, &s.main, &owned, "source", until);
         let owned = s.retry.owned();
-        commit(&*self.retry, &s.retry, &owned, "retry");
+        commit_now(&*self.retry, &s.retry, &owned, "retry", until);
         tracing::info!("kafka source stopped; positions committed");
-        // Dropping the consumers leaves the group at once, so the other replicas take the
-        // partitions over without waiting for the session to time out.
-        if let Some(lag) = self.lag {
+        // Dropping the consumers leaves the group at once (a static member, with
+        // group_instance_id, stays until its session times out, to come back to its
+        // partitions), so the other replicas take the partitions over without waiting.
+        if let Some(lag) = self.lag.take() {
             lag.stop();
         }
         drop(self.main);
@@ -303,35 +360,6 @@ fn headers_of(m: &BorrowedMessage<'_>) -> Vec<(String, Vec<u8>)> {
     m.headers()
         .map(|hs| hs.iter().map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec())).collect())
         .unwrap_or_default()
-}
-
-fn store<C: ConsumerContext>(consumer: &impl Consumer<C>, tracker: &Tracker) {
-    let positions = tracker.take_storable();
-    if positions.is_empty() {
-        return;
-    }
-    let mut tpl = TopicPartitionList::new();
-    for (tp, next) in &positions {
-        // store_offsets takes the next offset to read (the last final one + 1), unlike
-        // store_offset, which adds the 1 itself.
-        let _ = tpl.add_partition_offset(&tp.topic, tp.partition, Offset::Offset(*next));
-    }
-    if let Err(e) = consumer.store_offsets(&tpl) {
-        // A partition revoked between the take and the store: its new owner commits it.
-        tracing::debug!(error = %e, "storing kafka offsets failed");
-    }
-}
-
-fn commit_async<C: ConsumerContext>(consumer: &impl Consumer<C>, tracker: &Tracker) {
-    let positions = tracker.positions(None);
-    if positions.is_empty() {
-        return;
-    }
-    let mut tpl = TopicPartitionList::new();
-    for (tp, next) in &positions {
-        let _ = tpl.add_partition_offset(&tp.topic, tp.partition, Offset::Offset(*next));
-    }
-    let _ = consumer.commit(&tpl, CommitMode::Async);
 }
 
 /// Pauses each partition whose share of the backlog is full and resumes it once its share
@@ -385,7 +413,7 @@ pub(crate) struct ErrorLog {
 }
 
 impl ErrorLog {
-    fn warn(&mut self, error: &str, what: &str) {
+    pub(crate) fn warn(&mut self, error: &str, what: &str) {
         let now = Instant::now();
         if let Some((last, at)) = &self.last {
             if last == error && now.duration_since(*at) < Duration::from_secs(30) {
