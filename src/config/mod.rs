@@ -145,10 +145,9 @@ fn compile(raw: raw::RawConfig) -> Result<Config, ConfigError> {
     if let SourceConfig::Nats { credentials, .. } = &raw.source {
         check_nats_secrets("source.credentials", credentials, &mut problems);
     }
-    for (place, message) in crate::kafka::topics::check(
-        &raw.source,
-        &[("responses", &raw.responses), ("dead_letter", &raw.dead_letter)],
-    ) {
+    for (place, message) in
+        crate::kafka::topics::check(&raw.source, &[("responses", &raw.responses), ("dead_letter", &raw.dead_letter)])
+    {
         problems.add(place, message);
     }
     for (place, dest) in [("responses", &raw.responses), ("dead_letter", &raw.dead_letter)] {

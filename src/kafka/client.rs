@@ -76,6 +76,9 @@ fn consumer_settings(brokers: &[String], group_id: &str, properties: &BTreeMap<S
     c.set("bootstrap.servers", brokers.join(","))
         .set("group.id", group_id)
         .set("client.id", "hookbridge")
+        // After a broker outage, reconnect within a second rather than librdkafka's ten: a
+        // coordinator back within the session timeout then keeps the assignment.
+        .set("reconnect.backoff.max.ms", "1000")
         // A new group reads what is already there: skipping it would drop notifications.
         .set("auto.offset.reset", "earliest")
         // Cooperative rebalancing moves only the partitions that change owner; the others
@@ -118,6 +121,7 @@ pub fn producer(brokers: &[String], properties: &BTreeMap<String, String>) -> Cl
         .set("client.id", "hookbridge")
         .set("enable.idempotence", "true")
         .set("acks", "all")
+        .set("reconnect.backoff.max.ms", "1000")
         // Results are small and latency matters more than batching.
         .set("linger.ms", "5");
     for (k, v) in properties {

@@ -52,7 +52,8 @@ impl Pacer {
         if self.pending.is_empty() || self.last.is_some_and(|l| now.duration_since(l) < self.interval) {
             return None;
         }
-        let positions: Vec<(Tp, i64)> = std::mem::take(&mut self.pending).into_iter().filter(|(tp, _)| owned(tp)).collect();
+        let positions: Vec<(Tp, i64)> =
+            std::mem::take(&mut self.pending).into_iter().filter(|(tp, _)| owned(tp)).collect();
         if positions.is_empty() {
             return None;
         }
@@ -66,6 +67,17 @@ impl Pacer {
 pub struct Failed(AtomicBool);
 
 impl Failed {
+    /// Records the outcome of a commit, as the commit callback gets it: the request's
+    /// result and each partition's; returns whether it failed.
+    pub fn record_commit(&self, which: &str, result: &KafkaResult<()>, offsets: &TopicPartitionList) -> bool {
+        // A request may succeed with some partitions refused (a timeout per partition).
+        let partition_error = offsets.elements().iter().find_map(|e| e.error().err());
+        match (result, partition_error) {
+            (Ok(()), Some(e)) => self.record(which, &Err(e)),
+            _ => self.record(which, result),
+        }
+    }
+
     /// Records the outcome of a commit; returns whether it failed.
     pub fn record(&self, which: &str, result: &KafkaResult<()>) -> bool {
         match result {
@@ -122,7 +134,14 @@ pub fn commit_now<C: ConsumerContext>(
     let tpl = list(&positions);
     let mut attempt = 1;
     loop {
-        match consumer.commit(&tpl, CommitMode::Sync) {
+        // librdkafka writes each partition's outcome into the list of a synchronous commit.
+        let result = consumer.commit(&tpl, CommitMode::Sync).and_then(|()| {
+            match tpl.elements().iter().find_map(|e| e.error().err()) {
+                Some(e) => Err(e),
+                None => Ok(()),
+            }
+        });
+        match result {
             Ok(()) => return,
             Err(rdkafka::error::KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => return,
             Err(e) if attempt >= SYNC_ATTEMPTS || Instant::now() + Duration::from_millis(200) >= deadline => {
@@ -179,10 +198,8 @@ mod tests {
         assert!(!failed.record("source", &Ok(())));
         assert!(!failed.record("source", &Err(rdkafka::error::KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset))));
         assert!(!failed.take());
-        assert!(failed.record(
-            "source",
-            &Err(rdkafka::error::KafkaError::ConsumerCommit(RDKafkaErrorCode::RequestTimedOut))
-        ));
+        assert!(failed
+            .record("source", &Err(rdkafka::error::KafkaError::ConsumerCommit(RDKafkaErrorCode::RequestTimedOut))));
         assert!(failed.take());
         assert!(!failed.take());
     }

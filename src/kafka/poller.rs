@@ -234,7 +234,8 @@ impl Poller {
                     ack: ack(ticket),
                     retry: Some(Err(e)),
                 };
-                let _ = self.fwd.send(Handover { message, tracker: tracker.clone(), tp, generation, offset: m.offset() });
+                let _ =
+                    self.fwd.send(Handover { message, tracker: tracker.clone(), tp, generation, offset: m.offset() });
                 return;
             }
         };
@@ -274,12 +275,15 @@ impl Poller {
     /// live); `Some` when the partition is not, or no longer, caught up.
     fn catch_up(&self, partition: i32, offset: i64, key: DeliveryKey, due: i64, h: Handover) -> Option<Handover> {
         let mut catchups = self.shared.lock_catchups();
-        let c = catchups.get_mut(&partition)?;
+        let Some(c) = catchups.get_mut(&partition) else {
+            return Some(h);
+        };
         if !c.covers(offset) {
             // Written after the partition was taken: the catch-up is over.
-            let c = catchups.remove(&partition)?;
-            drop(catchups);
-            self.finish_catch_up(partition, c);
+            if let Some(c) = catchups.remove(&partition) {
+                drop(catchups);
+                self.finish_catch_up(partition, c);
+            }
             return Some(h);
         }
         let superseded = c.take(offset, key, due, h);

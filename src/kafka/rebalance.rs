@@ -63,8 +63,8 @@ impl ClientContext for RetryContext {
 }
 
 impl ConsumerContext for RetryContext {
-    fn commit_callback(&self, result: KafkaResult<()>, _offsets: &TopicPartitionList) {
-        self.failed.record("retry", &result);
+    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
+        self.failed.record_commit("retry", &result, offsets);
     }
 }
 
@@ -83,8 +83,8 @@ impl ConsumerContext for MainContext {
         }
     }
 
-    fn commit_callback(&self, result: KafkaResult<()>, _offsets: &TopicPartitionList) {
-        self.shared.main_failed.record("source", &result);
+    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
+        self.shared.main_failed.record_commit("source", &result, offsets);
     }
 }
 
@@ -97,6 +97,11 @@ impl MainContext {
         }
         for tp in &tps {
             s.main.assign(tp.clone());
+        }
+        // A partition paused by flow control under an earlier assignment stays paused in
+        // librdkafka; flow control starts each assignment unpaused.
+        if let Err(e) = consumer.resume(tpl) {
+            tracing::warn!(error = %e, "cannot resume newly assigned partitions");
         }
         let committed = committed_positions(consumer, &tps);
         let rtps = link(s, &self.retry, &tps, &committed);
@@ -204,7 +209,9 @@ pub(crate) fn link(
                 let source = committed.get(&tp).map(|c| (tp.clone(), *c));
                 s.lock_catchups().insert(r, CatchUp::new(end, source, Instant::now()));
             }
-            Err(e) => tracing::debug!(error = %e, partition = r, "retry partition end unknown; read without a catch-up"),
+            Err(e) => {
+                tracing::debug!(error = %e, partition = r, "retry partition end unknown; read without a catch-up")
+            }
         }
         // From the position committed under the retry group, or the earliest record.
         let _ = tpl.add_partition_offset(&rtp.topic, rtp.partition, Offset::Stored);
@@ -214,6 +221,10 @@ pub(crate) fn link(
     if tpl.count() > 0 {
         if let Err(e) = retry.incremental_assign(&tpl) {
             tracing::warn!(error = %e, "cannot read the retry partitions of newly assigned partitions");
+        }
+        // As for source partitions: paused under an earlier assignment, paused still.
+        if let Err(e) = retry.resume(&tpl) {
+            tracing::warn!(error = %e, "cannot resume newly assigned retry partitions");
         }
     }
     taken

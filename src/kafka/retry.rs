@@ -219,12 +219,7 @@ pub struct KafkaRetry {
 impl KafkaRetry {
     /// A stage of `group` producing to `topic` with `settings`; `map` is filled by the
     /// source once it knows the partitions.
-    pub fn new(
-        settings: &ClientConfig,
-        topic: &str,
-        group: &str,
-        map: Arc<MapCell>,
-    ) -> Result<KafkaRetry, KafkaError> {
+    pub fn new(settings: &ClientConfig, topic: &str, group: &str, map: Arc<MapCell>) -> Result<KafkaRetry, KafkaError> {
         let producer = settings.create_with_context(Logging).map_err(KafkaError::Settings)?;
         Ok(KafkaRetry { producer, topic: topic.to_string(), group: group.to_string(), map })
     }

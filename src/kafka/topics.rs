@@ -122,7 +122,9 @@ pub fn check(source: &SourceConfig, outputs: &[(&str, &DestinationConfig)]) -> V
     if subscription.matches(&retry) {
         problems.push((
             "source.retry_topic".to_string(),
-            format!("{retry:?} is also a source topic (or matches one of source.topics); it must be a topic of its own"),
+            format!(
+                "{retry:?} is also a source topic (or matches one of source.topics); it must be a topic of its own"
+            ),
         ));
     }
     for (place, dest) in outputs {
@@ -149,20 +151,16 @@ mod tests {
     #[test]
     fn names_come_first_in_config_order_then_matches_sorted() {
         let s = sub(&["zeta", r"^itop\..*", "alpha"]);
-        let existing: BTreeMap<String, i32> = [
-            ("itop.b", 2),
-            ("itop.a", 3),
-            ("alpha", 1),
-            ("other", 5),
-            ("itop.retry", 6),
-            ("__consumer_offsets", 50),
-        ]
-        .into_iter()
-        .map(|(t, n)| (t.to_string(), n))
-        .collect();
+        let existing: BTreeMap<String, i32> =
+            [("itop.b", 2), ("itop.a", 3), ("alpha", 1), ("other", 5), ("itop.retry", 6), ("__consumer_offsets", 50)]
+                .into_iter()
+                .map(|(t, n)| (t.to_string(), n))
+                .collect();
         let layout = s.layout(&existing, &["itop.retry"]);
-        let expected: Vec<(String, i32)> =
-            [("zeta", 0), ("alpha", 1), ("itop.a", 3), ("itop.b", 2)].iter().map(|(t, n)| (t.to_string(), *n)).collect();
+        let expected: Vec<(String, i32)> = [("zeta", 0), ("alpha", 1), ("itop.a", 3), ("itop.b", 2)]
+            .iter()
+            .map(|(t, n)| (t.to_string(), *n))
+            .collect();
         assert_eq!(layout, expected, "zeta does not exist yet; the retry topic and others are left out");
         assert!(s.matches("itop.c") && s.matches("zeta") && !s.matches("itop"));
     }

@@ -68,6 +68,10 @@ pub struct InProcess {
 
 impl InProcess {
     pub fn start(yaml: &str) -> InProcess {
+        // HOOKBRIDGE_TEST_LOG=debug shows the bridge's logs (tracing's EnvFilter syntax).
+        if let Ok(filter) = std::env::var("HOOKBRIDGE_TEST_LOG") {
+            let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
+        }
         let config = Arc::new(hookbridge::config::Config::from_yaml(yaml).unwrap_or_else(|e| panic!("{e}\n{yaml}")));
         let stop = CancellationToken::new();
         let token = stop.clone();

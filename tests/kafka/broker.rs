@@ -132,7 +132,9 @@ impl Broker {
         let ends = self.end_offsets(topic);
         let total: i64 = ends.values().sum();
         let mut reader = self.reader(topic);
-        reader.until(&format!("the {total} records of {topic}"), Duration::from_secs(30), |rs| rs.len() as i64 >= total).await;
+        reader
+            .until(&format!("the {total} records of {topic}"), Duration::from_secs(30), |rs| rs.len() as i64 >= total)
+            .await;
         reader.records
     }
 
@@ -229,11 +231,18 @@ impl Reader {
     /// Reads until `cond(records)` holds, or panics after `limit`.
     pub async fn until(&mut self, what: &str, limit: Duration, cond: impl Fn(&[Record]) -> bool) {
         let deadline = Instant::now() + limit;
-        while !cond(&self.records) {
-            assert!(Instant::now() < deadline, "timed out after {limit:?} waiting for {what}; read {} records", self.records.len());
-            if !self.poll(Duration::ZERO) {
-                tokio::time::sleep(Duration::from_millis(20)).await;
+        loop {
+            // Everything there is first: `cond` may look at every record.
+            self.drain();
+            if cond(&self.records) {
+                return;
             }
+            assert!(
+                Instant::now() < deadline,
+                "timed out after {limit:?} waiting for {what}; read {} records",
+                self.records.len()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 }

@@ -79,9 +79,12 @@ async fn a_replica_killed_at_one_third_is_taken_over_by_two_started_together() {
     let dir = tempfile::tempdir().unwrap();
 
     let mut a = replica(&broker, dir.path(), "replica-a", "order", &rx.url(), None);
-    wait_until("a third delivered by the first replica", Duration::from_secs(60), || rx.count() >= total / 3, || {
-        a.log_tail()
-    })
+    wait_until(
+        "a third delivered by the first replica",
+        Duration::from_secs(60),
+        || rx.count() >= total / 3,
+        || a.log_tail(),
+    )
     .await;
     a.kill();
     let first_phase = rx.hits();
@@ -173,24 +176,33 @@ async fn duplicates_and_takeover_after_sigkill_at_a_steady_rate() {
     let mut current = replica(&broker, dir.path(), "run-0", "steady", &rx.url(), None);
     let mut kills = Vec::new();
     for (i, share) in [25, 50, 75].into_iter().enumerate() {
-        wait_until("the next kill point", Duration::from_secs(120), || rx.count() >= total * share / 100, || {
-            current.log_tail()
-        })
+        wait_until(
+            "the next kill point",
+            Duration::from_secs(120),
+            || rx.count() >= total * share / 100,
+            || current.log_tail(),
+        )
         .await;
         current.kill();
         let killed_at = Instant::now();
         let before = rx.hits();
         current = replica(&broker, dir.path(), &format!("run-{}", i + 1), "steady", &rx.url(), None);
-        wait_until("a delivery after the restart", Duration::from_secs(60), || rx.count() > before.len() + 64, || {
-            current.log_tail()
-        })
+        wait_until(
+            "a delivery after the restart",
+            Duration::from_secs(60),
+            || rx.count() > before.len() + 64,
+            || current.log_tail(),
+        )
         .await;
         let resumed = rx.hits()[before.len()].at;
         kills.push((before, resumed - killed_at));
     }
-    wait_until("every event delivered", Duration::from_secs(120), || rx.distinct_delivered() >= total, || {
-        current.log_tail()
-    })
+    wait_until(
+        "every event delivered",
+        Duration::from_secs(120),
+        || rx.distinct_delivered() >= total,
+        || current.log_tail(),
+    )
     .await;
     current.terminate();
     assert!(current.wait(Duration::from_secs(10)).success(), "{}", current.log_tail());

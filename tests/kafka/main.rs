@@ -91,4 +91,3 @@ pub async fn source_lag(port: u16) -> BTreeMap<String, i64> {
         })
         .collect()
 }
-

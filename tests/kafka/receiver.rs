@@ -3,6 +3,7 @@
 //! object, sequence number, which replica sent it (`x-replica` header), the status it got.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -47,13 +48,15 @@ type Script = Arc<dyn Fn(&str, i64, usize) -> Answer + Send + Sync>;
 #[derive(Clone)]
 struct Shared {
     hits: Arc<Mutex<Vec<Hit>>>,
-    delay: Duration,
+    /// Milliseconds before each answer.
+    delay: Arc<AtomicU64>,
     script: Script,
 }
 
 pub struct ScriptedReceiver {
     pub addr: SocketAddr,
     hits: Arc<Mutex<Vec<Hit>>>,
+    delay: Arc<AtomicU64>,
 }
 
 impl ScriptedReceiver {
@@ -69,12 +72,18 @@ impl ScriptedReceiver {
         script: impl Fn(&str, i64, usize) -> Answer + Send + Sync + 'static,
     ) -> ScriptedReceiver {
         let hits = Arc::new(Mutex::new(Vec::new()));
-        let shared = Shared { hits: hits.clone(), delay, script: Arc::new(script) };
+        let delay = Arc::new(AtomicU64::new(delay.as_millis() as u64));
+        let shared = Shared { hits: hits.clone(), delay: delay.clone(), script: Arc::new(script) };
         let app = Router::new().fallback(answer).with_state(shared);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        ScriptedReceiver { addr, hits }
+        ScriptedReceiver { addr, hits, delay }
+    }
+
+    /// Answers after `delay` from now on.
+    pub fn set_delay(&self, delay: Duration) {
+        self.delay.store(delay.as_millis() as u64, Ordering::SeqCst);
     }
 
     pub fn url(&self) -> String {
@@ -117,7 +126,7 @@ async fn answer(State(s): State<Shared>, headers: HeaderMap, body: Bytes) -> Res
         hits.push(Hit { key, seq, replica, status, at });
         answer
     };
-    tokio::time::sleep(s.delay).await;
+    tokio::time::sleep(Duration::from_millis(s.delay.load(Ordering::SeqCst))).await;
     match answer {
         Answer::Ok => "ok".into_response(),
         Answer::Status(code) => (StatusCode::from_u16(code).unwrap(), "scripted failure").into_response(),

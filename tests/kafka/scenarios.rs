@@ -179,7 +179,10 @@ async fn a_receiver_that_is_down_does_not_hold_the_partition_and_gets_everything
     assert!(a4["attempts"].as_u64().unwrap() > 2, "{a4}");
     assert_eq!(broker.committed("down", "changes"), broker.end_offsets("changes"));
     assert_eq!(broker.committed("down.retry", "changes.retry"), broker.end_offsets("changes.retry"));
-    assert!(!parsed(&broker.read_all("dead-letter").await).iter().any(|d| d["action"] == "flaky"), "nothing failed for good");
+    assert!(
+        !parsed(&broker.read_all("dead-letter").await).iter().any(|d| d["action"] == "flaky"),
+        "nothing failed for good"
+    );
 }
 
 /// CloudEvents binary mode: `ce_*` headers, the event in the value.
