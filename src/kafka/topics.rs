@@ -172,6 +172,40 @@ mod tests {
         assert!(err.1.contains("regular expression"), "{}", err.1);
     }
 
+    /// What `check` (and so `hookbridge check`) says about a Kafka source and its outputs.
+    fn problems(source: &str, responses: &str) -> Vec<String> {
+        let yaml = format!(
+            "source: {{type: kafka, brokers: [\"b:9092\"], {source}}}\nresponses: {responses}\ndead_letter: {{type: file, path: \"-\"}}\n"
+        );
+        match crate::config::Config::from_yaml(&yaml) {
+            Ok(_) => vec![],
+            Err(crate::config::ConfigError::Invalid { problems }) => problems.iter().map(|p| p.to_string()).collect(),
+            Err(e) => vec![e.to_string()],
+        }
+    }
+
+    #[test]
+    fn subscriptions_are_checked_at_load() {
+        let out = r#"{type: kafka, topic: hookbridge.responses}"#;
+        assert_eq!(problems(r#"topics: ['^itop\..*'], retry_topic: itop-retry"#, out), Vec::<String>::new());
+        assert_eq!(
+            problems(r#"topics: ['^itop\..*'], group_instance_id: "${HOOKBRIDGE_T_UNSET:-}""#, out),
+            Vec::<String>::new()
+        );
+        let bad = problems(r#"topics: [a, "^itop.("]"#, out);
+        assert!(bad.iter().any(|p| p.starts_with("source.topics[1]:") && p.contains("regular expression")), "{bad:?}");
+        // The default retry topic of `^itop\..*` subscriptions would be `hookbridge.retry`;
+        // `itop.changes.retry` matches the expression.
+        let loop_ = problems(r#"topics: ['^itop\..*'], retry_topic: itop.changes.retry"#, out);
+        assert!(loop_.iter().any(|p| p.starts_with("source.retry_topic:")), "{loop_:?}");
+        let own = problems(r#"topics: ['^hookbridge\..*'], retry_topic: r"#, out);
+        assert!(own.iter().any(|p| p.starts_with("responses.topic:") && p.contains("its own output")), "{own:?}");
+        let elsewhere = r#"{type: kafka, topic: hookbridge.responses, brokers: ["other:9092"]}"#;
+        assert_eq!(problems(r#"topics: ['^hookbridge\..*'], retry_topic: r"#, elsewhere), Vec::<String>::new());
+        let spaces = problems(r#"topics: [a], group_instance_id: " pod-0""#, out);
+        assert!(spaces.iter().any(|p| p.starts_with("source.group_instance_id:")), "{spaces:?}");
+    }
+
     #[test]
     fn the_default_retry_topic() {
         assert_eq!(retry_topic(&["a".into(), "b".into()], "g", None), "a.retry");

@@ -153,7 +153,8 @@ impl Broker {
             .collect()
     }
 
-    /// The offsets committed by `group` for each partition of `topic` (-1: none).
+    /// The offsets committed by `group` for each partition of `topic` (0 when none: like
+    /// the end offset of an empty partition, which has nothing to commit).
     pub fn committed(&self, group: &str, topic: &str) -> BTreeMap<i32, i64> {
         let consumer: BaseConsumer = self.config().set("group.id", group).create().unwrap();
         let mut tpl = TopicPartitionList::new();
@@ -167,7 +168,7 @@ impl Broker {
             .map(|e| {
                 let c = match e.offset() {
                     Offset::Offset(o) => o,
-                    _ => -1,
+                    _ => 0,
                 };
                 (e.partition(), c)
             })
