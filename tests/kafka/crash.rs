@@ -225,3 +225,79 @@ async fn duplicates_and_takeover_after_sigkill_at_a_steady_rate() {
         lines.join("\n  ")
     );
 }
+
+/// After a crash, the retry partition is read again from its last committed position. A
+/// retry record of an event that the source partition replays anyway (its offset is at or
+/// past the committed source position) and a retry record followed by a later copy of the
+/// same delivery are settled without being delivered: each event arrives once, and a
+/// parked delivery goes on from its latest copy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_records_read_again_after_a_crash_are_not_delivered_twice() {
+    use hookbridge::kafka::retry::{encode, Origin};
+    use hookbridge::source::RetryInfo;
+    use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+    use rdkafka::producer::FutureRecord;
+    use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+
+    let broker = Broker::start();
+    broker.create_topics(&["changes", "changes.retry", "responses", "dead-letter"], 1);
+    let rx = ScriptedReceiver::slow(Duration::from_millis(1)).await;
+    let value = |n: i64| ticket(&format!("e{n}"), &format!("k{n}"), json!({"ref": format!("R-k{n}"), "seq": n}));
+    broker.produce_many("changes", &(0..10).map(|n| (format!("k{n}"), value(n))).collect::<Vec<_>>()).await;
+    // What a crashed replica left: source position 5 committed, and in the retry partition
+    // two copies of e2's delivery, one of e7 (at or past 5: the source replays it) and e3.
+    let group: BaseConsumer = broker.config().set("group.id", "replayed").create().unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset("changes", 0, Offset::Offset(5)).unwrap();
+    group.commit(&tpl, CommitMode::Sync).unwrap();
+    let producer = broker.producer();
+    let past = chrono::Utc::now().timestamp_millis() - 1000;
+    for (event, attempts) in [(2, 1), (7, 2), (2, 3), (3, 1)] {
+        let info = RetryInfo {
+            trigger: "created".into(),
+            action: "hook".into(),
+            mention: None,
+            attempts,
+            first_attempt_ms: past,
+        };
+        let origin = Origin { topic: "changes".into(), partition: 0, offset: event };
+        let payload = value(event);
+        let key = format!("UserRequest::k{event}");
+        let record = FutureRecord::to("changes.retry")
+            .partition(0)
+            .key(&key)
+            .payload(&payload)
+            .headers(encode(&[], &info, past, &origin, "replayed"));
+        producer.send(record, Duration::from_secs(10)).await.map_err(|(e, _)| e).unwrap();
+    }
+
+    let setup = Setup {
+        brokers: &broker.addr,
+        group: "replayed",
+        topic: "changes",
+        delivery: "concurrency: 8",
+        body: webhook_body(&rx.url()),
+        listen: None,
+    };
+    let bridge = crate::bridge::InProcess::start(&setup.yaml());
+    let mut responses = broker.reader("responses");
+    responses.until("seven results", Duration::from_secs(30), |rs| rs.len() >= 7).await;
+    // Time for anything that should not come.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    bridge.stop().await;
+    responses.drain();
+
+    let mut seqs: Vec<i64> = rx.hits().iter().map(|h| h.seq).collect();
+    seqs.sort();
+    assert_eq!(seqs, vec![2, 3, 5, 6, 7, 8, 9], "each event once: 5-9 from the source, 2 and 3 from the retry topic");
+    let attempts: BTreeMap<String, u64> = parsed(&responses.records)
+        .iter()
+        .map(|v| (v["event_id"].as_str().unwrap().to_string(), v["attempts"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(attempts["e2"], 4, "e2 goes on from its latest copy (3 attempts before)");
+    assert_eq!(attempts["e3"], 2);
+    assert_eq!(attempts["e7"], 1, "e7 from the source replay");
+    assert_eq!(responses.records.len(), 7, "one result per event");
+    assert_eq!(broker.committed("replayed", "changes"), BTreeMap::from([(0, 10)]));
+    assert_eq!(broker.committed("replayed.retry", "changes.retry"), BTreeMap::from([(0, 4)]));
+}
