@@ -263,11 +263,13 @@ async fn retry_records_read_again_after_a_crash_are_not_delivered_twice() {
         let origin = Origin { topic: "changes".into(), partition: 0, offset: event };
         let payload = value(event);
         let key = format!("UserRequest::k{event}");
-        let record = FutureRecord::to("changes.retry")
-            .partition(0)
-            .key(&key)
-            .payload(&payload)
-            .headers(encode(&[], &info, past, &origin, "replayed"));
+        let record = FutureRecord::to("changes.retry").partition(0).key(&key).payload(&payload).headers(encode(
+            &[],
+            &info,
+            past,
+            &origin,
+            "replayed",
+        ));
         producer.send(record, Duration::from_secs(10)).await.map_err(|(e, _)| e).unwrap();
     }
 
