@@ -5,7 +5,8 @@
 //! duplicates, for one small commit request per interval and consumer.
 //!
 //! A commit that fails (coordinator moving or down, a timeout) is not lost: the next turn
-//! commits every position again.
+//! commits every position again. Each commit carries what is known past its position
+//! ([`super::progress`]), so that a replica taking the partition over skips what was final.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,7 +17,7 @@ use rdkafka::error::KafkaResult;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaErrorCode;
 
-use super::offsets::{Tp, Tracker};
+use super::offsets::{Position, Tp, Tracker};
 
 /// The shortest time between two commits of one consumer.
 pub const INTERVAL: Duration = Duration::from_millis(150);
@@ -28,7 +29,7 @@ const SYNC_ATTEMPTS: u32 = 4;
 pub struct Pacer {
     interval: Duration,
     last: Option<Instant>,
-    pending: BTreeMap<Tp, i64>,
+    pending: BTreeMap<Tp, Position>,
 }
 
 impl Pacer {
@@ -37,22 +38,27 @@ impl Pacer {
         Pacer { interval, last: None, pending: BTreeMap::new() }
     }
 
-    /// Notes positions that moved (or must be committed again).
-    pub fn moved(&mut self, positions: impl IntoIterator<Item = (Tp, i64)>) {
+    /// Notes positions that moved (or must be committed again); the latest of a partition
+    /// replaces an earlier one.
+    pub fn moved(&mut self, positions: impl IntoIterator<Item = (Tp, Position)>) {
         for (tp, pos) in positions {
-            let p = self.pending.entry(tp).or_insert(pos);
-            *p = (*p).max(pos);
+            match self.pending.get(&tp) {
+                Some(p) if p.next > pos.next => {}
+                _ => {
+                    self.pending.insert(tp, pos);
+                }
+            }
         }
     }
 
     /// The positions to commit at `now`, if any are pending and the last commit is at least
     /// one interval ago; `owned` filters out partitions given away since they moved (their
     /// new owner commits them).
-    pub fn due(&mut self, now: Instant, owned: impl Fn(&Tp) -> bool) -> Option<Vec<(Tp, i64)>> {
+    pub fn due(&mut self, now: Instant, owned: impl Fn(&Tp) -> bool) -> Option<Vec<(Tp, Position)>> {
         if self.pending.is_empty() || self.last.is_some_and(|l| now.duration_since(l) < self.interval) {
             return None;
         }
-        let positions: Vec<(Tp, i64)> =
+        let positions: Vec<(Tp, Position)> =
             std::mem::take(&mut self.pending).into_iter().filter(|(tp, _)| owned(tp)).collect();
         if positions.is_empty() {
             return None;
@@ -98,17 +104,19 @@ impl Failed {
     }
 }
 
-fn list(positions: &[(Tp, i64)]) -> TopicPartitionList {
+fn list(positions: &[(Tp, Position)]) -> TopicPartitionList {
     let mut tpl = TopicPartitionList::new();
-    for (tp, next) in positions {
-        // The next offset to read: the first one not final.
-        let _ = tpl.add_partition_offset(&tp.topic, tp.partition, Offset::Offset(*next));
+    for (tp, pos) in positions {
+        // The next offset to read: the first one not final; and what is final past it.
+        let mut e = tpl.add_partition(&tp.topic, tp.partition);
+        let _ = e.set_offset(Offset::Offset(pos.next));
+        e.set_metadata(pos.progress.encode(pos.next));
     }
     tpl
 }
 
 /// Commits `positions` without waiting; the outcome arrives in the consumer's commit callback.
-pub fn commit_async<C: ConsumerContext>(consumer: &impl Consumer<C>, positions: &[(Tp, i64)]) {
+pub fn commit_async<C: ConsumerContext>(consumer: &impl Consumer<C>, positions: &[(Tp, Position)]) {
     if positions.is_empty() {
         return;
     }
@@ -165,31 +173,39 @@ mod tests {
         Tp::new("t", p)
     }
 
+    fn at(next: i64) -> Position {
+        Position { next, progress: crate::kafka::progress::Progress::none(next) }
+    }
+
+    fn out(due: Option<Vec<(Tp, Position)>>) -> Option<Vec<(Tp, i64)>> {
+        due.map(|ps| ps.into_iter().map(|(tp, p)| (tp, p.next)).collect())
+    }
+
     #[test]
     fn positions_go_out_at_once_then_at_most_every_interval() {
         let t0 = Instant::now();
         let ms = |n: u64| t0 + Duration::from_millis(n);
         let mut pacer = Pacer::new(INTERVAL);
-        assert_eq!(pacer.due(ms(0), |_| true), None, "nothing moved");
-        pacer.moved([(tp(0), 5)]);
-        assert_eq!(pacer.due(ms(0), |_| true), Some(vec![(tp(0), 5)]), "the first position goes out at once");
-        pacer.moved([(tp(0), 7), (tp(1), 3)]);
-        pacer.moved([(tp(0), 9)]);
-        assert_eq!(pacer.due(ms(100), |_| true), None, "within the interval");
-        assert_eq!(pacer.due(ms(150), |_| true), Some(vec![(tp(0), 9), (tp(1), 3)]), "the latest of each");
-        assert_eq!(pacer.due(ms(400), |_| true), None, "nothing moved since");
-        pacer.moved([(tp(1), 4)]);
-        assert_eq!(pacer.due(ms(400), |_| true), Some(vec![(tp(1), 4)]), "idle for longer than the interval");
+        assert_eq!(out(pacer.due(ms(0), |_| true)), None, "nothing moved");
+        pacer.moved([(tp(0), at(5))]);
+        assert_eq!(out(pacer.due(ms(0), |_| true)), Some(vec![(tp(0), 5)]), "the first position goes out at once");
+        pacer.moved([(tp(0), at(7)), (tp(1), at(3))]);
+        pacer.moved([(tp(0), at(9))]);
+        assert_eq!(out(pacer.due(ms(100), |_| true)), None, "within the interval");
+        assert_eq!(out(pacer.due(ms(150), |_| true)), Some(vec![(tp(0), 9), (tp(1), 3)]), "the latest of each");
+        assert_eq!(out(pacer.due(ms(400), |_| true)), None, "nothing moved since");
+        pacer.moved([(tp(1), at(4))]);
+        assert_eq!(out(pacer.due(ms(400), |_| true)), Some(vec![(tp(1), 4)]), "idle for longer than the interval");
     }
 
     #[test]
     fn partitions_given_away_are_not_committed() {
         let t0 = Instant::now();
         let mut pacer = Pacer::new(INTERVAL);
-        pacer.moved([(tp(0), 5), (tp(1), 6)]);
-        assert_eq!(pacer.due(t0, |t| t.partition == 1), Some(vec![(tp(1), 6)]));
-        pacer.moved([(tp(0), 8)]);
-        assert_eq!(pacer.due(t0 + INTERVAL, |_| false), None);
+        pacer.moved([(tp(0), at(5)), (tp(1), at(6))]);
+        assert_eq!(out(pacer.due(t0, |t| t.partition == 1)), Some(vec![(tp(1), 6)]));
+        pacer.moved([(tp(0), at(8))]);
+        assert_eq!(out(pacer.due(t0 + INTERVAL, |_| false)), None);
     }
 
     #[test]

@@ -6,7 +6,8 @@
 //! - [`topics`] is the subscription: names and regular expressions, checked at load.
 //! - [`offsets`] knows, per partition, which offsets are final and how far the group may
 //!   commit: the one place where a bug would lose events; [`commit`] commits those
-//!   positions as they become final, at a bounded rate.
+//!   positions as they become final, at a bounded rate, with what is final past them
+//!   ([`progress`]), so that a replica taking a partition over skips it.
 //! - [`source`] is the consumer-group source; [`poller`] its consumer thread, which hands
 //!   messages to the pipeline without ever blocking the poll loop, pauses partitions while
 //!   the backlog is full, and settles and commits on shutdown; [`rebalance`] does the same
@@ -23,6 +24,7 @@ pub mod lag;
 pub mod layout;
 pub mod offsets;
 pub mod poller;
+pub mod progress;
 pub mod rebalance;
 pub mod replay;
 pub mod retry;

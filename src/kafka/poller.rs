@@ -23,7 +23,7 @@ use super::lag::LagReporter;
 use super::layout::LayoutState;
 use super::offsets::{Ticket, Tp, Tracker};
 use super::rebalance::{MainContext, RetryContext};
-use super::replay::DeliveryKey;
+use super::replay::{DeliveryKey, Verdict};
 use super::retry;
 use super::source::{Handover, Shared};
 use super::topics::Subscription;
@@ -77,7 +77,6 @@ impl Poller {
         while !self.shutdown.is_cancelled() && !self.fwd.is_closed() {
             self.commit_positions(Instant::now());
             self.flow_control();
-            self.end_catch_ups(Instant::now());
             self.release_due();
             self.poll_main()?;
             self.poll_retry();
@@ -107,41 +106,8 @@ impl Poller {
             self.retry_pacer.moved(s.retry.positions(None));
         }
         if let Some(positions) = self.retry_pacer.due(now, |tp| s.retry.current(tp).is_some()) {
+            tracing::debug!(?positions, "committing retry positions");
             commit_async(&*self.retry, &positions);
-        }
-    }
-
-    /// Ends the catch-ups that held their records long enough, or whose partition flow
-    /// control paused (its share of the backlog is full of held records: reading on to the
-    /// end would wait for them forever).
-    fn end_catch_ups(&self, now: Instant) {
-        let paused: HashSet<i32> = self.paused_retry.iter().map(|(tp, _)| tp.partition).collect();
-        let ended: Vec<(i32, _)> = {
-            let mut catchups = self.shared.lock_catchups();
-            let done: Vec<i32> =
-                catchups.iter().filter(|(r, c)| c.expired(now) || paused.contains(r)).map(|(r, _)| *r).collect();
-            done.into_iter().filter_map(|r| catchups.remove(&r).map(|c| (r, c))).collect()
-        };
-        for (r, c) in ended {
-            self.finish_catch_up(r, c);
-        }
-    }
-
-    /// Hands the live records of a finished catch-up to the waiting list.
-    fn finish_catch_up(&self, partition: i32, c: super::replay::CatchUp<Handover>) {
-        let (by_replay, by_copy) = c.dropped;
-        if by_replay + by_copy > 0 {
-            tracing::info!(
-                partition,
-                superseded_by_source_replay = by_replay,
-                superseded_by_later_copy = by_copy,
-                "retry partition caught up; records read again after a crash that are not live were settled without delivery"
-            );
-        }
-        let live = c.finish();
-        let mut waiting = self.shared.waiting.lock().unwrap_or_else(|p| p.into_inner());
-        for (due, offset, h) in live {
-            waiting.insert(due, partition, offset, h);
         }
     }
 
@@ -221,6 +187,11 @@ impl Poller {
             return;
         };
         let Some(ticket) = tracker.read(&tp, generation, m.offset()) else {
+            // Final already (a commit said so): the replay filter has nothing to say on it.
+            let mut filters = self.shared.lock_filters();
+            if filters.get(&m.partition()).is_some_and(|f| f.done_at(m.offset())) {
+                filters.remove(&m.partition());
+            }
             return;
         };
         let returned = match retry::decode(headers_of(m)) {
@@ -250,6 +221,11 @@ impl Poller {
             action: returned.info.action.clone(),
             mention: returned.info.mention,
         };
+        if self.replay_verdict(m.partition(), m.offset(), &key) != Verdict::Live {
+            // Its delivery happens elsewhere: in the source replay, or from its later copy.
+            ticket.settle(true);
+            return;
+        }
         let message = Message {
             payload: m.payload().unwrap_or_default().to_vec(),
             headers: returned.headers,
@@ -258,9 +234,6 @@ impl Poller {
             retry: Some(Ok(returned.info)),
         };
         let handover = Handover { message, tracker: tracker.clone(), tp, generation, offset: m.offset() };
-        let Some(handover) = self.catch_up(m.partition(), m.offset(), key, returned.not_before_ms, handover) else {
-            return;
-        };
         if returned.not_before_ms <= chrono::Utc::now().timestamp_millis() {
             let _ = self.fwd.send(handover);
         } else {
@@ -271,32 +244,27 @@ impl Poller {
         }
     }
 
-    /// A retry record read while its partition is caught up: held (or settled, when it is not
-    /// live); `Some` when the partition is not, or no longer, caught up.
-    fn catch_up(&self, partition: i32, offset: i64, key: DeliveryKey, due: i64, h: Handover) -> Option<Handover> {
-        let mut catchups = self.shared.lock_catchups();
-        let Some(c) = catchups.get_mut(&partition) else {
-            return Some(h);
+    /// What the retry record at `offset` of retry partition `partition`, read again after
+    /// the partition was taken, is ([`super::replay::ReplayFilter`]).
+    fn replay_verdict(&self, partition: i32, offset: i64, key: &DeliveryKey) -> Verdict {
+        let mut filters = self.shared.lock_filters();
+        let Some(f) = filters.get_mut(&partition) else {
+            return Verdict::Live;
         };
-        if !c.covers(offset) {
-            // Written after the partition was taken: the catch-up is over.
-            if let Some(c) = catchups.remove(&partition) {
-                drop(catchups);
-                self.finish_catch_up(partition, c);
+        let verdict = f.verdict(offset, key);
+        if f.done_at(offset) {
+            let (by_source, by_copy) = f.dropped;
+            if by_source + by_copy > 0 {
+                tracing::info!(
+                    partition,
+                    replayed_by_source = by_source,
+                    superseded_by_a_later_copy = by_copy,
+                    "retry records read again were settled without delivery"
+                );
             }
-            return Some(h);
+            filters.remove(&partition);
         }
-        let superseded = c.take(offset, key, due, h);
-        let ended = if c.complete_at(offset) { catchups.remove(&partition) } else { None };
-        drop(catchups);
-        if let Some(s) = superseded {
-            // Its delivery happens elsewhere (the source replay, or a later copy): final here.
-            s.message.ack.settle(Settle::Done);
-        }
-        if let Some(c) = ended {
-            self.finish_catch_up(partition, c);
-        }
-        None
+        verdict
     }
 
     /// Shutdown: stop taking work, let what is in flight finish within
@@ -313,8 +281,7 @@ impl Poller {
         if let Ok(a) = self.retry.assignment() {
             let _ = self.retry.pause(&a);
         }
-        let held: Vec<_> = s.lock_catchups().drain().collect();
-        drop(held);
+        s.lock_filters().clear();
         let waiting = s.waiting.lock().unwrap_or_else(|p| p.into_inner()).clear();
         drop(waiting);
         loop {

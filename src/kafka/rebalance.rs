@@ -20,7 +20,8 @@ use rdkafka::ClientContext;
 use super::client;
 use super::commit::{commit_now, Failed};
 use super::offsets::Tp;
-use super::replay::CatchUp;
+use super::progress::Progress;
+use super::replay::{self, ReplayFilter};
 use super::source::Shared;
 use crate::metrics;
 
@@ -103,8 +104,16 @@ impl MainContext {
         if let Err(e) = consumer.resume(tpl) {
             tracing::warn!(error = %e, "cannot resume newly assigned partitions");
         }
-        let committed = committed_positions(consumer, &tps);
-        let rtps = link(s, &self.retry, &tps, &committed);
+        // Reading starts at the committed offsets; what the commits knew was final past them
+        // is skipped.
+        let committed = committed(consumer, &tps);
+        for (tp, (_, progress)) in &committed {
+            if let Some(p) = progress {
+                s.main.resume(tp, p.clone());
+            }
+        }
+        let replayed = replayed_from(consumer, &committed);
+        let rtps = link(s, &self.retry, &tps, &replayed);
         s.set_ready();
         tracing::info!(partitions = %names(&tps), retry_partitions = %names(&rtps), "kafka partitions assigned");
     }
@@ -149,8 +158,12 @@ impl MainContext {
     }
 }
 
-/// The committed offsets of `tps` (those that have one), where reading them starts.
-pub(crate) fn committed_positions<C: ConsumerContext>(consumer: &impl Consumer<C>, tps: &[Tp]) -> HashMap<Tp, i64> {
+/// The committed offsets of `tps` that have one, with what each commit knew was final past
+/// it.
+pub(crate) fn committed<C: ConsumerContext>(
+    consumer: &impl Consumer<C>,
+    tps: &[Tp],
+) -> HashMap<Tp, (i64, Option<Progress>)> {
     let mut tpl = TopicPartitionList::new();
     for tp in tps {
         tpl.add_partition(&tp.topic, tp.partition);
@@ -160,26 +173,41 @@ pub(crate) fn committed_positions<C: ConsumerContext>(consumer: &impl Consumer<C
             .elements()
             .iter()
             .filter_map(|e| match e.offset() {
-                Offset::Offset(o) => Some((Tp::new(e.topic(), e.partition()), o)),
+                Offset::Offset(o) => Some((Tp::new(e.topic(), e.partition()), (o, Progress::decode(o, e.metadata())))),
                 _ => None,
             })
             .collect(),
         Err(e) => {
-            tracing::debug!(error = %e, "committed offsets unknown; retry records are not checked against the source replay");
+            tracing::debug!(error = %e, "committed offsets unknown; every message from the start position is delivered");
             HashMap::new()
         }
     }
 }
 
+/// Of the `committed` offsets, those reading really starts from: still in the partition (one
+/// that retention removed makes librdkafka start elsewhere, and then nothing is known to be
+/// replayed).
+pub(crate) fn replayed_from<C: ConsumerContext>(
+    consumer: &impl Consumer<C>,
+    committed: &HashMap<Tp, (i64, Option<Progress>)>,
+) -> HashMap<Tp, i64> {
+    committed
+        .iter()
+        .filter(|(tp, (o, _))| {
+            consumer
+                .fetch_watermarks(&tp.topic, tp.partition, QUERY_TIMEOUT)
+                .is_ok_and(|(low, high)| low <= *o && *o <= high)
+        })
+        .map(|(tp, (o, _))| (tp.clone(), *o))
+        .collect()
+}
+
 /// Starts reading the retry partitions of the source partitions `tps` (the layout's; those it
-/// does not know yet are left for the next layout refresh). `committed` are the positions the
-/// source partitions are read from. Returns the retry partitions taken.
-pub(crate) fn link(
-    s: &Shared,
-    retry: &BaseConsumer<RetryContext>,
-    tps: &[Tp],
-    committed: &HashMap<Tp, i64>,
-) -> Vec<Tp> {
+/// does not know yet are left for the next layout refresh). `replayed` are the committed
+/// positions the source partitions are read from, when they have just been taken: records
+/// of the retry partitions for messages from there on are delivered by that replay.
+/// Returns the retry partitions taken.
+pub(crate) fn link(s: &Shared, retry: &BaseConsumer<RetryContext>, tps: &[Tp], replayed: &HashMap<Tp, i64>) -> Vec<Tp> {
     let Some(map) = s.map.get() else {
         s.mark_layout_stale();
         return Vec::new();
@@ -198,25 +226,42 @@ pub(crate) fn link(
             }
         }
     }
+    let rtps: Vec<Tp> = wanted.iter().map(|(_, r)| Tp::new(s.retry_topic.clone(), *r)).collect();
+    let retry_committed = if rtps.is_empty() { HashMap::new() } else { committed(retry, &rtps) };
     let mut tpl = TopicPartitionList::new();
     let mut taken = Vec::new();
+    let mut filters: Vec<(i32, i64, ReplayFilter)> = Vec::new();
     for (tp, r) in wanted {
         let rtp = Tp::new(s.retry_topic.clone(), r);
         s.retry.assign(rtp.clone());
-        // Records below the end offset were written before: they are caught up first.
+        if let Some((_, Some(progress))) = retry_committed.get(&rtp) {
+            s.retry.resume(&rtp, progress.clone());
+        }
+        // Records below the end offset were written before the partition was taken: those
+        // read again are checked against the source replay and their later copies.
         match retry.fetch_watermarks(&s.retry_topic, r, QUERY_TIMEOUT) {
-            Ok((_, end)) => {
-                let source = committed.get(&tp).map(|c| (tp.clone(), *c));
-                s.lock_catchups().insert(r, CatchUp::new(end, source, Instant::now()));
+            Ok((low, end)) => {
+                let start = retry_committed.get(&rtp).map_or(low, |(o, _)| *o).max(low);
+                if start < end {
+                    let source = replayed.get(&tp).map(|from| (tp.clone(), *from));
+                    filters.push((r, start, ReplayFilter::new(end, source)));
+                }
             }
-            Err(e) => {
-                tracing::debug!(error = %e, partition = r, "retry partition end unknown; read without a catch-up")
-            }
+            Err(e) => tracing::debug!(error = %e, partition = r, "retry partition end unknown"),
         }
         // From the position committed under the retry group, or the earliest record.
         let _ = tpl.add_partition_offset(&rtp.topic, rtp.partition, Offset::Stored);
         s.lock_links().insert(tp, r);
         taken.push(rtp);
+    }
+    if !filters.is_empty() {
+        let mut scanned: Vec<(i32, i64, &mut ReplayFilter)> =
+            filters.iter_mut().map(|(r, st, f)| (*r, *st, f)).collect();
+        replay::scan(&s.scan_settings, &s.retry_topic, &mut scanned);
+        let mut all = s.lock_filters();
+        for (r, _, f) in filters {
+            all.insert(r, f);
+        }
     }
     if tpl.count() > 0 {
         if let Err(e) = retry.incremental_assign(&tpl) {
@@ -236,16 +281,17 @@ pub(crate) fn linked(s: &Shared, tps: &[Tp]) -> Vec<Tp> {
     tps.iter().filter_map(|tp| links.get(tp)).map(|r| Tp::new(s.retry_topic.clone(), *r)).collect()
 }
 
-/// Stops taking work from the retry partitions `rtps`: records held by a catch-up or
-/// waiting to be due are dropped (read again by whoever reads the partition next).
+/// Stops taking work from the retry partitions `rtps`: records waiting to be due are
+/// dropped (read again by whoever reads the partition next).
 pub(crate) fn stop_reading(s: &Shared, rtps: &[Tp]) {
     s.retry.begin_revoke(rtps);
     let numbers: Vec<i32> = rtps.iter().map(|t| t.partition).collect();
-    let held: Vec<_> = {
-        let mut catchups = s.lock_catchups();
-        numbers.iter().filter_map(|r| catchups.remove(r)).collect()
-    };
-    drop(held);
+    {
+        let mut filters = s.lock_filters();
+        for r in &numbers {
+            filters.remove(r);
+        }
+    }
     let dropped = s.waiting.lock().unwrap_or_else(|p| p.into_inner()).drop_partitions(&numbers);
     drop(dropped);
 }

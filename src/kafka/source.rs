@@ -27,7 +27,7 @@ use super::commit::{Failed, Pacer, INTERVAL};
 use super::offsets::{Tp, Tracker};
 use super::poller::{ErrorLog, Poller};
 use super::rebalance::{MainContext, RetryContext};
-use super::replay::CatchUp;
+use super::replay::ReplayFilter;
 use super::retry::{KafkaRetry, MapCell, Waiting};
 use super::topics::{self, Subscription};
 use super::KafkaError;
@@ -43,8 +43,9 @@ pub struct Shared {
     pub(crate) retry: Arc<Tracker>,
     /// Retry records read and not yet due.
     pub(crate) waiting: Mutex<Waiting<Handover>>,
-    /// Retry partitions being caught up after they were taken, by partition number.
-    pub(crate) catchups: Mutex<HashMap<i32, CatchUp<Handover>>>,
+    /// Retry partitions taken after a crash, by partition number: which of their records the
+    /// source replays.
+    pub(crate) filters: Mutex<HashMap<i32, ReplayFilter>>,
     /// Source partition -> retry partition: the current layout.
     pub(crate) map: Arc<MapCell>,
     /// Source partition -> the retry partition read for it now.
@@ -53,6 +54,8 @@ pub struct Shared {
     pub(crate) layout_stale: AtomicBool,
     /// The retry topic.
     pub(crate) retry_topic: Arc<str>,
+    /// Settings of a consumer that scans retry partitions ([`super::replay::scan`]).
+    pub(crate) scan_settings: ClientConfig,
     /// How long a revoke or a shutdown waits for in-flight work.
     pub(crate) drain_timeout: Duration,
     /// Set once shutting down: revokes do not wait past it.
@@ -86,8 +89,8 @@ impl Shared {
         self.links.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub(crate) fn lock_catchups(&self) -> MutexGuard<'_, HashMap<i32, CatchUp<Handover>>> {
-        self.catchups.lock().unwrap_or_else(|p| p.into_inner())
+    pub(crate) fn lock_filters(&self) -> MutexGuard<'_, HashMap<i32, ReplayFilter>> {
+        self.filters.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Asks the consumer thread to refresh the retry layout.
@@ -140,25 +143,26 @@ impl KafkaSource {
         let retry_topic = topics::retry_topic(topics, group_id, retry_topic.as_deref());
         let drain_timeout = config.delivery.shutdown_timeout.0;
         let map = Arc::new(MapCell::default());
+        let retry_settings = client::retry_consumer(brokers, group_id, properties);
         let retry_failed = Arc::new(Failed::default());
         let shared = Arc::new(Shared {
             main: Tracker::new(),
             retry: Tracker::new(),
             waiting: Mutex::new(Waiting::default()),
-            catchups: Mutex::new(HashMap::new()),
+            filters: Mutex::new(HashMap::new()),
             map: map.clone(),
             links: Mutex::new(BTreeMap::new()),
             layout_stale: AtomicBool::new(false),
             retry_topic: retry_topic.as_str().into(),
+            scan_settings: retry_settings.clone(),
             drain_timeout,
             shutdown_deadline: Mutex::new(None),
             main_failed: Failed::default(),
             retry_failed: retry_failed.clone(),
             ready: OnceLock::new(),
         });
-        let retry: BaseConsumer<RetryContext> = client::retry_consumer(brokers, group_id, properties)
-            .create_with_context(RetryContext { failed: retry_failed })
-            .map_err(KafkaError::Settings)?;
+        let retry: BaseConsumer<RetryContext> =
+            retry_settings.create_with_context(RetryContext { failed: retry_failed }).map_err(KafkaError::Settings)?;
         let retry = Arc::new(retry);
         let instance = group_instance_id.as_deref().filter(|i| !i.is_empty());
         let settings = client::consumer(brokers, group_id, instance, properties);

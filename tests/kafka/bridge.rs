@@ -107,7 +107,7 @@ impl Process {
         let child = Command::new(env!("CARGO_BIN_EXE_hookbridge"))
             .args(["run", "--config"])
             .arg(&config)
-            .env("HOOKBRIDGE_LOG", "info")
+            .env("HOOKBRIDGE_LOG", std::env::var("HOOKBRIDGE_TEST_LOG").unwrap_or_else(|_| "info".into()))
             .stdin(Stdio::null())
             .stdout(out.try_clone().unwrap())
             .stderr(out)

@@ -303,3 +303,60 @@ async fn retry_records_read_again_after_a_crash_are_not_delivered_twice() {
     assert_eq!(broker.committed("replayed", "changes"), BTreeMap::from([(0, 10)]));
     assert_eq!(broker.committed("replayed.retry", "changes.retry"), BTreeMap::from([(0, 4)]));
 }
+
+/// One delivery hangs at the head of a partition while 200 later events finish; the replica
+/// is killed. The next one delivers the hanging event again, and none of the 200: the
+/// commit said, past its position, which offsets were final.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_final_past_a_stuck_one_are_not_delivered_again_after_a_crash() {
+    use crate::receiver::Answer;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    let broker = Broker::start();
+    broker.create_topics(&["changes", "changes.retry", "responses", "dead-letter"], 1);
+    // The first request for the stuck event hangs; any later one is answered.
+    let hung = Arc::new(AtomicBool::new(false));
+    let first = hung.clone();
+    let rx = ScriptedReceiver::start(Duration::from_millis(1), move |key, _, _| {
+        if key == "R-stuck" && !first.swap(true, Ordering::SeqCst) {
+            Answer::Hang
+        } else {
+            Answer::Ok
+        }
+    })
+    .await;
+    let mut records = vec![("stuck".to_string(), ticket("e-stuck", "stuck", json!({"ref": "R-stuck", "seq": 0})))];
+    for n in 0..200 {
+        let key = format!("o{n}");
+        records.push((key.clone(), ticket(&format!("e-{key}"), &key, json!({"ref": format!("R-{key}"), "seq": 0}))));
+    }
+    broker.produce_many("changes", &records).await;
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = Setup {
+        brokers: &broker.addr,
+        group: "stuck",
+        topic: "changes",
+        delivery: "concurrency: 16, timeout: 60s",
+        body: webhook_body(&rx.url()),
+        listen: None,
+    }
+    .yaml();
+    let mut a = Process::start("replica-a", dir.path(), &yaml);
+    wait_until("the 200 events and the stuck one", Duration::from_secs(60), || rx.count() >= 201, || a.log_tail()).await;
+    // Longer than the commit interval, so the last outcomes are committed.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    a.kill();
+    assert_eq!(broker.committed("stuck", "changes"), BTreeMap::from([(0, 0)]), "the stuck event holds the position");
+
+    let mut b = Process::start("replica-b", dir.path(), &yaml);
+    wait_until("the stuck event delivered", Duration::from_secs(60), || rx.distinct_delivered() >= 201, || b.log_tail()).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    b.terminate();
+    assert!(b.wait(Duration::from_secs(10)).success(), "{}", b.log_tail());
+    let hits = rx.hits();
+    let again: Vec<&str> = hits.iter().filter(|h| h.key != "R-stuck").map(|h| h.key.as_str()).collect::<Vec<_>>();
+    assert_eq!(again.len(), 200, "each of the 200 once: {} requests", again.len());
+    assert_eq!(hits.iter().filter(|h| h.key == "R-stuck").count(), 2, "the stuck one twice: hung, then answered");
+    assert_eq!(broker.committed("stuck", "changes"), BTreeMap::from([(0, 201)]));
+}
