@@ -19,6 +19,11 @@ use tokio_util::sync::CancellationToken;
 use crate::metrics;
 use crate::output::DeadLetter;
 
+/// Tries of a message the destination refuses for good: brokers report some passing states
+/// with final codes (an ACL being updated, a leader moving under a size check), so a refusal
+/// is believed only after a few tries, about three seconds in all.
+const PERMANENT_TRIES: u32 = 6;
+
 /// The smallest raw excerpt a dead letter is cut down to before the sink is deemed to refuse
 /// it for good.
 const MIN_RAW_BYTES: usize = 1024;
@@ -144,7 +149,7 @@ impl Publisher {
         cancel: &CancellationToken,
     ) -> Result<(), PublishFailure> {
         let payload = serde_json::to_vec(message).expect("output messages serialize");
-        send(&self.responses, key, &payload, "response", cancel).await
+        send(&self.responses, key, &payload, "response", false, cancel).await
     }
 
     /// A dead letter. When the sink finds it too large, the raw excerpt is cut further (to a
@@ -158,10 +163,9 @@ impl Publisher {
         let mut max_raw = self.max_raw;
         loop {
             let payload = serde_json::to_vec(&letter.message(max_raw)).expect("output messages serialize");
-            match send(&self.dead_letter, key, &payload, "dead_letter", cancel).await {
-                Err(PublishFailure::Permanent(PublishError::TooLarge { .. }))
-                    if max_raw > MIN_RAW_BYTES && letter.raw.len() > MIN_RAW_BYTES / 6 =>
-                {
+            let shrinkable = max_raw > MIN_RAW_BYTES && letter.raw.len() > MIN_RAW_BYTES / 6;
+            match send(&self.dead_letter, key, &payload, "dead_letter", shrinkable, cancel).await {
+                Err(PublishFailure::Permanent(PublishError::TooLarge { .. })) if shrinkable => {
                     max_raw /= 4;
                     tracing::info!(max_raw, "dead letter too large for the destination; cutting its raw excerpt");
                 }
@@ -175,15 +179,19 @@ impl Publisher {
     }
 }
 
-/// Sends until the sink takes the message, it refuses it for good, or `cancel` fires.
+/// Sends until the sink takes the message, it refuses it for good ([`PERMANENT_TRIES`]
+/// times; at once for "too large" when the caller can make the message smaller), or `cancel`
+/// fires.
 async fn send(
     sink: &Arc<dyn Sink>,
     key: &str,
     payload: &[u8],
     kind: &'static str,
+    shrinkable: bool,
     cancel: &CancellationToken,
 ) -> Result<(), PublishFailure> {
     let mut delay = Duration::from_millis(100);
+    let mut refusals = 0;
     loop {
         let error = tokio::select! {
             biased;
@@ -195,6 +203,10 @@ async fn send(
         };
         metrics::get().publish_errors.with_label_values(&[kind]).inc();
         if error.is_permanent() {
+            refusals += 1;
+        }
+        let smaller_next = shrinkable && matches!(error, PublishError::TooLarge { .. });
+        if error.is_permanent() && (refusals >= PERMANENT_TRIES || smaller_next) {
             tracing::error!(kind, reason = error.label(), error = %error, bytes = payload.len(), "the destination refuses this message for good");
             return Err(PublishFailure::Permanent(error));
         }
@@ -248,12 +260,18 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn permanent_errors_are_not_retried() {
-        let sink = scripted(vec![PublishError::Refused("not authorised".into())], None);
+    async fn permanent_errors_are_tried_a_few_times_only() {
+        let refusals = |n| (0..n).map(|_| PublishError::Refused("not authorised".into())).collect();
+        let sink = scripted(refusals(PERMANENT_TRIES as usize), None);
         let p = Publisher::new(sink.clone(), sink.clone(), 1024);
         let r = p.response("k", &serde_json::json!({"a": 1}), &CancellationToken::new()).await;
         assert!(matches!(r, Err(PublishFailure::Permanent(PublishError::Refused(_)))), "{r:?}");
         assert!(sink.taken.lock().unwrap().is_empty());
+        // A refusal that passes within the tries is not believed.
+        let sink = scripted(refusals(PERMANENT_TRIES as usize - 1), None);
+        let p = Publisher::new(sink.clone(), sink.clone(), 1024);
+        p.response("k", &serde_json::json!({"a": 1}), &CancellationToken::new()).await.unwrap();
+        assert_eq!(sink.taken.lock().unwrap().len(), 1);
     }
 
     #[tokio::test(start_paused = true)]

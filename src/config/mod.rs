@@ -158,6 +158,11 @@ fn compile(mut raw: raw::RawConfig) -> Result<Config, ConfigError> {
         check_nats_secrets("source.credentials", credentials, &mut problems);
     }
     compile_nats_retry(&mut raw, &mut problems);
+    for (place, message) in
+        crate::kafka::topics::check(&raw.source, &[("responses", &raw.responses), ("dead_letter", &raw.dead_letter)])
+    {
+        problems.add(place, message);
+    }
     for (place, dest) in [("responses", &raw.responses), ("dead_letter", &raw.dead_letter)] {
         if let DestinationConfig::Nats { credentials: Some(credentials), .. } = dest {
             check_nats_secrets(&format!("{place}.credentials"), credentials, &mut problems);

@@ -63,7 +63,7 @@ pub enum SourceConfig {
         /// Consumer group shared by every replica.
         #[serde(default = "default_group_id")]
         group_id: String,
-        /// Topics to consume.
+        /// Topics to consume; an entry starting with `^` is a regular expression.
         topics: Vec<String>,
         /// Passed to librdkafka as they are.
         #[serde(default)]
@@ -71,6 +71,10 @@ pub enum SourceConfig {
         /// Topic that holds deliveries waiting for a long retry.
         #[serde(default)]
         retry_topic: Option<String>,
+        /// Static group membership (`group.instance.id`): a stable id per replica, such as
+        /// the pod name of a StatefulSet; empty means none.
+        #[serde(default)]
+        group_instance_id: Option<String>,
     },
     /// A NATS JetStream durable pull consumer.
     Nats {

@@ -41,17 +41,34 @@ const CONSUMER_ONLY: &[&str] = &[
     "statistics.interval.ms",
 ];
 
-/// Settings of the consumer group that reads `topics`.
+/// Settings of the consumer group that reads `topics`; `instance` is the static member id
+/// (`group.instance.id`), when the replica has a stable one.
 ///
-/// Offsets are stored by hookbridge only once every outcome of a message is final, and
-/// librdkafka commits what is stored every second; so `enable.auto.offset.store` is forced
-/// off whatever the properties say: with it on, librdkafka would store offsets as soon as
-/// messages are read, and a crash would lose the events still in flight.
-pub fn consumer(brokers: &[String], group_id: &str, properties: &BTreeMap<String, String>) -> ClientConfig {
-    if properties.get("enable.auto.offset.store").is_some_and(|v| v != "false") {
-        tracing::warn!("kafka property enable.auto.offset.store is ignored: hookbridge stores offsets itself once outcomes are final");
+/// hookbridge commits offsets itself, only up to the messages whose outcomes are all final,
+/// as they become final ([`super::commit`]); so librdkafka's automatic commits and offset
+/// store are forced off whatever the properties say: either would commit offsets of messages
+/// still in flight, and a crash would lose them.
+pub fn consumer(
+    brokers: &[String],
+    group_id: &str,
+    instance: Option<&str>,
+    properties: &BTreeMap<String, String>,
+) -> ClientConfig {
+    for key in ["enable.auto.offset.store", "enable.auto.commit"] {
+        if properties.get(key).is_some_and(|v| v != "false") {
+            tracing::warn!(
+                "kafka property {key} is ignored: hookbridge commits offsets itself once outcomes are final"
+            );
+        }
     }
-    consumer_settings(brokers, group_id, properties)
+    let mut c = consumer_settings(brokers, group_id, properties);
+    if let Some(instance) = instance {
+        if properties.get("group.instance.id").is_some_and(|v| v != instance) {
+            tracing::warn!("kafka property group.instance.id is overridden by source.group_instance_id");
+        }
+        c.set("group.instance.id", instance);
+    }
+    c
 }
 
 fn consumer_settings(brokers: &[String], group_id: &str, properties: &BTreeMap<String, String>) -> ClientConfig {
@@ -59,8 +76,9 @@ fn consumer_settings(brokers: &[String], group_id: &str, properties: &BTreeMap<S
     c.set("bootstrap.servers", brokers.join(","))
         .set("group.id", group_id)
         .set("client.id", "hookbridge")
-        .set("enable.auto.commit", "true")
-        .set("auto.commit.interval.ms", "1000")
+        // After a broker outage, reconnect within a second rather than librdkafka's ten: a
+        // coordinator back within the session timeout then keeps the assignment.
+        .set("reconnect.backoff.max.ms", "1000")
         // A new group reads what is already there: skipping it would drop notifications.
         .set("auto.offset.reset", "earliest")
         // Cooperative rebalancing moves only the partitions that change owner; the others
@@ -70,7 +88,8 @@ fn consumer_settings(brokers: &[String], group_id: &str, properties: &BTreeMap<S
     for (k, v) in properties {
         c.set(k, v);
     }
-    c.set("enable.auto.offset.store", "false");
+    c.remove("auto.commit.interval.ms");
+    c.set("enable.auto.commit", "false").set("enable.auto.offset.store", "false");
     c
 }
 
@@ -102,6 +121,7 @@ pub fn producer(brokers: &[String], properties: &BTreeMap<String, String>) -> Cl
         .set("client.id", "hookbridge")
         .set("enable.idempotence", "true")
         .set("acks", "all")
+        .set("reconnect.backoff.max.ms", "1000")
         // Results are small and latency matters more than batching.
         .set("linger.ms", "5");
     for (k, v) in properties {
@@ -237,13 +257,16 @@ mod tests {
     }
 
     #[test]
-    fn user_properties_override_defaults_except_the_offset_store() {
+    fn user_properties_override_defaults_except_the_commits() {
         let c = consumer(
             &["a:9092".into(), "b:9092".into()],
             "g",
+            None,
             &props(&[
                 ("auto.offset.reset", "latest"),
                 ("enable.auto.offset.store", "true"),
+                ("enable.auto.commit", "true"),
+                ("auto.commit.interval.ms", "5000"),
                 ("security.protocol", "SASL_SSL"),
             ]),
         );
@@ -251,7 +274,18 @@ mod tests {
         assert_eq!(c.get("auto.offset.reset"), Some("latest"));
         assert_eq!(c.get("security.protocol"), Some("SASL_SSL"));
         assert_eq!(c.get("enable.auto.offset.store"), Some("false"));
+        assert_eq!(c.get("enable.auto.commit"), Some("false"));
+        assert_eq!(c.get("auto.commit.interval.ms"), None);
         assert_eq!(c.get("partition.assignment.strategy"), Some("cooperative-sticky"));
+        assert_eq!(c.get("group.instance.id"), None);
+    }
+
+    #[test]
+    fn the_static_member_id_goes_to_the_group_consumer_only() {
+        let c = consumer(&["a:9092".into()], "g", Some("hookbridge-0"), &props(&[("group.instance.id", "x")]));
+        assert_eq!(c.get("group.instance.id"), Some("hookbridge-0"));
+        let r = retry_consumer(&["a:9092".into()], "g", &props(&[]));
+        assert_eq!(r.get("group.instance.id"), None);
     }
 
     #[test]

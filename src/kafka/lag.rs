@@ -69,7 +69,7 @@ fn report(consumer: &BaseConsumer<MainContext>, tracker: &Tracker) {
     if owned.is_empty() {
         return;
     }
-    let mut positions: HashMap<Tp, i64> = tracker.positions(None).into_iter().collect();
+    let mut positions: HashMap<Tp, i64> = tracker.positions(None).into_iter().map(|(tp, p)| (tp, p.next)).collect();
     // Nothing read yet since the assignment: the committed position is where reading starts.
     let unread: Vec<&Tp> = owned.iter().filter(|tp| !positions.contains_key(*tp)).collect();
     if !unread.is_empty() {

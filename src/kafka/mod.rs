@@ -3,24 +3,34 @@
 //!
 //! - [`client`] builds librdkafka settings (hookbridge's defaults, then the user's
 //!   `properties`) and routes librdkafka's logs into `tracing`.
+//! - [`topics`] is the subscription: names and regular expressions, checked at load.
 //! - [`offsets`] knows, per partition, which offsets are final and how far the group may
-//!   commit: the one place where a bug would lose events.
+//!   commit: the one place where a bug would lose events; [`commit`] commits those
+//!   positions as they become final, at a bounded rate, with what is final past them
+//!   ([`progress`]), so that a replica taking a partition over skips it.
 //! - [`source`] is the consumer-group source; [`poller`] its consumer thread, which hands
 //!   messages to the pipeline without ever blocking the poll loop, pauses partitions while
 //!   the backlog is full, and settles and commits on shutdown; [`rebalance`] does the same
-//!   when the group takes partitions away.
-//! - [`retry`] parks deliveries in the retry topic and hands them back when due.
+//!   when the group takes partitions away; [`layout`] follows topics and partitions that
+//!   appear while running.
+//! - [`retry`] parks deliveries in the retry topic and hands them back when due;
+//!   [`replay`] keeps retry records read again after a crash from being delivered twice.
 //! - [`sink`] produces results and dead letters with an idempotent producer.
 //! - [`lag`] reports the lag of every owned partition.
 
 pub mod client;
+pub mod commit;
 pub mod lag;
+pub mod layout;
 pub mod offsets;
 pub mod poller;
+pub mod progress;
 pub mod rebalance;
+pub mod replay;
 pub mod retry;
 pub mod sink;
 pub mod source;
+pub mod topics;
 
 use std::sync::Arc;
 

@@ -3,6 +3,9 @@
 //! (or just past the last offset read when none is open). This is the one place where a
 //! bug loses events: a position is never moved past an offset that is not final.
 //!
+//! A position comes with what is known past it ([`Progress`]): offsets read after it that are
+//! final already. It is committed with the position, and a later assignment skips them.
+//!
 //! Each assignment of a partition gets a new generation. A message remembers the
 //! generation it was read under, and its outcome is ignored when the partition has since
 //! been revoked (and maybe assigned again): the new owner, or the new assignment, reads
@@ -13,6 +16,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Instant;
+
+use super::progress::Progress;
 
 /// A topic partition.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -57,8 +62,10 @@ struct Part {
     /// Offsets read whose outcomes are not final.
     open: BTreeMap<i64, State>,
     last_read: Option<i64>,
-    /// The position last handed out by [`Tracker::take_storable`].
-    stored: Option<i64>,
+    /// What the committed position said past itself when the partition was taken.
+    earlier: Option<Progress>,
+    /// Something changed since the last [`Tracker::take_storable`].
+    changed: bool,
     /// Read and not settled.
     in_flight: usize,
     /// Handed to the pipeline and not settled: what a revoke waits for.
@@ -81,6 +88,26 @@ impl Part {
     fn position(&self) -> Option<i64> {
         self.open.keys().next().copied().or(self.last_read.map(|o| o + 1))
     }
+
+    /// The position and what is known past it.
+    fn committable(&self) -> Option<Position> {
+        let next = self.position()?;
+        let own = Progress::new(next, self.last_read.unwrap_or(next - 1), self.open.keys().copied());
+        let progress = match &self.earlier {
+            Some(earlier) => own.extended_by(earlier),
+            None => own,
+        };
+        Some(Position { next, progress })
+    }
+}
+
+/// A position to commit: the next offset to read, and what is known past it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Position {
+    /// The first offset not final.
+    pub next: i64,
+    /// Offsets past it that are final.
+    pub progress: Progress,
 }
 
 impl Tracker {
@@ -103,7 +130,8 @@ impl Tracker {
             revoking: false,
             open: BTreeMap::new(),
             last_read: None,
-            stored: None,
+            earlier: None,
+            changed: false,
             in_flight: 0,
             handed: 0,
         };
@@ -122,13 +150,27 @@ impl Tracker {
         self.current(tp) == Some(generation)
     }
 
-    /// Records that `offset` was read and is now in flight; `None` when the partition is
-    /// not owned under `generation` any more.
+    /// Notes what the committed position of `tp` said past itself: those offsets are final
+    /// and [`Tracker::read`] skips them.
+    pub fn resume(&self, tp: &Tp, earlier: Progress) {
+        if let Some(part) = self.lock().parts.get_mut(tp) {
+            part.earlier = Some(earlier);
+        }
+    }
+
+    /// Records that `offset` was read and is now in flight. `None` when the partition is not
+    /// owned under `generation` any more, or when the message is final already (a commit
+    /// said so: it was read before, by this replica or another, and must not be delivered
+    /// again).
     pub fn read(self: &Arc<Self>, tp: &Tp, generation: u64, offset: i64) -> Option<Ticket> {
         let mut inner = self.lock();
         let part = inner.parts.get_mut(tp).filter(|p| p.generation == generation && !p.revoking)?;
-        part.open.insert(offset, State::Read);
         part.last_read = Some(part.last_read.map_or(offset, |l| l.max(offset)));
+        part.changed = true;
+        if part.earlier.as_ref().is_some_and(|e| e.is_final(offset)) {
+            return None;
+        }
+        part.open.insert(offset, State::Read);
         part.in_flight += 1;
         Some(Ticket { tracker: Arc::clone(self), tp: tp.clone(), generation, offset, done: false })
     }
@@ -160,6 +202,7 @@ impl Tracker {
             return;
         };
         let was = if is_final { part.open.remove(&offset) } else { part.open.insert(offset, State::Abandoned) };
+        part.changed = true;
         if was == Some(State::Handed) {
             part.handed = part.handed.saturating_sub(1);
         }
@@ -201,14 +244,13 @@ impl Tracker {
         }
     }
 
-    /// Positions that moved since the last call: `(partition, next offset to read)`.
-    pub fn take_storable(&self) -> Vec<(Tp, i64)> {
+    /// Positions of the partitions where something was read or settled since the last call.
+    pub fn take_storable(&self) -> Vec<(Tp, Position)> {
         let mut inner = self.lock();
         let mut out = Vec::new();
         for (tp, part) in inner.parts.iter_mut() {
-            if let Some(pos) = part.position() {
-                if part.stored.is_none_or(|s| pos > s) {
-                    part.stored = Some(pos);
+            if std::mem::take(&mut part.changed) {
+                if let Some(pos) = part.committable() {
                     out.push((tp.clone(), pos));
                 }
             }
@@ -217,13 +259,13 @@ impl Tracker {
     }
 
     /// The committable position of each of `tps` (every partition when `None`) that has one.
-    pub fn positions(&self, tps: Option<&[Tp]>) -> Vec<(Tp, i64)> {
+    pub fn positions(&self, tps: Option<&[Tp]>) -> Vec<(Tp, Position)> {
         let inner = self.lock();
         inner
             .parts
             .iter()
             .filter(|(tp, _)| tps.is_none_or(|t| t.contains(tp)))
-            .filter_map(|(tp, p)| p.position().map(|pos| (tp.clone(), pos)))
+            .filter_map(|(tp, p)| p.committable().map(|pos| (tp.clone(), pos)))
             .collect()
     }
 
@@ -299,6 +341,10 @@ mod tests {
         Tp::new("t", 0)
     }
 
+    fn nexts(positions: Vec<(Tp, Position)>) -> Vec<(Tp, i64)> {
+        positions.into_iter().map(|(tp, p)| (tp, p.next)).collect()
+    }
+
     #[test]
     fn the_position_waits_for_the_first_offset_not_final() {
         let t = Tracker::new();
@@ -306,14 +352,15 @@ mod tests {
         let a = t.read(&tp(), g, 10).unwrap();
         let b = t.read(&tp(), g, 11).unwrap();
         let c = t.read(&tp(), g, 13).unwrap();
-        assert_eq!(t.take_storable(), vec![(tp(), 10)]);
+        assert_eq!(nexts(t.take_storable()), vec![(tp(), 10)]);
         c.settle(true);
         b.settle(true);
-        assert!(t.take_storable().is_empty(), "10 is still in flight");
+        assert_eq!(nexts(t.take_storable()), vec![(tp(), 10)], "10 is still in flight");
         a.settle(true);
         // 12 was never read (a gap in the log, e.g. a transaction marker): the position
         // goes just past the last offset read.
-        assert_eq!(t.take_storable(), vec![(tp(), 14)]);
+        assert_eq!(nexts(t.take_storable()), vec![(tp(), 14)]);
+        assert!(t.take_storable().is_empty(), "nothing changed since");
         assert_eq!(t.backlog(), 0);
     }
 
@@ -326,7 +373,7 @@ mod tests {
         drop(a);
         b.settle(true);
         assert_eq!(t.backlog(), 0);
-        assert_eq!(t.positions(None), vec![(tp(), 0)]);
+        assert_eq!(nexts(t.positions(None)), vec![(tp(), 0)]);
         let start = Instant::now();
         assert_eq!(t.wait_settled(None, start + Duration::from_secs(5)), 0);
         assert!(start.elapsed() < Duration::from_secs(1));
@@ -345,9 +392,9 @@ mod tests {
         assert_ne!(g1, g2);
         let fresh = t.read(&tp(), g2, 3).unwrap();
         old.settle(true);
-        assert_eq!(t.positions(None), vec![(tp(), 3)], "the old settle must not move the new assignment");
+        assert_eq!(nexts(t.positions(None)), vec![(tp(), 3)], "the old settle must not move the new assignment");
         fresh.settle(true);
-        assert_eq!(t.positions(None), vec![(tp(), 4)]);
+        assert_eq!(nexts(t.positions(None)), vec![(tp(), 4)]);
     }
 
     #[test]
@@ -368,6 +415,39 @@ mod tests {
         let left = t.wait_settled(Some(&[tp()]), Instant::now() + Duration::from_millis(300));
         settler.join().unwrap();
         assert_eq!(left, 1, "offset 1 never settles; offset 2 is not waited for");
-        assert_eq!(t.positions(Some(&[tp()])), vec![(tp(), 1)]);
+        assert_eq!(nexts(t.positions(Some(&[tp()]))), vec![(tp(), 1)]);
+    }
+
+    #[test]
+    fn what_a_commit_knew_past_its_position_is_skipped_and_carried_on() {
+        let t = Tracker::new();
+        let g = t.assign(tp());
+        let a = t.read(&tp(), g, 10).unwrap();
+        let _b = t.read(&tp(), g, 11).unwrap();
+        t.read(&tp(), g, 12).unwrap().settle(true);
+        t.read(&tp(), g, 13).unwrap().settle(true);
+        let _e = t.read(&tp(), g, 14).unwrap();
+        a.settle(true);
+        let committed = t.positions(None).pop().unwrap().1;
+        assert_eq!(committed.next, 11);
+        let metadata = committed.progress.encode(committed.next);
+        assert_eq!(metadata, "hb1:3:3", "read up to 14; 14 is open, 12 and 13 are final");
+
+        // Another assignment (after a crash) starts at 11 with that metadata.
+        let t = Tracker::new();
+        let g = t.assign(tp());
+        t.resume(&tp(), Progress::decode(11, &metadata).unwrap());
+        let b = t.read(&tp(), g, 11).expect("11 was not final");
+        assert!(t.read(&tp(), g, 12).is_none(), "12 was final");
+        assert!(t.read(&tp(), g, 13).is_none(), "13 was final");
+        assert_eq!(t.backlog(), 1);
+        // Not read yet: 14. What the earlier commit knew is committed on.
+        let again = t.positions(None).pop().unwrap().1;
+        assert_eq!((again.next, again.progress.encode(again.next)), (11, "hb1:3:3".to_string()));
+        b.settle(true);
+        let e = t.read(&tp(), g, 14).expect("14 was not final");
+        assert_eq!(nexts(t.positions(None)), vec![(tp(), 14)]);
+        e.settle(true);
+        assert_eq!(nexts(t.positions(None)), vec![(tp(), 15)]);
     }
 }

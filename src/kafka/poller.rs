@@ -1,27 +1,32 @@
 //! The consumer thread: polls the group consumer and the retry-topic consumer, hands what
-//! it reads to the forwarder without ever waiting for the pipeline, stores the positions
-//! that became final, pauses and resumes partitions around the backlog bound, releases
-//! retry records when due, and drains on shutdown.
+//! it reads to the forwarder without ever waiting for the pipeline, commits the positions
+//! that became final, pauses and resumes partitions around the backlog bound, catches up
+//! retry partitions and releases retry records when due, keeps the retry layout up to date
+//! ([`super::layout`]), and drains on shutdown.
 
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::message::{BorrowedMessage, Headers};
-use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::topic_partition_list::TopicPartitionList;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::Message as _;
 use serde_json::json;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::commit::{commit_async, commit_now, Pacer};
 use super::lag::LagReporter;
+use super::layout::LayoutState;
 use super::offsets::{Ticket, Tp, Tracker};
-use super::rebalance::{commit, MainContext, RetryContext};
-use super::retry::{self, RetryMap};
+use super::rebalance::{MainContext, RetryContext};
+use super::replay::{DeliveryKey, Verdict};
+use super::retry;
 use super::source::{Handover, Shared};
+use super::topics::Subscription;
 use super::KafkaError;
 use crate::source::{Ack, Message, Settle};
 
@@ -41,7 +46,7 @@ pub(crate) struct Poller {
     pub(crate) main: Arc<BaseConsumer<MainContext>>,
     pub(crate) retry: Arc<BaseConsumer<RetryContext>>,
     pub(crate) shared: Arc<Shared>,
-    pub(crate) topics: Vec<String>,
+    pub(crate) subscription: Subscription,
     pub(crate) group: String,
     pub(crate) admin: ClientConfig,
     pub(crate) bound: usize,
@@ -52,6 +57,9 @@ pub(crate) struct Poller {
     /// Partitions paused by flow control, with the generation they were paused under.
     pub(crate) paused_main: HashSet<(Tp, u64)>,
     pub(crate) paused_retry: HashSet<(Tp, u64)>,
+    pub(crate) main_pacer: Pacer,
+    pub(crate) retry_pacer: Pacer,
+    pub(crate) layout: LayoutState,
 }
 
 impl Poller {
@@ -60,70 +68,47 @@ impl Poller {
         let Some(map) = self.prepare()? else {
             return Ok(());
         };
-        tracing::info!(topics = ?self.topics, retry_topic = %self.shared.retry_topic, source_partitions = map.needed(), "kafka source connected");
-        let _ = self.shared.map.set(map);
-        let topics: Vec<&str> = self.topics.iter().map(String::as_str).collect();
-        self.main.subscribe(&topics).map_err(KafkaError::Settings)?;
+        tracing::info!(topics = ?self.subscription.entries(), retry_topic = %self.shared.retry_topic, source_partitions = map.needed(), "kafka source connected");
+        self.shared.map.set(map);
+        self.main.subscribe(&self.subscription.entries()).map_err(KafkaError::Settings)?;
         self.shared.set_ready();
         self.lag = Some(LagReporter::start(self.main.clone(), self.shared.main.clone()));
         let mut last_refresh = Instant::now();
         while !self.shutdown.is_cancelled() && !self.fwd.is_closed() {
-            self.store_positions();
+            self.commit_positions(Instant::now());
             self.flow_control();
             self.release_due();
             self.poll_main()?;
             self.poll_retry();
+            self.keep_layout(Instant::now());
             if last_refresh.elapsed() >= RETRY_COMMIT_REFRESH {
                 last_refresh = Instant::now();
-                commit_async(&*self.retry, &self.shared.retry);
+                self.retry_pacer.moved(self.shared.retry.positions(None));
             }
         }
         self.drain();
         Ok(())
     }
 
-    /// Learns the partitions of the source topics and makes sure the retry topic has one
-    /// partition for each; waits for the brokers (and for missing topics) until shutdown.
-    fn prepare(&mut self) -> Result<Option<RetryMap>, KafkaError> {
-        let mut delay = Duration::from_millis(500);
-        loop {
-            let attempt = (|| {
-                let mut counts = Vec::new();
-                for topic in &self.topics {
-                    let n = retry::partition_count(&*self.main, topic)?;
-                    if n == 0 {
-                        return Err(KafkaError::Metadata {
-                            topic: topic.clone(),
-                            message: "the topic does not exist (yet)".into(),
-                        });
-                    }
-                    counts.push((topic.clone(), n));
-                }
-                let needed = RetryMap::new(&counts, 0).needed();
-                let available = retry::ensure_topic(&*self.main, &self.admin, &self.shared.retry_topic, needed)?;
-                Ok(RetryMap::new(&counts, available))
-            })();
-            match attempt {
-                Ok(map) => return Ok(Some(map)),
-                // Rights or settings, not a passing state: say so and stop.
-                Err(e @ KafkaError::RetryTopic { .. }) | Err(e @ KafkaError::Settings(_)) => return Err(e),
-                Err(e) => self.errors.warn(&e.to_string(), "kafka source not ready; retrying"),
-            }
-            let until = Instant::now() + delay;
-            while Instant::now() < until {
-                if self.shutdown.is_cancelled() {
-                    return Ok(None);
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            delay = (delay * 2).min(Duration::from_secs(10));
+    /// Commits the positions that moved, at most every [`super::commit::INTERVAL`], and
+    /// every position again after a failed commit.
+    fn commit_positions(&mut self, now: Instant) {
+        let s = &self.shared;
+        self.main_pacer.moved(s.main.take_storable());
+        if s.main_failed.take() {
+            self.main_pacer.moved(s.main.positions(None));
         }
-    }
-
-    /// Stores the positions that moved; librdkafka commits them every second.
-    fn store_positions(&self) {
-        store(&*self.main, &self.shared.main);
-        store(&*self.retry, &self.shared.retry);
+        if let Some(positions) = self.main_pacer.due(now, |tp| s.main.current(tp).is_some()) {
+            commit_async(&*self.main, &positions);
+        }
+        self.retry_pacer.moved(s.retry.take_storable());
+        if s.retry_failed.take() {
+            self.retry_pacer.moved(s.retry.positions(None));
+        }
+        if let Some(positions) = self.retry_pacer.due(now, |tp| s.retry.current(tp).is_some()) {
+            tracing::debug!(?positions, "committing retry positions");
+            commit_async(&*self.retry, &positions);
+        }
     }
 
     /// Keeps the backlog (messages read and not settled) under the bound, by partition.
@@ -202,6 +187,11 @@ impl Poller {
             return;
         };
         let Some(ticket) = tracker.read(&tp, generation, m.offset()) else {
+            // Final already (a commit said so): the replay filter has nothing to say on it.
+            let mut filters = self.shared.lock_filters();
+            if filters.get(&m.partition()).is_some_and(|f| f.done_at(m.offset())) {
+                filters.remove(&m.partition());
+            }
             return;
         };
         let returned = match retry::decode(headers_of(m)) {
@@ -225,6 +215,17 @@ impl Poller {
             ticket.settle(true);
             return;
         }
+        let key = DeliveryKey {
+            origin: returned.origin.clone(),
+            trigger: returned.info.trigger.clone(),
+            action: returned.info.action.clone(),
+            mention: returned.info.mention,
+        };
+        if self.replay_verdict(m.partition(), m.offset(), &key) != Verdict::Live {
+            // Its delivery happens elsewhere: in the source replay, or from its later copy.
+            ticket.settle(true);
+            return;
+        }
         let message = Message {
             payload: m.payload().unwrap_or_default().to_vec(),
             headers: returned.headers,
@@ -243,9 +244,32 @@ impl Poller {
         }
     }
 
+    /// What the retry record at `offset` of retry partition `partition`, read again after
+    /// the partition was taken, is ([`super::replay::ReplayFilter`]).
+    fn replay_verdict(&self, partition: i32, offset: i64, key: &DeliveryKey) -> Verdict {
+        let mut filters = self.shared.lock_filters();
+        let Some(f) = filters.get_mut(&partition) else {
+            return Verdict::Live;
+        };
+        let verdict = f.verdict(offset, key);
+        if f.done_at(offset) {
+            let (by_source, by_copy) = f.dropped;
+            if by_source + by_copy > 0 {
+                tracing::info!(
+                    partition,
+                    replayed_by_source = by_source,
+                    superseded_by_a_later_copy = by_copy,
+                    "retry records read again were settled without delivery"
+                );
+            }
+            filters.remove(&partition);
+        }
+        verdict
+    }
+
     /// Shutdown: stop taking work, let what is in flight finish within
     /// `delivery.shutdown_timeout`, commit what is final, leave the group.
-    fn drain(self) {
+    fn drain(mut self) {
         let s = self.shared.clone();
         let deadline = Instant::now() + s.drain_timeout;
         *s.shutdown_deadline.lock().unwrap_or_else(|p| p.into_inner()) = Some(deadline);
@@ -257,10 +281,11 @@ impl Poller {
         if let Ok(a) = self.retry.assignment() {
             let _ = self.retry.pause(&a);
         }
+        s.lock_filters().clear();
         let waiting = s.waiting.lock().unwrap_or_else(|p| p.into_inner()).clear();
         drop(waiting);
         loop {
-            self.store_positions();
+            self.commit_positions(Instant::now());
             // What the pipeline has; what is still queued here is dropped with the forwarder.
             let left = s.main.wait_settled(None, Instant::now()) + s.retry.wait_settled(None, Instant::now());
             if left == 0 {
@@ -278,15 +303,17 @@ impl Poller {
             let _ = self.main.poll(POLL_WAIT);
             let _ = self.retry.poll(Duration::ZERO);
         }
-        self.store_positions();
+        // A last chance for a commit that failed meanwhile, within a second past the deadline.
+        let until = deadline.max(Instant::now() + Duration::from_secs(1));
         let owned = s.main.owned();
-        commit(&*self.main, &s.main, &owned, "source");
+        commit_now(&*self.main, &s.main, &owned, "source", until);
         let owned = s.retry.owned();
-        commit(&*self.retry, &s.retry, &owned, "retry");
+        commit_now(&*self.retry, &s.retry, &owned, "retry", until);
         tracing::info!("kafka source stopped; positions committed");
-        // Dropping the consumers leaves the group at once, so the other replicas take the
-        // partitions over without waiting for the session to time out.
-        if let Some(lag) = self.lag {
+        // Dropping the consumers leaves the group at once (a static member, with
+        // group_instance_id, stays until its session times out, to come back to its
+        // partitions), so the other replicas take the partitions over without waiting.
+        if let Some(lag) = self.lag.take() {
             lag.stop();
         }
         drop(self.main);
@@ -304,35 +331,6 @@ fn headers_of(m: &BorrowedMessage<'_>) -> Vec<(String, Vec<u8>)> {
     m.headers()
         .map(|hs| hs.iter().map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec())).collect())
         .unwrap_or_default()
-}
-
-fn store<C: ConsumerContext>(consumer: &impl Consumer<C>, tracker: &Tracker) {
-    let positions = tracker.take_storable();
-    if positions.is_empty() {
-        return;
-    }
-    let mut tpl = TopicPartitionList::new();
-    for (tp, next) in &positions {
-        // store_offsets takes the next offset to read (the last final one + 1), unlike
-        // store_offset, which adds the 1 itself.
-        let _ = tpl.add_partition_offset(&tp.topic, tp.partition, Offset::Offset(*next));
-    }
-    if let Err(e) = consumer.store_offsets(&tpl) {
-        // A partition revoked between the take and the store: its new owner commits it.
-        tracing::debug!(error = %e, "storing kafka offsets failed");
-    }
-}
-
-fn commit_async<C: ConsumerContext>(consumer: &impl Consumer<C>, tracker: &Tracker) {
-    let positions = tracker.positions(None);
-    if positions.is_empty() {
-        return;
-    }
-    let mut tpl = TopicPartitionList::new();
-    for (tp, next) in &positions {
-        let _ = tpl.add_partition_offset(&tp.topic, tp.partition, Offset::Offset(*next));
-    }
-    let _ = consumer.commit(&tpl, CommitMode::Async);
 }
 
 /// Pauses each partition whose share of the backlog is full and resumes it once its share
@@ -386,7 +384,7 @@ pub(crate) struct ErrorLog {
 }
 
 impl ErrorLog {
-    fn warn(&mut self, error: &str, what: &str) {
+    pub(crate) fn warn(&mut self, error: &str, what: &str) {
         let now = Instant::now();
         if let Some((last, at)) = &self.last {
             if last == error && now.duration_since(*at) < Duration::from_secs(30) {

@@ -12,7 +12,7 @@
 //! source partition when the group rebalances.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions, NewTopic, TopicReplication};
@@ -42,9 +42,12 @@ pub const ORIGIN_HEADER: &str = "hookbridge-retry-origin";
 pub const GROUP_HEADER: &str = "hookbridge-retry-group";
 
 /// Which retry partition holds the deliveries of which source partition: the source
-/// partitions of all topics, numbered one after the other in the order of `topics`.
-#[derive(Debug, Clone)]
+/// partitions of all subscribed topics, numbered one after the other in the layout order of
+/// [`super::topics::Subscription::layout`]. Partitions added to the last topic, and topics
+/// that sort last, extend the layout without moving the partitions before them.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RetryMap {
+    layout: Vec<(String, i32)>,
     topics: HashMap<String, (i32, i32)>,
     needed: i32,
     available: i32,
@@ -59,7 +62,7 @@ impl RetryMap {
             map.insert(name.clone(), (base, *count));
             base += count;
         }
-        RetryMap { topics: map, needed: base, available }
+        RetryMap { layout: topics.to_vec(), topics: map, needed: base, available }
     }
 
     /// Retry partitions needed for one per source partition.
@@ -67,8 +70,18 @@ impl RetryMap {
         self.needed
     }
 
-    /// The retry partition of a source partition; `None` for a partition added to a
-    /// source topic after start, or when the retry topic has too few partitions.
+    /// Partitions of the retry topic.
+    pub fn available(&self) -> i32 {
+        self.available
+    }
+
+    /// The source topics and their partition counts, in layout order.
+    pub fn layout(&self) -> &[(String, i32)] {
+        &self.layout
+    }
+
+    /// The retry partition of a source partition; `None` for a partition the layout does not
+    /// know (yet), or when the retry topic has too few partitions.
     pub fn partition_for(&self, topic: &str, partition: i32) -> Option<i32> {
         let (base, count) = self.topics.get(topic)?;
         let r = base + partition;
@@ -76,8 +89,25 @@ impl RetryMap {
     }
 }
 
+/// The current [`RetryMap`], replaced when the subscribed topics or their partitions change
+/// while running.
+#[derive(Debug, Default)]
+pub struct MapCell(RwLock<Option<Arc<RetryMap>>>);
+
+impl MapCell {
+    /// The current map; `None` before the source knows its topics.
+    pub fn get(&self) -> Option<Arc<RetryMap>> {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Replaces the map.
+    pub fn set(&self, map: RetryMap) {
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(map));
+    }
+}
+
 /// Where a parked delivery's message came from.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Origin {
     /// Source topic.
     pub topic: String,
@@ -183,18 +213,13 @@ pub struct KafkaRetry {
     producer: FutureProducer<Logging>,
     topic: String,
     group: String,
-    map: Arc<OnceLock<RetryMap>>,
+    map: Arc<MapCell>,
 }
 
 impl KafkaRetry {
     /// A stage of `group` producing to `topic` with `settings`; `map` is filled by the
     /// source once it knows the partitions.
-    pub fn new(
-        settings: &ClientConfig,
-        topic: &str,
-        group: &str,
-        map: Arc<OnceLock<RetryMap>>,
-    ) -> Result<KafkaRetry, KafkaError> {
+    pub fn new(settings: &ClientConfig, topic: &str, group: &str, map: Arc<MapCell>) -> Result<KafkaRetry, KafkaError> {
         let producer = settings.create_with_context(Logging).map_err(KafkaError::Settings)?;
         Ok(KafkaRetry { producer, topic: topic.to_string(), group: group.to_string(), map })
     }

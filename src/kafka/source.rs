@@ -5,13 +5,15 @@
 //! drained by half. So the group sees a live member however slow the endpoints are, and
 //! memory stays bounded.
 //!
-//! Positions are stored (and committed every second by librdkafka) only up to the first
-//! message whose outcomes are not all final ([`super::offsets`]); on revoke and shutdown
-//! they are committed explicitly after the in-flight work had its chance to finish. The
-//! thread itself is [`super::poller`].
+//! Positions are committed only up to the first message whose outcomes are not all final
+//! ([`super::offsets`]), as they become final at a bounded rate ([`super::commit`]); on
+//! revoke and shutdown they are committed at once, after the in-flight work had its chance
+//! to finish. The thread itself is [`super::poller`]; the retry layout it keeps up to date
+//! as topics and partitions appear is [`super::layout`].
 
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -21,10 +23,13 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::client;
+use super::commit::{Failed, Pacer, INTERVAL};
 use super::offsets::{Tp, Tracker};
 use super::poller::{ErrorLog, Poller};
 use super::rebalance::{MainContext, RetryContext};
-use super::retry::{KafkaRetry, RetryMap, Waiting};
+use super::replay::ReplayFilter;
+use super::retry::{KafkaRetry, MapCell, Waiting};
+use super::topics::{self, Subscription};
 use super::KafkaError;
 use crate::config::{Config, SourceConfig};
 use crate::source::{Message, RetryStage, Source, SourceError};
@@ -38,14 +43,27 @@ pub struct Shared {
     pub(crate) retry: Arc<Tracker>,
     /// Retry records read and not yet due.
     pub(crate) waiting: Mutex<Waiting<Handover>>,
-    /// Source partition -> retry partition, known once the consumer thread has started.
-    pub(crate) map: Arc<OnceLock<RetryMap>>,
+    /// Retry partitions taken after a crash, by partition number: which of their records the
+    /// source replays.
+    pub(crate) filters: Mutex<HashMap<i32, ReplayFilter>>,
+    /// Source partition -> retry partition: the current layout.
+    pub(crate) map: Arc<MapCell>,
+    /// Source partition -> the retry partition read for it now.
+    pub(crate) links: Mutex<BTreeMap<Tp, i32>>,
+    /// Set when a partition was assigned that the layout does not know, or knows differently.
+    pub(crate) layout_stale: AtomicBool,
     /// The retry topic.
     pub(crate) retry_topic: Arc<str>,
+    /// Settings of a consumer that scans retry partitions ([`super::replay::scan`]).
+    pub(crate) scan_settings: ClientConfig,
     /// How long a revoke or a shutdown waits for in-flight work.
     pub(crate) drain_timeout: Duration,
     /// Set once shutting down: revokes do not wait past it.
     pub(crate) shutdown_deadline: Mutex<Option<Instant>>,
+    /// Set when a commit of the group consumer failed.
+    pub(crate) main_failed: Failed,
+    /// Set when a commit of the retry consumer failed.
+    pub(crate) retry_failed: Arc<Failed>,
     ready: OnceLock<Arc<AtomicBool>>,
 }
 
@@ -66,6 +84,24 @@ impl Shared {
             r.store(true, Ordering::SeqCst);
         }
     }
+
+    pub(crate) fn lock_links(&self) -> MutexGuard<'_, BTreeMap<Tp, i32>> {
+        self.links.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn lock_filters(&self) -> MutexGuard<'_, HashMap<i32, ReplayFilter>> {
+        self.filters.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Asks the consumer thread to refresh the retry layout.
+    pub(crate) fn mark_layout_stale(&self) {
+        self.layout_stale.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether a refresh was asked for since the last call.
+    pub(crate) fn take_layout_stale(&self) -> bool {
+        self.layout_stale.swap(false, Ordering::SeqCst)
+    }
 }
 
 /// A message on its way to the pipeline, with what is needed to drop it if its partition
@@ -84,7 +120,7 @@ pub struct KafkaSource {
     retry: Arc<BaseConsumer<RetryContext>>,
     shared: Arc<Shared>,
     stage: Arc<KafkaRetry>,
-    topics: Vec<String>,
+    subscription: Subscription,
     group: String,
     admin: ClientConfig,
     bound: usize,
@@ -93,36 +129,43 @@ pub struct KafkaSource {
 impl KafkaSource {
     /// Builds the consumers and the retry producer; nothing connects yet.
     pub fn open(config: &Config) -> Result<KafkaSource, KafkaError> {
-        let SourceConfig::Kafka { brokers, group_id, topics, properties, retry_topic } = &config.source else {
+        let SourceConfig::Kafka { brokers, group_id, topics, properties, retry_topic, group_instance_id } =
+            &config.source
+        else {
             return Err(KafkaError::Setting { place: "source", message: "not a kafka source".into() });
         };
-        if topics.is_empty() {
-            return Err(KafkaError::Setting { place: "source.topics", message: "at least one topic is needed".into() });
+        let problems = topics::check(&config.source, &[]);
+        if let Some((_, message)) = problems.into_iter().next() {
+            return Err(KafkaError::Setting { place: "source", message });
         }
-        let retry_topic = retry_topic.clone().unwrap_or_else(|| format!("{}.retry", topics[0]));
-        if topics.contains(&retry_topic) {
-            return Err(KafkaError::Setting {
-                place: "source.retry_topic",
-                message: format!("{retry_topic:?} is also a source topic; it must be a topic of its own"),
-            });
-        }
+        let subscription = Subscription::parse(topics)
+            .map_err(|(_, message)| KafkaError::Setting { place: "source.topics", message })?;
+        let retry_topic = topics::retry_topic(topics, group_id, retry_topic.as_deref());
         let drain_timeout = config.delivery.shutdown_timeout.0;
-        let map = Arc::new(OnceLock::new());
+        let map = Arc::new(MapCell::default());
+        let retry_settings = client::retry_consumer(brokers, group_id, properties);
+        let retry_failed = Arc::new(Failed::default());
         let shared = Arc::new(Shared {
             main: Tracker::new(),
             retry: Tracker::new(),
             waiting: Mutex::new(Waiting::default()),
+            filters: Mutex::new(HashMap::new()),
             map: map.clone(),
+            links: Mutex::new(BTreeMap::new()),
+            layout_stale: AtomicBool::new(false),
             retry_topic: retry_topic.as_str().into(),
+            scan_settings: retry_settings.clone(),
             drain_timeout,
             shutdown_deadline: Mutex::new(None),
+            main_failed: Failed::default(),
+            retry_failed: retry_failed.clone(),
             ready: OnceLock::new(),
         });
-        let retry: BaseConsumer<RetryContext> = client::retry_consumer(brokers, group_id, properties)
-            .create_with_context(RetryContext)
-            .map_err(KafkaError::Settings)?;
+        let retry: BaseConsumer<RetryContext> =
+            retry_settings.create_with_context(RetryContext { failed: retry_failed }).map_err(KafkaError::Settings)?;
         let retry = Arc::new(retry);
-        let settings = client::consumer(brokers, group_id, properties);
+        let instance = group_instance_id.as_deref().filter(|i| !i.is_empty());
+        let settings = client::consumer(brokers, group_id, instance, properties);
         let main: BaseConsumer<MainContext> = settings
             .create_with_context(MainContext { shared: shared.clone(), retry: retry.clone() })
             .map_err(KafkaError::Settings)?;
@@ -144,7 +187,7 @@ impl KafkaSource {
             retry,
             shared,
             stage,
-            topics: topics.clone(),
+            subscription,
             group: group_id.clone(),
             admin,
             // What the pipeline takes in (its read-ahead) plus its channel: enough to keep
@@ -173,7 +216,7 @@ impl Source for KafkaSource {
             main: Arc::new(self.main),
             retry: self.retry,
             shared: self.shared,
-            topics: self.topics,
+            subscription: self.subscription,
             group: self.group,
             admin: self.admin,
             bound: self.bound,
@@ -183,6 +226,9 @@ impl Source for KafkaSource {
             lag: None,
             paused_main: Default::default(),
             paused_retry: Default::default(),
+            main_pacer: Pacer::new(INTERVAL),
+            retry_pacer: Pacer::new(INTERVAL),
+            layout: Default::default(),
         };
         let result = tokio::task::spawn_blocking(move || poller.run())
             .await

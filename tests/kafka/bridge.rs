@@ -29,9 +29,15 @@ impl Setup<'_> {
 
     /// The config with more librdkafka properties (`key: "value"` lines, 4 spaces in).
     pub fn yaml_with(&self, properties: &str) -> String {
+        self.yaml_full("", properties)
+    }
+
+    /// The config with more `source` keys (`key: value` lines, 2 spaces in) and more
+    /// librdkafka properties (4 spaces in).
+    pub fn yaml_full(&self, source: &str, properties: &str) -> String {
         let listen = self.listen.as_ref().map_or("null".to_string(), |l| format!("\"{l}\""));
         format!(
-            "source:\n  type: kafka\n  brokers: [\"{brokers}\"]\n  group_id: {group}\n  topics: [{topic}]\n  properties:\n    session.timeout.ms: \"6000\"\n    heartbeat.interval.ms: \"500\"\n{properties}responses: {{type: kafka, topic: responses}}\ndead_letter: {{type: kafka, topic: dead-letter}}\nserver: {{listen: {listen}}}\ndelivery: {{allow_private_networks: true, shutdown_timeout: 10s, {delivery}}}\n{body}",
+            "source:\n  type: kafka\n  brokers: [\"{brokers}\"]\n  group_id: {group}\n  topics: [{topic}]\n{source}  properties:\n    session.timeout.ms: \"6000\"\n    heartbeat.interval.ms: \"500\"\n{properties}responses: {{type: kafka, topic: responses}}\ndead_letter: {{type: kafka, topic: dead-letter}}\nserver: {{listen: {listen}}}\ndelivery: {{allow_private_networks: true, shutdown_timeout: 10s, {delivery}}}\n{body}",
             brokers = self.brokers,
             group = self.group,
             topic = self.topic,
@@ -44,8 +50,13 @@ impl Setup<'_> {
 /// A webhook action `hook` to `url` sending `{"key": ref, "seq": seq}` for every created
 /// ticket.
 pub fn webhook_body(url: &str) -> String {
+    webhook_body_from(url, "")
+}
+
+/// [`webhook_body`] with an `x-replica: replica` header on every request.
+pub fn webhook_body_from(url: &str, replica: &str) -> String {
     format!(
-        "connections:\n  hook: {{url: \"{url}\"}}\nactions:\n  - {{name: hook, type: webhook, connection: hook, payload: '{{\"key\": \"$this->ref$\", \"seq\": \"$this->seq$\"}}'}}\ntriggers:\n  - {{name: created, on: create, class: Ticket, actions: [hook]}}\n"
+        "connections:\n  hook: {{url: \"{url}\", headers: {{x-replica: \"{replica}\"}}}}\nactions:\n  - {{name: hook, type: webhook, connection: hook, payload: '{{\"key\": \"$this->ref$\", \"seq\": \"$this->seq$\"}}'}}\ntriggers:\n  - {{name: created, on: create, class: Ticket, actions: [hook]}}\n"
     )
 }
 
@@ -57,6 +68,10 @@ pub struct InProcess {
 
 impl InProcess {
     pub fn start(yaml: &str) -> InProcess {
+        // HOOKBRIDGE_TEST_LOG=debug shows the bridge's logs (tracing's EnvFilter syntax).
+        if let Ok(filter) = std::env::var("HOOKBRIDGE_TEST_LOG") {
+            let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
+        }
         let config = Arc::new(hookbridge::config::Config::from_yaml(yaml).unwrap_or_else(|e| panic!("{e}\n{yaml}")));
         let stop = CancellationToken::new();
         let token = stop.clone();
@@ -92,7 +107,7 @@ impl Process {
         let child = Command::new(env!("CARGO_BIN_EXE_hookbridge"))
             .args(["run", "--config"])
             .arg(&config)
-            .env("HOOKBRIDGE_LOG", "info")
+            .env("HOOKBRIDGE_LOG", std::env::var("HOOKBRIDGE_TEST_LOG").unwrap_or_else(|_| "info".into()))
             .stdin(Stdio::null())
             .stdout(out.try_clone().unwrap())
             .stderr(out)

@@ -1,77 +1,46 @@
-//! A real Kafka-protocol broker for the tests: tansu with in-memory storage on a free port,
-//! killed when dropped, plus the admin, producer and consumer helpers the tests share.
+//! The Kafka broker of the tests: librdkafka's own mock cluster, hosted in the test process
+//! and listening on loopback ports, so that `hookbridge run` processes started by a test
+//! reach it over TCP like a real cluster (and can be killed without touching it). It serves
+//! fetches from any offset and keeps exact watermarks (checked in `broker_checks`), and it
+//! injects faults: brokers down, errors on given requests, coordinator moves, slow answers.
+//!
+//! The mock has no CreateTopics: topics are created here with [`Broker::create_topics`]
+//! (a topic a producer writes to first is created with 4 partitions).
+//!
+//! Also the producer and reader helpers the tests share.
 
 use std::collections::BTreeMap;
-use std::net::TcpListener;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Header, Headers, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::mocking::{MockCluster, MockCoordinator};
+use rdkafka::producer::{DefaultProducerContext, FutureProducer, FutureRecord};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 use rdkafka::Message as _;
 
-/// One tansu broker process.
-pub struct Broker {
-    child: Child,
-    /// `127.0.0.1:PORT`.
-    pub addr: String,
-    _log_dir: tempfile::TempDir,
-}
+/// Brokers in the mock cluster: more than one, so that a coordinator can move and one broker
+/// can go down while others serve.
+pub const BROKERS: i32 = 3;
 
-/// Where the tansu binary is: on PATH, or where `cargo install` puts it.
-fn tansu_binary() -> PathBuf {
-    if let Some(path) = std::env::var_os("PATH") {
-        for dir in std::env::split_paths(&path) {
-            let candidate = dir.join("tansu");
-            if candidate.is_file() {
-                return candidate;
-            }
-        }
-    }
-    if let Some(home) = std::env::var_os("HOME") {
-        let candidate = PathBuf::from(home).join(".cargo/bin/tansu");
-        if candidate.is_file() {
-            return candidate;
-        }
-    }
-    panic!(
-        "the Kafka tests need the tansu broker, found neither on PATH nor at $HOME/.cargo/bin/tansu; \
-         install it with scripts/test-deps.sh (cargo install tansu --version 0.6.0 --locked --features dynostore)"
-    );
+/// One mock cluster, destroyed when dropped.
+pub struct Broker {
+    cluster: MockCluster<'static, DefaultProducerContext>,
+    /// The bootstrap servers, `127.0.0.1:P1,127.0.0.1:P2,…`.
+    pub addr: String,
 }
 
 impl Broker {
-    /// Starts a broker on a free port and waits until it answers.
+    /// Starts a cluster of [`BROKERS`] brokers on free loopback ports.
     pub fn start() -> Broker {
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let addr = format!("127.0.0.1:{port}");
-        let log_dir = tempfile::tempdir().unwrap();
-        let log = std::fs::File::create(log_dir.path().join("tansu.log")).unwrap();
-        let url = format!("tcp://{addr}");
-        let child = Command::new(tansu_binary())
-            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url, "--storage-engine"])
-            .arg("memory://tansu/")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("tansu starts");
-        let broker = Broker { child, addr, _log_dir: log_dir };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(&broker.addr).is_err() {
-            assert!(Instant::now() < deadline, "tansu did not listen on {} within 20 s", broker.addr);
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        broker
+        let cluster = MockCluster::new(BROKERS).expect("the mock cluster starts");
+        let addr = cluster.bootstrap_servers();
+        Broker { cluster, addr }
     }
 
-    /// A client config pointing at this broker.
+    /// A client config pointing at this cluster.
     pub fn config(&self) -> ClientConfig {
         let mut c = ClientConfig::new();
         c.set("bootstrap.servers", &self.addr);
@@ -79,14 +48,35 @@ impl Broker {
     }
 
     /// Creates topics with `partitions` partitions each.
-    pub async fn create_topics(&self, names: &[&str], partitions: i32) {
-        let admin: AdminClient<DefaultClientContext> = self.config().create().unwrap();
-        let topics: Vec<NewTopic> =
-            names.iter().map(|n| NewTopic::new(n, partitions, TopicReplication::Fixed(1))).collect();
-        let results = admin.create_topics(&topics, &AdminOptions::new()).await.unwrap();
-        for r in results {
-            r.unwrap_or_else(|(t, e)| panic!("create topic {t}: {e}"));
+    pub fn create_topics(&self, names: &[&str], partitions: i32) {
+        for name in names {
+            self.cluster.create_topic(name, partitions, 1).unwrap_or_else(|e| panic!("create topic {name}: {e}"));
         }
+    }
+
+    /// Takes broker `id` (-1: all) down: connections are closed and refused.
+    pub fn down(&self, id: i32) {
+        self.cluster.broker_down(id).unwrap();
+    }
+
+    /// Lets broker `id` (-1: all) accept connections again.
+    pub fn up(&self, id: i32) {
+        self.cluster.broker_up(id).unwrap();
+    }
+
+    /// The next requests of kind `api` fail with `errors`, one error per request, in order.
+    pub fn fail_requests(&self, api: RDKafkaApiKey, errors: &[RDKafkaRespErr]) {
+        self.cluster.request_errors(api, errors);
+    }
+
+    /// Moves the coordinator of `group` to broker `id`.
+    pub fn move_coordinator(&self, group: &str, id: i32) {
+        self.cluster.coordinator(MockCoordinator::Group(group.to_string()), id).unwrap();
+    }
+
+    /// Delays every answer of broker `id` (-1: all) by `rtt`.
+    pub fn round_trip_time(&self, id: i32, rtt: Duration) {
+        self.cluster.broker_round_trip_time(id, rtt).unwrap();
     }
 
     /// An idempotent producer.
@@ -94,16 +84,11 @@ impl Broker {
         self.config().set("enable.idempotence", "true").set("linger.ms", "5").create().unwrap()
     }
 
-    /// Produces records in order, many in flight at once, each in a batch of its own (tansu
-    /// reports high watermarks that are too low when a batch holds several records).
+    /// Produces records in order (batched, many in flight at once) and waits for every
+    /// acknowledgement.
     pub async fn produce_many(&self, topic: &str, records: &[(String, Vec<u8>)]) {
-        let producer: FutureProducer = self
-            .config()
-            .set("enable.idempotence", "true")
-            .set("linger.ms", "0")
-            .set("batch.num.messages", "1")
-            .create()
-            .unwrap();
+        let producer: FutureProducer =
+            self.config().set("enable.idempotence", "true").set("linger.ms", "20").create().unwrap();
         let sends = records.iter().map(|(key, value)| {
             let record = FutureRecord::to(topic).key(key).payload(value);
             producer.send(record, Duration::from_secs(30))
@@ -142,29 +127,38 @@ impl Broker {
         Reader { consumer, records: Vec::new() }
     }
 
-    /// Every record of `topic`, read until none came for a second.
-    pub fn read_all(&self, topic: &str) -> Vec<Record> {
+    /// Every record of `topic`: read until the end offset of every partition.
+    pub async fn read_all(&self, topic: &str) -> Vec<Record> {
+        let ends = self.end_offsets(topic);
+        let total: i64 = ends.values().sum();
         let mut reader = self.reader(topic);
-        reader.until_idle(Duration::from_secs(1));
+        reader
+            .until(&format!("the {total} records of {topic}"), Duration::from_secs(30), |rs| rs.len() as i64 >= total)
+            .await;
         reader.records
     }
 
-    /// The end offset of each partition of `topic` (last offset + 1, 0 when empty), from the
-    /// records themselves: tansu's high watermarks are not exact when producers batch.
-    pub fn end_offsets(&self, topic: &str, partitions: i32) -> BTreeMap<i32, i64> {
-        let mut ends: BTreeMap<i32, i64> = (0..partitions).map(|p| (p, 0)).collect();
-        for r in self.read_all(topic) {
-            let e = ends.entry(r.partition).or_default();
-            *e = (*e).max(r.offset + 1);
-        }
-        ends
+    /// The number of partitions of `topic`.
+    pub fn partitions(&self, topic: &str) -> i32 {
+        let consumer: BaseConsumer = self.config().create().unwrap();
+        let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).unwrap();
+        metadata.topics()[0].partitions().len() as i32
     }
 
-    /// The offsets committed by `group` for each partition of `topic` (-1: none).
-    pub fn committed(&self, group: &str, topic: &str, partitions: i32) -> BTreeMap<i32, i64> {
+    /// The end offset (high watermark) of each partition of `topic`.
+    pub fn end_offsets(&self, topic: &str) -> BTreeMap<i32, i64> {
+        let consumer: BaseConsumer = self.config().create().unwrap();
+        (0..self.partitions(topic))
+            .map(|p| (p, consumer.fetch_watermarks(topic, p, Duration::from_secs(10)).unwrap().1))
+            .collect()
+    }
+
+    /// The offsets committed by `group` for each partition of `topic` (0 when none: like
+    /// the end offset of an empty partition, which has nothing to commit).
+    pub fn committed(&self, group: &str, topic: &str) -> BTreeMap<i32, i64> {
         let consumer: BaseConsumer = self.config().set("group.id", group).create().unwrap();
         let mut tpl = TopicPartitionList::new();
-        for p in 0..partitions {
+        for p in 0..self.partitions(topic) {
             tpl.add_partition(topic, p);
         }
         let committed = consumer.committed_offsets(tpl, Duration::from_secs(10)).unwrap();
@@ -174,11 +168,30 @@ impl Broker {
             .map(|e| {
                 let c = match e.offset() {
                     Offset::Offset(o) => o,
-                    _ => -1,
+                    _ => 0,
                 };
                 (e.partition(), c)
             })
             .collect()
+    }
+
+    /// Waits until `group`'s committed offsets of `topic` equal its end offsets, and
+    /// returns both; the commit of a stopped replica is synchronous, but a test may ask
+    /// while a running one commits at its own pace.
+    pub async fn committed_to_the_end(
+        &self,
+        group: &str,
+        topic: &str,
+        limit: Duration,
+    ) -> (BTreeMap<i32, i64>, BTreeMap<i32, i64>) {
+        let deadline = Instant::now() + limit;
+        loop {
+            let (committed, ends) = (self.committed(group, topic), self.end_offsets(topic));
+            if committed == ends || Instant::now() >= deadline {
+                return (committed, ends);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 }
 
@@ -205,41 +218,33 @@ impl Reader {
                 });
                 true
             }
-            Some(Err(e)) => panic!("reading: {e}"),
+            // Faults injected by a test reach this reader too; it reads on.
+            Some(Err(_)) => false,
             None => false,
         }
     }
 
-    /// Reads until no record came for `idle`.
-    pub fn until_idle(&mut self, idle: Duration) {
-        let mut last = Instant::now();
-        while last.elapsed() < idle {
-            if self.poll(Duration::from_millis(100)) {
-                last = Instant::now();
-            }
-        }
+    /// Reads what is there now, without waiting.
+    pub fn drain(&mut self) {
+        while self.poll(Duration::ZERO) {}
     }
 
     /// Reads until `cond(records)` holds, or panics after `limit`.
     pub async fn until(&mut self, what: &str, limit: Duration, cond: impl Fn(&[Record]) -> bool) {
         let deadline = Instant::now() + limit;
-        while !cond(&self.records) {
+        loop {
+            // Everything there is first: `cond` may look at every record.
+            self.drain();
+            if cond(&self.records) {
+                return;
+            }
             assert!(
                 Instant::now() < deadline,
-                "timed out after {limit:?} waiting for {what}; read {:#?}",
-                self.records
+                "timed out after {limit:?} waiting for {what}; read {} records",
+                self.records.len()
             );
-            if !self.poll(Duration::ZERO) {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

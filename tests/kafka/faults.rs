@@ -1,0 +1,205 @@
+//! Faults injected with the mock cluster's own API while events flow: brokers down and up,
+//! produce errors on the results topic, the group coordinator moving, commits timing out.
+//! Each run ends the same way: every event delivered and with a `delivered` result, first
+//! deliveries in order per object, the group's committed offsets at the end offsets (while
+//! running, and after the stop), and the duplicates counted and printed.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+use serde_json::json;
+
+use crate::bridge::{webhook_body, InProcess, Setup};
+use crate::broker::Broker;
+use crate::receiver::ScriptedReceiver;
+use crate::{check_order, parsed, ticket, wait_until};
+
+const OBJECTS: i64 = 20;
+const PER_OBJECT: i64 = 60;
+const PARTITIONS: i32 = 4;
+
+/// 1,200 events over 20 objects, half of them produced before the bridge starts and half
+/// while the fault is on.
+struct FaultRun {
+    broker: Broker,
+    rx: ScriptedReceiver,
+    bridge: Option<InProcess>,
+    group: &'static str,
+}
+
+fn event(obj: i64, seq: i64) -> (String, Vec<u8>) {
+    (
+        obj.to_string(),
+        ticket(&format!("e-{obj}-{seq}"), &obj.to_string(), json!({"ref": format!("R-{obj}"), "seq": seq})),
+    )
+}
+
+fn half(first: bool) -> Vec<(String, Vec<u8>)> {
+    let range = if first { 0..PER_OBJECT / 2 } else { PER_OBJECT / 2..PER_OBJECT };
+    range.flat_map(|seq| (0..OBJECTS).map(move |obj| event(obj, seq))).collect()
+}
+
+impl FaultRun {
+    /// Produces the first half, starts the bridge and waits until it delivered a third.
+    async fn start(group: &'static str) -> FaultRun {
+        let broker = Broker::start();
+        broker.create_topics(&["changes", "changes.retry"], PARTITIONS);
+        broker.create_topics(&["responses", "dead-letter"], 2);
+        let rx = ScriptedReceiver::slow(Duration::from_millis(2)).await;
+        broker.produce_many("changes", &half(true)).await;
+        let setup = Setup {
+            brokers: &broker.addr,
+            group,
+            topic: "changes",
+            delivery: "concurrency: 32",
+            body: webhook_body(&rx.url()),
+            listen: None,
+        };
+        let bridge = InProcess::start(&setup.yaml());
+        let total = (OBJECTS * PER_OBJECT) as usize;
+        wait_until("a third delivered", Duration::from_secs(60), || rx.count() >= total / 3, String::new).await;
+        FaultRun { broker, rx, bridge: Some(bridge), group }
+    }
+
+    /// Produces the second half.
+    async fn produce_the_rest(&self) {
+        self.broker.produce_many("changes", &half(false)).await;
+    }
+
+    /// Waits for every event, checks results, order and offsets, stops the bridge and
+    /// returns the duplicates.
+    async fn finish(mut self, fault: &str) -> usize {
+        let total = (OBJECTS * PER_OBJECT) as usize;
+        let started = Instant::now();
+        wait_until(
+            "every event delivered",
+            Duration::from_secs(90),
+            || self.rx.distinct_delivered() >= total,
+            || {
+                let m = hookbridge::metrics::get();
+                format!(
+                    "{} of {total} delivered, {} requests; pending {} in flight {} publish errors {:?}",
+                    self.rx.distinct_delivered(),
+                    self.rx.count(),
+                    m.events_pending.get(),
+                    m.in_flight.get(),
+                    m.publish_errors.with_label_values(&["response"]).get()
+                )
+            },
+        )
+        .await;
+        // Offsets committed to the end by the running bridge, at its own pace.
+        let (committed, ends) = self.broker.committed_to_the_end(self.group, "changes", Duration::from_secs(20)).await;
+        assert_eq!(
+            committed,
+            ends,
+            "{fault}: committed offsets of the running bridge vs end offsets ({} of {total} delivered)",
+            self.rx.distinct_delivered()
+        );
+        self.bridge.take().unwrap().stop().await;
+        assert_eq!(self.broker.committed(self.group, "changes"), ends, "{fault}: committed offsets after the stop");
+        assert_eq!(ends.values().sum::<i64>(), total as i64);
+
+        let mut responses = self.broker.reader("responses");
+        let delivered = |rs: &[crate::broker::Record]| {
+            parsed(rs)
+                .iter()
+                .filter(|v| v["status"] == "delivered")
+                .map(|v| v["event_id"].as_str().unwrap_or_default().to_string())
+                .collect::<HashSet<_>>()
+                .len()
+        };
+        responses
+            .until("a delivered result for every event", Duration::from_secs(30), |rs| delivered(rs) >= total)
+            .await;
+        assert!(parsed(&self.broker.read_all("dead-letter").await).is_empty(), "{fault}: nothing is dead-lettered");
+
+        let hits = self.rx.hits();
+        let mut per_object: HashMap<String, Vec<i64>> = HashMap::new();
+        for h in &hits {
+            per_object.entry(h.key.clone()).or_default().push(h.seq);
+        }
+        assert_eq!(per_object.len(), OBJECTS as usize);
+        let duplicates: usize = per_object.iter().map(|(k, seqs)| check_order(k, seqs, PER_OBJECT)).sum();
+        eprintln!(
+            "kafka fault \"{fault}\": {total} events delivered, {duplicates} duplicates, {:.1} s from the end of the fault to the last delivery",
+            started.elapsed().as_secs_f64()
+        );
+        duplicates
+    }
+}
+
+/// Every broker down for 3 s (the group keeps its members), one broker down while the rest
+/// flows, then every broker down for longer than the session timeout: the assignment is
+/// lost and given again, and partitions that flow control had paused under the lost
+/// assignment are read again (they were not, once: consumption stopped for good).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn brokers_down_and_up_mid_stream() {
+    let run = FaultRun::start("down").await;
+    run.broker.down(-1);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    run.broker.up(-1);
+    run.broker.down(1);
+    // The rest of the events, while broker 1 is down for 2 s: its partitions wait for it.
+    tokio::join!(run.produce_the_rest(), async {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        run.broker.up(1);
+    });
+    wait_until("half delivered", Duration::from_secs(60), || run.rx.count() >= 600, String::new).await;
+    // A slow receiver fills the backlog, so flow control pauses partitions before the outage.
+    run.rx.set_delay(Duration::from_millis(300));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    run.broker.down(-1);
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    run.broker.up(-1);
+    run.rx.set_delay(Duration::from_millis(2));
+    run.finish("brokers down and up").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn produce_errors_on_the_results_topic_retriable_or_not() {
+    let run = FaultRun::start("produce-errors").await;
+    run.produce_the_rest().await;
+    // The second half is in; from here the only records produced are results.
+    run.broker.fail_requests(RDKafkaApiKey::Produce, &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION; 8]);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    run.broker.fail_requests(
+        RDKafkaApiKey::Produce,
+        &[
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT,
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_INVALID_RECORD,
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE,
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED,
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_INVALID_RECORD,
+        ],
+    );
+    run.finish("produce errors on the results topic").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_group_coordinator_moves_mid_stream() {
+    let run = FaultRun::start("coordinator").await;
+    for (i, broker) in [2, 3, 1].into_iter().enumerate() {
+        run.broker.move_coordinator("coordinator", broker);
+        run.broker.move_coordinator("coordinator.retry", broker);
+        if i == 0 {
+            run.produce_the_rest().await;
+        }
+        tokio::time::sleep(Duration::from_millis(700)).await;
+    }
+    run.finish("the coordinator moves").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commits_time_out() {
+    let run = FaultRun::start("timeouts").await;
+    run.broker.fail_requests(RDKafkaApiKey::OffsetCommit, &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT; 12]);
+    run.produce_the_rest().await;
+    // Then answers that come late: every request of the cluster takes a second.
+    run.broker.round_trip_time(-1, Duration::from_secs(1));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    run.broker.round_trip_time(-1, Duration::ZERO);
+    run.broker.fail_requests(RDKafkaApiKey::OffsetCommit, &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT; 6]);
+    run.finish("commits time out").await;
+}
