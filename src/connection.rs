@@ -89,6 +89,8 @@ pub struct Connection {
     pub tls: TlsConfig,
     /// Signing keys; several may be given space-separated, to rotate secrets.
     pub signing_keys: Vec<SigningKey>,
+    /// The forward proxy requests go through (`delivery.proxy`).
+    pub proxy: Option<crate::net::ProxySettings>,
 }
 
 /// Header names hookbridge sets itself and a connection may not override.
@@ -193,6 +195,7 @@ pub fn compile(name: &str, raw: &ConnectionConfig, problems: &mut Problems) -> O
         max_in_flight: raw.max_in_flight,
         tls: raw.tls.clone(),
         signing_keys,
+        proxy: None,
     })
 }
 

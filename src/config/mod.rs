@@ -150,10 +150,25 @@ fn compile(raw: raw::RawConfig) -> Result<Config, ConfigError> {
             check_nats_secrets(&format!("{place}.credentials"), credentials, &mut problems);
         }
     }
+    let proxy = raw.delivery.proxy.as_ref().and_then(|p| match crate::net::ProxySettings::parse(p) {
+        Ok(settings) => Some(settings),
+        Err(errors) => {
+            for e in errors {
+                match e {
+                    crate::net::ProxyError::Url(message) => problems.add("delivery.proxy.url", message),
+                    crate::net::ProxyError::NoProxy { index, message } => {
+                        problems.add(format!("delivery.proxy.no_proxy[{index}]"), message)
+                    }
+                }
+            }
+            None
+        }
+    });
     let mut connection_index = HashMap::new();
     let mut connections = Vec::new();
     for (name, c) in &raw.connections {
-        if let Some(conn) = connection::compile(name, c, &mut problems) {
+        if let Some(mut conn) = connection::compile(name, c, &mut problems) {
+            conn.proxy = proxy.clone();
             connection_index.insert(name.clone(), connections.len());
             connections.push(conn);
         } else {

@@ -206,6 +206,29 @@ pub struct DeliveryConfig {
     /// Attempts made in process before a delivery is handed to the durable retry stage
     /// (a Kafka retry topic or a JetStream redelivery); sources without one retry in process.
     pub quick_attempts: u32,
+    /// A forward proxy for every request; proxy variables of the environment are ignored.
+    pub proxy: Option<ProxyConfig>,
+}
+
+/// An explicit forward proxy: destinations are still resolved and checked here first.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProxyConfig {
+    /// `http://host:port` or `https://host:port`, credentials allowed.
+    pub url: String,
+    /// Hosts reached directly: domains (with their subdomains), IP addresses, CIDR networks.
+    #[serde(default)]
+    pub no_proxy: Vec<String>,
+}
+
+impl std::fmt::Debug for ProxyConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL may carry the proxy's credentials.
+        f.debug_struct("ProxyConfig")
+            .field("url", &crate::mask::url(&self.url))
+            .field("no_proxy", &self.no_proxy)
+            .finish()
+    }
 }
 
 impl Default for DeliveryConfig {
@@ -219,6 +242,7 @@ impl Default for DeliveryConfig {
             allow_private_networks: false,
             shutdown_timeout: Duration::from_secs(30),
             quick_attempts: 3,
+            proxy: None,
         }
     }
 }

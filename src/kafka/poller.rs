@@ -215,7 +215,8 @@ impl Poller {
                     ack: ack(ticket),
                     retry: Some(Err(e)),
                 };
-                let _ = self.fwd.send(Handover { message, tracker: tracker.clone(), tp, generation, offset: m.offset() });
+                let _ =
+                    self.fwd.send(Handover { message, tracker: tracker.clone(), tp, generation, offset: m.offset() });
                 return;
             }
         };
