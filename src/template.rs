@@ -101,8 +101,18 @@ pub enum Escape {
     Url,
     /// CR and LF replaced by spaces, so a value cannot add a header.
     Header,
-    /// A chat service's markup escaping.
-    Markup(fn(&str) -> String),
+    /// A chat service's markup escaping; told where the value comes from, because only a
+    /// mentioned contact's own values may carry a mention.
+    Markup(fn(&str, Origin) -> String),
+}
+
+/// Where a substituted value comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// The event: the object, the actor, previous values, names.
+    Event,
+    /// `$mentioned->…$`: the contact a mention trigger fired for.
+    Mentioned,
 }
 
 /// Characters left as they are in a URL component (RFC 3986 unreserved).
@@ -194,7 +204,10 @@ impl Template {
                         Escape::Url if text == "." || text == ".." => ctx.report_missing(p),
                         Escape::Url => out.extend(utf8_percent_encode(&text, URL_COMPONENT)),
                         Escape::Header => out.push_str(&text.replace(['\r', '\n'], " ")),
-                        Escape::Markup(f) => out.push_str(&f(&text)),
+                        Escape::Markup(f) => {
+                            let origin = if p.root == Root::Mentioned { Origin::Mentioned } else { Origin::Event };
+                            out.push_str(&f(&text, origin))
+                        }
                     }
                 }
             }
