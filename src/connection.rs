@@ -91,6 +91,9 @@ pub struct Connection {
     pub signing_keys: Vec<SigningKey>,
     /// The forward proxy requests go through (`delivery.proxy`).
     pub proxy: Option<crate::net::ProxySettings>,
+    /// A chat action uses it (or its `application` is a chat service): its URL is the
+    /// credential, and is shown as its host only.
+    pub chat: bool,
 }
 
 /// Header names hookbridge sets itself and a connection may not override.
@@ -196,6 +199,10 @@ pub fn compile(name: &str, raw: &ConnectionConfig, problems: &mut Problems) -> O
         tls: raw.tls.clone(),
         signing_keys,
         proxy: None,
+        chat: matches!(
+            raw.application.as_deref().map(str::to_ascii_lowercase).as_deref(),
+            Some("slack" | "rocketchat" | "google_chat" | "teams" | "mattermost" | "discord")
+        ),
     })
 }
 

@@ -300,7 +300,7 @@ pub fn build_request(action: &Action, b: &BuildContext<'_>, webhook_id: &str) ->
         set_header(&mut headers, &name, value);
     }
     set_header(&mut headers, "webhook-id", webhook_id.to_string());
-    Request { method: method.to_string(), url, headers, body, secret_headers }
+    Request { method: method.to_string(), url, headers, body, secret_headers, host_only: conn.chat }
 }
 
 fn set_headers(headers: &mut Vec<(String, String)>, extra: &[(String, Template)], ctx: &RenderContext<'_>) {

@@ -530,6 +530,11 @@ impl ActionKind {
             ActionKind::Teams => "teams",
         }
     }
+
+    /// Slack, Rocket.Chat, Google Chat and Teams: services whose webhook URL is the credential.
+    pub fn is_chat(self) -> bool {
+        matches!(self, ActionKind::Slack | ActionKind::Rocketchat | ActionKind::GoogleChat | ActionKind::Teams)
+    }
 }
 
 /// Whether an action sends, sends to its test connection, or does nothing.

@@ -9,7 +9,7 @@ pub enum NatsError {
     #[error("credentials: {0}")]
     Credentials(String),
     /// The server could not be reached or refused the connection.
-    #[error("cannot connect to {url}: {detail}")]
+    #[error("cannot connect to {}: {}", crate::mask::url_list(.url), crate::mask::urls_in_text(.detail))]
     Connect {
         /// The URL(s) as configured.
         url: String,
