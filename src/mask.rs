@@ -304,7 +304,9 @@ mod tests {
             "error sending request for url (https://h.example/x?token=***): connection refused"
         );
         assert_eq!(
-            urls_in_text("a https://u:pw@h.example/hooks/abcdefghijklmnopqrst, then nats://bridge:pw@127.0.0.1:4222 failed"),
+            urls_in_text(
+                "a https://u:pw@h.example/hooks/abcdefghijklmnopqrst, then nats://bridge:pw@127.0.0.1:4222 failed"
+            ),
             "a https://***:***@h.example/hooks/***, then nats://***:***@127.0.0.1:4222 failed"
         );
         assert_eq!(urls_in_text("no url here: 10://x"), "no url here: 10://x");

@@ -44,6 +44,8 @@ pub struct Metrics {
     pub publish_errors: IntCounterVec,
     /// Source lag: Kafka consumer lag per partition, JetStream pending messages.
     pub source_lag: IntGaugeVec,
+    /// Mentioned contacts not notified because an event had more than `max_mentions`.
+    pub mentions_skipped: IntCounterVec,
 }
 
 impl Metrics {
@@ -81,6 +83,11 @@ impl Metrics {
         let dead_letters = counter("dead_letters_total", "Dead letters published, by reason.", &["reason"]);
         let missing_placeholders =
             counter("missing_placeholders_total", "Placeholders that resolved to nothing.", &["action"]);
+        let mentions_skipped = counter(
+            "mentions_skipped_total",
+            "Mentioned contacts not notified because an event had more than delivery.max_mentions.",
+            &["trigger"],
+        );
         let publish_errors =
             counter("publish_errors_total", "Failed publish attempts (retried until they succeed).", &["kind"]);
         let delivery_duration = HistogramVec::new(
@@ -122,6 +129,7 @@ impl Metrics {
             missing_placeholders,
             publish_errors,
             source_lag,
+            mentions_skipped,
         }
     }
 

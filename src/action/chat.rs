@@ -85,9 +85,14 @@ pub(crate) struct Button {
 /// Characters left as they are in a query value (RFC 3986 unreserved).
 const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
 
+/// Transition buttons one message shows at most: more than any service displays (Slack
+/// takes 100 buttons, Teams connector cards 4), and a bound on the work one event costs.
+pub(crate) const MAX_TRANSITION_BUTTONS: usize = 100;
+
 /// The buttons an action asks for, in order: Modify, Delete, then the transitions
 /// (`other_actions: yes`: every one available now; `specify`: the listed codes that are
-/// available now). None without the application's URL (`source.url`) to point to.
+/// available now), at most [`MAX_TRANSITION_BUTTONS`] of them. None without the
+/// application's URL (`source.url`) to point to.
 pub(crate) fn buttons(spec: &ChatSpec, event: &Event) -> Vec<Button> {
     let Some(base) = event.app_url() else { return Vec::new() };
     let class = utf8_percent_encode(&event.class, QUERY_VALUE).to_string();
@@ -105,12 +110,24 @@ pub(crate) fn buttons(spec: &ChatSpec, event: &Event) -> Vec<Button> {
         OtherActions::Yes => event.transitions.iter().map(|t| t.code.as_str()).collect(),
         OtherActions::Specify => spec.other_actions_codes.iter().map(String::as_str).collect(),
     };
+    // Indexed once: an event may list many transitions, and a lookup per wanted code would
+    // make the work quadratic in them. The first transition of a code wins.
+    let mut by_code: std::collections::HashMap<&str, &crate::event::Transition> =
+        std::collections::HashMap::with_capacity(event.transitions.len());
+    for t in &event.transitions {
+        by_code.entry(t.code.as_str()).or_insert(t);
+    }
     let mut seen = std::collections::HashSet::new();
+    let mut shown = 0;
     for code in wanted {
-        let Some(t) = event.transitions.iter().find(|t| t.code == code) else { continue };
+        if shown == MAX_TRANSITION_BUTTONS {
+            break;
+        }
+        let Some(t) = by_code.get(code) else { continue };
         if code.is_empty() || !seen.insert(code) {
             continue;
         }
+        shown += 1;
         let label = t.label.as_deref().map(str::trim).filter(|l| !l.is_empty()).unwrap_or(code);
         let stimulus = utf8_percent_encode(code, QUERY_VALUE);
         out.push(Button {
@@ -272,8 +289,20 @@ pub(crate) mod richtext {
         }
     }
 
+    /// Characters of a rendered message that are converted at most: more than any service
+    /// shows (Slack's 40,000 in all is the most), so a huge attribute costs the same as a
+    /// long one; what is left out is marked with `…`.
+    const MAX_CONVERTED_CHARS: usize = 65_536;
+
     /// Converts a rendered message (see the module documentation).
     pub fn convert(rendered: &str, dialect: Dialect) -> String {
+        if let Some((cut, _)) = rendered.char_indices().nth(MAX_CONVERTED_CHARS) {
+            let mut text = convert(&rendered[..cut], dialect);
+            if !text.ends_with('…') {
+                text.push('…');
+            }
+            return text;
+        }
         let protected;
         let input = if dialect.is_slack() {
             protected = protect_mentions(rendered);
@@ -453,10 +482,15 @@ pub(crate) mod richtext {
         /// service with what follows it (`rest`; the end of the value counts as "anything",
         /// since the template goes on there), so a joiner must follow it.
         fn opens_mention(self, c: char, prev: Option<char>, rest: &[char], mentioned: bool) -> bool {
+            // Checked first: what follows is only looked at after one of these, so long text
+            // stays linear.
+            if !matches!(c, '@' | '#' | '<') {
+                return false;
+            }
             let word_before = prev.is_some_and(char::is_alphanumeric);
             let name_follows = rest.first().is_none_or(|n| is_name_char(*n));
             // Letters and digits only: `@all_` or `@all.x` may still read as `@all` somewhere.
-            let token: String = rest.iter().take_while(|n| n.is_alphanumeric()).collect();
+            let token: String = rest.iter().take(16).take_while(|n| n.is_alphanumeric()).collect();
             let group = rest.is_empty() || GROUP_MENTIONS.iter().any(|g| token.eq_ignore_ascii_case(g));
             match (self, c) {
                 // `@here` in plain text is not a mention for webhooks, but costs nothing to break.

@@ -209,7 +209,8 @@ fn compile(raw: raw::RawConfig) -> Result<Config, ConfigError> {
         if trigger_names.insert(t.name.clone(), i).is_some() {
             problems.add(format!("{place}.name"), format!("duplicate trigger name {:?}", t.name));
         }
-        if let Some(trigger) = trigger::compile(&place, t, &action_index, &raw.actions, &mut problems) {
+        if let Some(mut trigger) = trigger::compile(&place, t, &action_index, &raw.actions, &mut problems) {
+            trigger.max_mentions = raw.delivery.max_mentions;
             triggers.push(trigger);
         }
     }
@@ -257,6 +258,9 @@ fn check_delivery(d: &DeliveryConfig, problems: &mut Problems) {
     }
     if d.quick_attempts == 0 {
         problems.add("delivery.quick_attempts", "must be at least 1");
+    }
+    if d.max_event_bytes.0 < 1024 {
+        problems.add("delivery.max_event_bytes", "must be at least 1KiB");
     }
 }
 

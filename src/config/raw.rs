@@ -208,6 +208,11 @@ pub struct DeliveryConfig {
     pub quick_attempts: u32,
     /// A forward proxy for every request; proxy variables of the environment are ignored.
     pub proxy: Option<ProxyConfig>,
+    /// Mentioned contacts one event notifies at most, per mention trigger; the rest are
+    /// reported as one skipped result.
+    pub max_mentions: usize,
+    /// Largest event a line of the file source may hold; a longer line is a dead letter.
+    pub max_event_bytes: Size,
 }
 
 /// An explicit forward proxy: destinations are still resolved and checked here first.
@@ -243,6 +248,8 @@ impl Default for DeliveryConfig {
             shutdown_timeout: Duration::from_secs(30),
             quick_attempts: 3,
             proxy: None,
+            max_mentions: 100,
+            max_event_bytes: Size(1024 * 1024),
         }
     }
 }
