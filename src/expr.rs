@@ -193,7 +193,7 @@ mod tests {
 mod limit_tests {
     use super::*;
 
-    /// Found by fuzzing: the CEL parser and evaluator recurse once or more per level, and
+    /// Found while preparing the CEL fuzz target: the parser and evaluator recurse per level, and
     /// a few dozen levels overflowed the 2 MiB stack of a delivery thread.
     #[test]
     fn deep_or_long_expressions_are_refused_and_the_largest_accepted_runs_on_a_small_stack() {
