@@ -426,7 +426,15 @@ fn teams_puts_more_than_five_buttons_in_action_sets() {
 
 #[test]
 fn google_chat_is_plain_text_in_a_thread() {
-    let (url, b, _) = request(&config(), &event_from(&fixture()), "google-chat");
+    let (config, event) = (config(), event_from(&fixture()));
+    let (shown, b, _) = request(&config, &event, "google-chat");
+    assert_eq!(shown, "https://chat.googleapis.com/***", "a chat webhook is shown as its host only");
+    let (matches, _) = hookbridge::trigger::match_event(&config.triggers, &event);
+    let m = matches.iter().find(|m| config.actions[m.action].name == "google-chat").expect("matched");
+    let hookbridge::render::Planned::Send { request: sent, .. } = hookbridge::render::plan(&config, &event, m) else {
+        panic!("google-chat sends");
+    };
+    let url = sent.url;
     assert!(url.ends_with("&messageReplyOption=REPLY_MESSAGE_FALLBACK_TO_NEW_THREAD"), "{url}");
     assert_eq!(b["thread"]["threadKey"], "R-000123");
     let text = b["text"].as_str().expect("text");
