@@ -12,6 +12,14 @@ bash scripts/test-deps.sh
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
 cargo test --locked --all-targets 2>&1 | tee target/test-output.txt
+# Memory per event, measured on the release binary (tests/memory.rs).
+cargo build --release --locked
+HOOKBRIDGE_BIN=target/release/hookbridge cargo test --locked --test memory
+# Fuzz targets: `cargo test` above replays their kept corpus (tests/fuzz_corpus.rs); where
+# cargo-fuzz is installed, each target also gets a few seconds of libFuzzer.
+if command -v cargo-fuzz >/dev/null 2>&1; then
+  bash scripts/fuzz.sh "${FUZZ_SECONDS:-5}"
+fi
 bash scripts/check-helm.sh
 if [ -f scripts/check-chat-payloads.sh ]; then
   bash scripts/check-chat-payloads.sh

@@ -104,6 +104,11 @@ pub struct Connection {
     pub tls: TlsConfig,
     /// Signing keys; several may be given space-separated, to rotate secrets.
     pub signing_keys: Vec<SigningKey>,
+    /// The forward proxy requests go through (`delivery.proxy`).
+    pub proxy: Option<crate::net::ProxySettings>,
+    /// A chat action uses it (or its `application` is a chat service): its URL is the
+    /// credential, and is shown as its host only.
+    pub chat: bool,
 }
 
 /// Header names hookbridge sets itself and a connection may not override.
@@ -216,6 +221,11 @@ pub fn compile(name: &str, raw: &ConnectionConfig, problems: &mut Problems) -> O
         max_in_flight: raw.max_in_flight,
         tls: raw.tls.clone(),
         signing_keys,
+        proxy: None,
+        chat: matches!(
+            raw.application.as_deref().map(str::to_ascii_lowercase).as_deref(),
+            Some("slack" | "rocketchat" | "google_chat" | "teams" | "mattermost" | "discord")
+        ),
     })
 }
 

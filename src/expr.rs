@@ -4,6 +4,62 @@
 use cel::{Context, Program};
 use serde_json::Value;
 
+/// Longest expression accepted: conditions and callback fields are short.
+const MAX_SOURCE: usize = 4096;
+/// Deepest nesting of brackets accepted.
+const MAX_NESTING: usize = 16;
+/// Most operators accepted: a chain of them nests as deep as it is long.
+const MAX_OPERATORS: usize = 48;
+/// Stack of the thread the parser runs on.
+const PARSER_STACK: usize = 256 << 20;
+
+/// Refuses expressions too long or too deeply nested to parse and evaluate safely: the
+/// evaluator recurses over the expression on the delivery threads, whose stacks are small.
+fn check_size(source: &str) -> Result<(), String> {
+    if source.len() > MAX_SOURCE {
+        return Err(format!("expression too long ({} bytes, at most {MAX_SOURCE})", source.len()));
+    }
+    let mut depth = 0usize;
+    let mut deepest = 0usize;
+    let mut operators = 0usize;
+    let mut quote: Option<char> = None;
+    let mut escaped = false;
+    let mut prev = ' ';
+    for c in source.chars() {
+        match quote {
+            Some(q) => {
+                if escaped {
+                    escaped = false;
+                } else if c == '\\' {
+                    escaped = true;
+                } else if c == q {
+                    quote = None;
+                }
+            }
+            None => match c {
+                '"' | '\'' => quote = Some(c),
+                '(' | '[' | '{' => {
+                    depth += 1;
+                    deepest = deepest.max(depth);
+                }
+                ')' | ']' | '}' => depth = depth.saturating_sub(1),
+                // One count per operator (`&&`, `==`, `<=` count once), and per `.` and `,`.
+                '+' | '-' | '*' | '/' | '%' | '?' | ':' | '.' | ',' | '!' => operators += 1,
+                '&' | '|' | '=' | '<' | '>' if !matches!(prev, '&' | '|' | '=' | '<' | '>' | '!') => operators += 1,
+                _ => {}
+            },
+        }
+        prev = c;
+    }
+    if operators > MAX_OPERATORS {
+        return Err(format!("expression too complex ({operators} operators, at most {MAX_OPERATORS})"));
+    }
+    if deepest > MAX_NESTING {
+        return Err(format!("expression nested too deeply ({deepest} levels of brackets, at most {MAX_NESTING})"));
+    }
+    Ok(())
+}
+
 /// A compiled expression and its source, for messages.
 pub struct Expression {
     source: String,
@@ -19,8 +75,18 @@ impl std::fmt::Debug for Expression {
 impl Expression {
     /// Compiles `source`; every variable it reads must be in `allowed`.
     pub fn compile(source: &str, allowed: &[&str]) -> Result<Expression, String> {
-        let program =
-            Program::compile(source).map_err(|e| format!("invalid CEL expression: {}", e.to_string().trim()))?;
+        check_size(source)?;
+        // The CEL parser recurses deeply for each level of nesting (a debug build overflows
+        // a 2 MiB stack at 16 parentheses): it runs on a thread with a stack to spare.
+        let owned = source.to_string();
+        let compiled = std::thread::Builder::new()
+            .name("cel-compile".into())
+            .stack_size(PARSER_STACK)
+            .spawn(move || Program::compile(&owned).map_err(|e| e.to_string()))
+            .map_err(|e| format!("cannot compile the expression: {e}"))?
+            .join()
+            .map_err(|_| "the CEL parser failed on this expression".to_string())?;
+        let program = compiled.map_err(|e| format!("invalid CEL expression: {}", e.trim()))?;
         let references = program.references();
         let bound = macro_variables(source);
         let unknown: Vec<&str> = references
@@ -120,5 +186,33 @@ mod tests {
         assert!(err.starts_with("invalid CEL expression"), "{err}");
         let err = Expression::compile("objekt.priority == 1", &["object", "event"]).unwrap_err();
         assert!(err.contains("objekt"), "{err}");
+    }
+}
+
+#[cfg(test)]
+mod limit_tests {
+    use super::*;
+
+    /// Found while preparing the CEL fuzz target: the parser and evaluator recurse per level, and
+    /// a few dozen levels overflowed the 2 MiB stack of a delivery thread.
+    #[test]
+    fn deep_or_long_expressions_are_refused_and_the_largest_accepted_runs_on_a_small_stack() {
+        let deep = format!("{}1{}", "(".repeat(17), ")".repeat(17));
+        assert!(Expression::compile(&deep, &[]).unwrap_err().contains("nested too deeply"));
+        let chain = vec!["1"; 50].join(" + ");
+        assert!(Expression::compile(&chain, &[]).unwrap_err().contains("too complex"));
+        let long = format!("\"{}\" == \"x\"", "a".repeat(5000));
+        assert!(Expression::compile(&long, &[]).unwrap_err().contains("too long"));
+        // Brackets and operators inside strings do not count.
+        Expression::compile(&format!("\"{}\" == \"x\"", "((+)".repeat(100)), &[]).unwrap();
+        let largest = format!("{}{}{}", "(".repeat(16), vec!["1"; 48].join(" + "), ")".repeat(16));
+        let e = Expression::compile(&largest, &[]).unwrap();
+        let value = std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(move || e.eval(&[]).unwrap())
+            .unwrap()
+            .join()
+            .unwrap();
+        assert_eq!(value, serde_json::json!(48));
     }
 }

@@ -98,6 +98,8 @@ pub struct Metrics {
     pub action_info: IntGaugeVec,
     /// One series, value 1: the version and revision of the running binary.
     pub build_info: IntGaugeVec,
+    /// Mentioned contacts not notified because an event had more than `max_mentions`.
+    pub mentions_skipped: IntCounterVec,
     /// Names of every family registered, process collector included.
     families: Vec<String>,
 }
@@ -172,6 +174,11 @@ impl Metrics {
         let dead_letters = counter("dead_letters_total", "Dead letters published, by reason.", &["reason"]);
         let missing_placeholders =
             counter("missing_placeholders_total", "Placeholders that resolved to nothing.", &["action"]);
+        let mentions_skipped = counter(
+            "mentions_skipped_total",
+            "Mentioned contacts not notified because an event had more than delivery.max_mentions.",
+            &["trigger"],
+        );
         let publish_errors =
             counter("publish_errors_total", "Failed publish attempts (retried until they succeed).", &["kind"]);
         let delivery_duration = HistogramVec::new(
@@ -236,6 +243,7 @@ impl Metrics {
             ready,
             action_info,
             build_info,
+            mentions_skipped,
             families,
         }
     }

@@ -34,6 +34,9 @@ pub enum Planned {
 pub fn plan(config: &Config, event: &Event, m: &Match) -> Planned {
     let action = &config.actions[m.action];
     let trigger = &config.triggers[m.trigger];
+    if trigger.skips_mention(m.mention) {
+        return Planned::Skip("too_many_mentions");
+    }
     let connection = match action.status {
         ActionStatus::Disabled => return Planned::Skip("disabled"),
         ActionStatus::Test => match action.test_connection {

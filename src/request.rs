@@ -22,6 +22,8 @@ pub struct Request {
     pub body: bytes::Bytes,
     /// Names of headers whose value is a secret.
     pub secret_headers: Vec<String>,
+    /// The URL is a chat webhook's: shown as its host only (see [`mask::host_only`]).
+    pub host_only: bool,
 }
 
 /// The stable id of everything sent for one event and action: receivers deduplicate on it,
@@ -88,7 +90,11 @@ impl Request {
 
     /// The URL with its secret parts masked.
     pub fn masked_url(&self) -> String {
-        mask::url(&self.url)
+        if self.host_only {
+            mask::host_only(&self.url)
+        } else {
+            mask::url(&self.url)
+        }
     }
 
     /// The request as shown to people: secrets masked, body as text (or base64).

@@ -101,8 +101,18 @@ pub enum Escape {
     Url,
     /// CR and LF replaced by spaces, so a value cannot add a header.
     Header,
-    /// A chat service's markup escaping.
-    Markup(fn(&str) -> String),
+    /// A chat service's markup escaping; told where the value comes from, because only a
+    /// mentioned contact's own values may carry a mention.
+    Markup(fn(&str, Origin) -> String),
+}
+
+/// Where a substituted value comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// The event: the object, the actor, previous values, names.
+    Event,
+    /// `$mentioned->…$`: the contact a mention trigger fired for.
+    Mentioned,
 }
 
 /// Characters left as they are in a URL component (RFC 3986 unreserved).
@@ -223,7 +233,10 @@ impl Template {
                             c if crate::connection::is_header_control(c) => None,
                             c => Some(c),
                         })),
-                        Escape::Markup(f) => out.push_str(&f(&text)),
+                        Escape::Markup(f) => {
+                            let origin = if p.root == Root::Mentioned { Origin::Mentioned } else { Origin::Event };
+                            out.push_str(&f(&text, origin))
+                        }
                     }
                 }
             }

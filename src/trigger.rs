@@ -31,6 +31,8 @@ pub struct Trigger {
     pub context: Vec<String>,
     /// Indexes into `Config::actions`, in order.
     pub actions: Vec<usize>,
+    /// Mention triggers: contacts notified per event at most (`delivery.max_mentions`).
+    pub max_mentions: usize,
 }
 
 /// One (trigger, action) pair set off by an event.
@@ -40,7 +42,9 @@ pub struct Match {
     pub trigger: usize,
     /// Index into `Config::actions`.
     pub action: usize,
-    /// For mention triggers: which entry of `event.mentions` this pair is for.
+    /// For mention triggers: which entry of `event.mentions` this pair is for. An index at
+    /// or past the trigger's `max_mentions` stands for all the mentions left out (see
+    /// [`Trigger::skips_mention`]).
     pub mention: Option<usize>,
 }
 
@@ -114,10 +118,17 @@ pub fn compile(
         condition,
         context: raw.context.clone(),
         actions,
+        max_mentions: crate::config::raw::DeliveryConfig::default().max_mentions,
     })
 }
 
 impl Trigger {
+    /// Whether the pair for this mention index stands for the mentions beyond
+    /// `max_mentions`, which are not notified.
+    pub fn skips_mention(&self, mention: Option<usize>) -> bool {
+        self.on == TriggerOn::Mention && mention.is_some_and(|i| i >= self.max_mentions)
+    }
+
     /// Whether this trigger fires for `event`, leaving the condition aside.
     fn fires_on(&self, event: &Event) -> bool {
         if !event.is_a(&self.class) {
@@ -145,8 +156,10 @@ impl Trigger {
 }
 
 /// The (trigger, action) pairs `event` sets off, in trigger then action order; a mention
-/// trigger yields one pair per mentioned contact. Conditions that fail to evaluate are
-/// returned beside the matches (the trigger does not fire).
+/// trigger yields one pair per mentioned contact, up to its `max_mentions`, then one pair
+/// per action for all the others (planned as skipped, reason `too_many_mentions`), so one
+/// event never costs more than `max_mentions` requests per action. Conditions that fail to
+/// evaluate are returned beside the matches (the trigger does not fire).
 pub fn match_event(triggers: &[Trigger], event: &Event) -> (Vec<Match>, Vec<ConditionError>) {
     let mut matches = Vec::new();
     let mut errors = Vec::new();
@@ -172,8 +185,27 @@ pub fn match_event(triggers: &[Trigger], event: &Event) -> (Vec<Match>, Vec<Cond
                 }
             }
         }
-        let mentions: Vec<Option<usize>> =
-            if t.on == TriggerOn::Mention { (0..event.mentions.len()).map(Some).collect() } else { vec![None] };
+        let mentions: Vec<Option<usize>> = if t.on == TriggerOn::Mention {
+            let shown = event.mentions.len().min(t.max_mentions);
+            let mut m: Vec<Option<usize>> = (0..shown).map(Some).collect();
+            if event.mentions.len() > shown {
+                crate::metrics::get()
+                    .mentions_skipped
+                    .with_label_values(&[&t.name])
+                    .inc_by((event.mentions.len() - shown) as u64);
+                tracing::warn!(
+                    trigger = %t.name,
+                    event_id = %event.id,
+                    mentions = event.mentions.len(),
+                    max_mentions = t.max_mentions,
+                    "mentions beyond max_mentions are not notified"
+                );
+                m.push(Some(shown));
+            }
+            m
+        } else {
+            vec![None]
+        };
         for mention in mentions {
             for &action in &t.actions {
                 matches.push(Match { trigger: ti, action, mention });

@@ -70,7 +70,7 @@ triggers:\n  - {{name: created, on: create, class: Ticket, actions: [slack, slac
     assert_eq!(failed["error"]["reason"], "channel_not_found");
     assert_eq!(failed["http_status"], 404);
     assert_eq!(failed["attempts"], 1);
-    assert_eq!(failed["request"]["url"], format!("http://{}/services/***", slack.addr));
+    assert_eq!(failed["request"]["url"], format!("http://{}/***", slack.addr));
     assert_eq!(r("slack-bad", "e1")["error"]["reason"], "invalid_blocks");
     assert!(slack.seen().iter().all(|s| s.json()["blocks"].is_array()));
 
@@ -94,7 +94,7 @@ triggers:\n  - {{name: created, on: create, class: Ticket, actions: [slack, slac
     // Rocket.Chat.
     assert_eq!(r("rocket", "e1")["status"], "delivered");
     assert_eq!(rocket.seen()[0].json()["alias"], "iTop");
-    assert_eq!(r("rocket", "e1")["request"]["url"], format!("http://{}/hooks/***", rocket.addr));
+    assert_eq!(r("rocket", "e1")["request"]["url"], format!("http://{}/***", rocket.addr));
 
     // Final failures are dead-lettered with the action.
     let dl = run.dead_letters();

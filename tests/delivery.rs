@@ -255,12 +255,13 @@ print('valid' if ok else 'invalid')
 }
 
 #[tokio::test]
-async fn a_65_mib_request_is_refused() {
+async fn a_request_over_max_request_bytes_is_refused() {
     let rx = Receiver::ok().await;
     let run = Run::new();
-    let big = "x".repeat(65 * 1024 * 1024);
+    // Within the file source's 1 MiB line limit, over a 512 KiB request limit.
+    let big = "x".repeat(900 * 1024);
     run.write_events(&lines(&[event("e1", "1", json!({"object": {"ref": "R-1", "title": big}}))]));
-    run.run(&webhook_config(&run, FAST_RETRY, &rx.url("/hook"))).await;
+    run.run(&webhook_config(&run, &format!("{FAST_RETRY}, max_request_bytes: 512KiB"), &rx.url("/hook"))).await;
     assert!(rx.seen().is_empty());
     let r = &run.responses()[0];
     assert_eq!(r["status"], "failed");

@@ -85,9 +85,14 @@ pub(crate) struct Button {
 /// Characters left as they are in a query value (RFC 3986 unreserved).
 const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
 
+/// Transition buttons one message shows at most: more than any service displays (Slack
+/// takes 100 buttons, Teams connector cards 4), and a bound on the work one event costs.
+pub(crate) const MAX_TRANSITION_BUTTONS: usize = 100;
+
 /// The buttons an action asks for, in order: Modify, Delete, then the transitions
 /// (`other_actions: yes`: every one available now; `specify`: the listed codes that are
-/// available now). None without the application's URL (`source.url`) to point to.
+/// available now), at most [`MAX_TRANSITION_BUTTONS`] of them. None without the
+/// application's URL (`source.url`) to point to.
 pub(crate) fn buttons(spec: &ChatSpec, event: &Event) -> Vec<Button> {
     let Some(base) = event.app_url() else { return Vec::new() };
     let class = utf8_percent_encode(&event.class, QUERY_VALUE).to_string();
@@ -105,12 +110,24 @@ pub(crate) fn buttons(spec: &ChatSpec, event: &Event) -> Vec<Button> {
         OtherActions::Yes => event.transitions.iter().map(|t| t.code.as_str()).collect(),
         OtherActions::Specify => spec.other_actions_codes.iter().map(String::as_str).collect(),
     };
+    // Indexed once: an event may list many transitions, and a lookup per wanted code would
+    // make the work quadratic in them. The first transition of a code wins.
+    let mut by_code: std::collections::HashMap<&str, &crate::event::Transition> =
+        std::collections::HashMap::with_capacity(event.transitions.len());
+    for t in &event.transitions {
+        by_code.entry(t.code.as_str()).or_insert(t);
+    }
     let mut seen = std::collections::HashSet::new();
+    let mut shown = 0;
     for code in wanted {
-        let Some(t) = event.transitions.iter().find(|t| t.code == code) else { continue };
+        if shown == MAX_TRANSITION_BUTTONS {
+            break;
+        }
+        let Some(t) = by_code.get(code) else { continue };
         if code.is_empty() || !seen.insert(code) {
             continue;
         }
+        shown += 1;
         let label = t.label.as_deref().map(str::trim).filter(|l| !l.is_empty()).unwrap_or(code);
         let stimulus = utf8_percent_encode(code, QUERY_VALUE);
         out.push(Button {
@@ -132,13 +149,29 @@ pub(crate) fn buttons(spec: &ChatSpec, event: &Event) -> Vec<Button> {
 /// HTML-escapes the plain ones, so [`convert`] sees well-formed HTML and knows which text
 /// came from the object: that text is escaped for the target markup (a title holding
 /// `*` or `<!channel>` stays literal), while the user's own markup is kept as written.
+///
+/// Mentions come only from the template: what the user wrote (`<!here>`, `<@U…>`,
+/// `<users/…>`, `@name`), a placeholder that is nothing but a user's id inside a mention
+/// the user wrote (`<@$this->agent_id->slack_id$>`), or the values of `$mentioned->…$`,
+/// which may name the mentioned contact (never a group: `<!channel>`, `@all`,
+/// `<users/all>` stay text wherever they come from). Any other value is text whatever
+/// surrounds it: the character before a placeholder cannot turn it into markup
+/// (`<$this->site$|open>` with `!channel` is written `&lt;!channel|open&gt;`).
 pub(crate) mod richtext {
     use crate::markup;
+    use crate::template::Origin;
 
     const VALUE_START: char = '\u{E000}';
     const VALUE_END: char = '\u{E001}';
     const MENTION_START: char = '\u{E002}';
     const MENTION_END: char = '\u{E003}';
+    /// Opens a value of `$mentioned->…$` (closed by [`VALUE_END`]).
+    const MENTIONED_START: char = '\u{E004}';
+    /// Placed after a character that would open a mention or a link (`@`, `#`, `<`) in a
+    /// value: invisible, not a space, and no service reads a mention across it.
+    const JOINER: char = '\u{2060}';
+    /// Group mentions: never from a value, not even a mentioned contact's.
+    const GROUP_MENTIONS: [&str; 4] = ["all", "here", "channel", "everyone"];
     /// Open tags deeper than this are ignored.
     const MAX_DEPTH: usize = 64;
     /// Nested list items are indented by at most this many levels.
@@ -160,6 +193,9 @@ pub(crate) mod richtext {
         TeamsConnector,
         /// Rocket.Chat markdown.
         RocketChat,
+        /// Google Chat text: the user's markup dropped like [`Dialect::Plain`], and what
+        /// Google Chat would read as formatting, a link or a mention in values neutralised.
+        GoogleChat,
         /// Plain text: markup dropped, links as `text (url)`.
         Plain,
     }
@@ -192,10 +228,11 @@ pub(crate) mod richtext {
 
     /// The template escape for chat messages: fences a substituted value (see the module
     /// documentation). HTML values stay HTML; plain ones are HTML-escaped.
-    pub fn mark_value(value: &str) -> String {
-        let clean: String = value.chars().filter(|c| !('\u{E000}'..='\u{E003}').contains(c)).collect();
+    pub fn mark_value(value: &str, origin: Origin) -> String {
+        let clean: String = value.chars().filter(|c| !('\u{E000}'..='\u{E004}').contains(c)).collect();
         let inner = if has_html_tags(&clean) { clean } else { markup::html_escape(&clean) };
-        format!("{VALUE_START}{inner}{VALUE_END}")
+        let start = if origin == Origin::Mentioned { MENTIONED_START } else { VALUE_START };
+        format!("{start}{inner}{VALUE_END}")
     }
 
     /// Tags rich-text editors produce. A value is taken as HTML only when it holds one of
@@ -222,7 +259,7 @@ pub(crate) mod richtext {
 
     /// A value shown on its own (a field, a name), converted like a placeholder's value.
     pub fn value(text: &str, dialect: Dialect) -> String {
-        convert(&mark_value(text), dialect)
+        convert(&mark_value(text, Origin::Event), dialect)
     }
 
     /// A value shown on its own in at most `max` (counted in `unit`): only its beginning is
@@ -252,8 +289,20 @@ pub(crate) mod richtext {
         }
     }
 
+    /// Characters of a rendered message that are converted at most: more than any service
+    /// shows (Slack's 40,000 in all is the most), so a huge attribute costs the same as a
+    /// long one; what is left out is marked with `…`.
+    const MAX_CONVERTED_CHARS: usize = 65_536;
+
     /// Converts a rendered message (see the module documentation).
     pub fn convert(rendered: &str, dialect: Dialect) -> String {
+        if let Some((cut, _)) = rendered.char_indices().nth(MAX_CONVERTED_CHARS) {
+            let mut text = convert(&rendered[..cut], dialect);
+            if !text.ends_with('…') {
+                text.push('…');
+            }
+            return text;
+        }
         let protected;
         let input = if dialect.is_slack() {
             protected = protect_mentions(rendered);
@@ -352,14 +401,34 @@ pub(crate) mod richtext {
             }
         }
 
-        /// Appends text, escaped for this markup. `from_value`: the text came from the
-        /// object, so formatting characters in it are neutralised too.
-        fn push_text(self, out: &mut String, text: &str, from_value: bool, in_code: bool) {
+        /// Appends text, escaped for this markup. Text from a value also has its formatting
+        /// characters neutralised, and whatever would open a mention or a link in this
+        /// service (see [`Dialect::opens_mention`]).
+        fn push_text(self, out: &mut String, text: &str, t: TextContext<'_>) {
+            let from_value = t.value.is_some();
+            let in_code = t.in_code;
             let chars: Vec<char> = text.chars().collect();
+            // Inside the name of a mention that was kept (`@` not followed by a joiner): the
+            // name is written as it is, since escaping a `_` in it would name someone else.
+            let mut in_name = self == Dialect::RocketChat && {
+                let name_len = t.before.chars().rev().take_while(|c| is_name_char(*c)).count();
+                let mut rest = t.before.chars().rev().skip(name_len);
+                rest.next() == Some('@') && !rest.next().is_some_and(char::is_alphanumeric)
+            };
             for (i, &c) in chars.iter().enumerate() {
-                let prev = if i == 0 { out.chars().next_back() } else { Some(chars[i - 1]) };
+                if in_name && is_name_char(c) {
+                    out.push(c);
+                    continue;
+                }
+                in_name = false;
+                let prev = if i == 0 { t.before.chars().next_back() } else { Some(chars[i - 1]) };
                 let next = chars.get(i + 1).copied();
                 let intraword = prev.is_some_and(char::is_alphanumeric) && next.is_some_and(char::is_alphanumeric);
+                // Only a letter of the same text counts as a word before `@`: a mark written
+                // later (`*` of a bold the value opened) may come between.
+                let word_prev = i.checked_sub(1).map(|j| chars[j]);
+                let break_after = from_value
+                    && self.opens_mention(c, word_prev, &chars[i + 1..], t.value.is_some_and(|v| v.mentioned));
                 match self {
                     Dialect::Slack | Dialect::SlackPlain => match c {
                         '&' => out.push_str("&amp;"),
@@ -391,9 +460,80 @@ pub(crate) mod richtext {
                             out.push('\\');
                         }
                         out.push(c);
+                        in_name = c == '@' && !break_after && !word_prev.is_some_and(char::is_alphanumeric);
                     }
+                    Dialect::GoogleChat => match c {
+                        '*' | '_' | '~' | '`' if from_value && !intraword => {
+                            out.push(ZWSP);
+                            out.push(c);
+                            out.push(ZWSP);
+                        }
+                        c => out.push(c),
+                    },
                     Dialect::Plain => out.push(c),
                 }
+                if break_after {
+                    out.push(JOINER);
+                }
+            }
+        }
+
+        /// Whether `c`, in a value, would open a mention, a channel link or a link in this
+        /// service with what follows it (`rest`; the end of the value counts as "anything",
+        /// since the template goes on there), so a joiner must follow it.
+        fn opens_mention(self, c: char, prev: Option<char>, rest: &[char], mentioned: bool) -> bool {
+            // Checked first: what follows is only looked at after one of these, so long text
+            // stays linear.
+            if !matches!(c, '@' | '#' | '<') {
+                return false;
+            }
+            let word_before = prev.is_some_and(char::is_alphanumeric);
+            let name_follows = rest.first().is_none_or(|n| is_name_char(*n));
+            // Letters and digits only: `@all_` or `@all.x` may still read as `@all` somewhere.
+            let token: String = rest.iter().take(16).take_while(|n| n.is_alphanumeric()).collect();
+            let group = rest.is_empty() || GROUP_MENTIONS.iter().any(|g| token.eq_ignore_ascii_case(g));
+            match (self, c) {
+                // `@here` in plain text is not a mention for webhooks, but costs nothing to break.
+                (Dialect::Slack | Dialect::SlackPlain, '@') => !word_before && group,
+                // `@name`, `@all`, `#channel`; a mentioned contact's value may name a user.
+                (Dialect::RocketChat, '@') => !word_before && name_follows && (group || !mentioned),
+                (Dialect::RocketChat, '#') => !word_before && name_follows,
+                // `<url|text>` links (Rocket.Chat), `<users/…>` mentions and links (Google Chat).
+                (Dialect::RocketChat, '<') => rest.first().is_none_or(|n| !n.is_whitespace()),
+                (Dialect::GoogleChat, '<') => {
+                    let tail: String = rest.iter().take(40).collect();
+                    let user = tail.strip_prefix("users/").map(|r| {
+                        let id = r.bytes().take_while(u8::is_ascii_digit).count();
+                        id > 0 && r[id..].starts_with('>')
+                    });
+                    rest.first().is_none_or(|n| !n.is_whitespace()) && !(mentioned && user == Some(true))
+                }
+                _ => false,
+            }
+        }
+
+        /// Whether a value must start with a joiner because of what was written just before
+        /// it (`@$x$`, `#$x$`, `<$x$`, `<users/$x$>`): `content` is the value as fenced.
+        /// Only a value that is one plain name can complete what the user wrote: a user name
+        /// after `@` (never a group name), a numeric user id after `<users/`. Anything else
+        /// (HTML, spaces, entities) starts with a joiner, whatever it would show.
+        fn guard_value_start(self, before: &str, content: &str) -> bool {
+            let b = before.chars().next_back();
+            let name = !content.is_empty() && content.chars().all(is_name_char);
+            let token: String = content.chars().take_while(|c| c.is_alphanumeric()).collect();
+            let user = name && !GROUP_MENTIONS.iter().any(|g| token.eq_ignore_ascii_case(g));
+            match self {
+                Dialect::Slack | Dialect::SlackPlain => b == Some('@') && !user,
+                Dialect::RocketChat => match b {
+                    Some('@') => !user,
+                    Some('#' | '<') => true,
+                    _ => false,
+                },
+                Dialect::GoogleChat if before.ends_with("<users/") => {
+                    !(name && content.bytes().all(|b| b.is_ascii_digit()))
+                }
+                Dialect::GoogleChat => b == Some('<'),
+                _ => false,
             }
         }
 
@@ -427,7 +567,7 @@ pub(crate) mod richtext {
                         if same { url.replace('[', "\\[").replace(']', "\\]") } else { text.replace('\n', " ") };
                     format!("[{label}]({target})")
                 }
-                Dialect::Plain => {
+                Dialect::Plain | Dialect::GoogleChat => {
                     if same {
                         url.to_string()
                     } else {
@@ -436,6 +576,32 @@ pub(crate) mod richtext {
                 }
             }
         }
+    }
+
+    /// A character of a user or channel name, as the services read names after `@` or `#`.
+    fn is_name_char(c: char) -> bool {
+        c.is_alphanumeric() || matches!(c, '.' | '_' | '-')
+    }
+
+    fn is_fence(c: char) -> bool {
+        matches!(c, VALUE_START | VALUE_END | MENTIONED_START)
+    }
+
+    /// What [`Dialect::push_text`] needs to know about the text it appends.
+    #[derive(Clone, Copy)]
+    struct TextContext<'a> {
+        /// `None` for the user's own text.
+        value: Option<ValueText>,
+        /// Inside code or a preformatted block.
+        in_code: bool,
+        /// The last characters written before this text.
+        before: &'a str,
+    }
+
+    #[derive(Clone, Copy)]
+    struct ValueText {
+        /// The value is a mentioned contact's (`$mentioned->…$`).
+        mentioned: bool,
     }
 
     fn looks_like_entity(rest: &[char]) -> bool {
@@ -453,47 +619,79 @@ pub(crate) mod richtext {
         url.replace(' ', "%20").replace('(', "%28").replace(')', "%29").replace('<', "%3C").replace('>', "%3E")
     }
 
-    /// Slack user mentions, written `<@U…>` or HTML-escaped `&lt;@U…&gt;` (as an HTML
-    /// attribute holds them), possibly around a placeholder (`<@$this->agent_id->slack$>`),
-    /// become tokens the converter writes back as mentions.
+    /// Slack user mentions the template may make become tokens the converter writes back as
+    /// mentions: `<@U…>` (or HTML-escaped `&lt;@U…&gt;`) in the user's own text, with the id
+    /// written there or given by a placeholder that is nothing but the id
+    /// (`<@$this->agent_id->slack_id$>`), and whole mentions inside a mentioned contact's
+    /// value. Anywhere else in a value, a mention is text.
     fn protect_mentions(text: &str) -> String {
         let mut out = String::with_capacity(text.len());
         let mut rest = text;
-        'outer: while !rest.is_empty() {
-            for open in ["<@", "&lt;@", "&amp;lt;@"] {
-                let Some(after) = rest.strip_prefix(open) else { continue };
+        // The values open here: `true` for a mentioned contact's.
+        let mut open: Vec<bool> = Vec::new();
+        while !rest.is_empty() {
+            let found = match open.last() {
+                // The user's text: `<@` and `>` written there, the id too or given by one whole value.
+                None => mention_in(rest, &mut String::new(), true),
+                Some(true) => mention_in(rest, &mut String::new(), false),
+                Some(false) => None,
+            };
+            if let Some((id, fences, tail)) = found {
+                out.push(MENTION_START);
+                out.push_str(id);
+                out.push(MENTION_END);
                 // Value fences inside the mention are kept, after it, so values stay balanced.
-                let mut fences = String::new();
-                let id_start = take_fences(after, &mut fences);
-                let id_len = id_start.bytes().take_while(|b| b.is_ascii_uppercase() || b.is_ascii_digit()).count();
-                let id = &id_start[..id_len];
-                if id_len < 3 || !(id.starts_with('U') || id.starts_with('W')) {
-                    continue;
-                }
-                let after_id = take_fences(&id_start[id_len..], &mut fences);
-                for close in [">", "&gt;", "&amp;gt;"] {
-                    if let Some(tail) = after_id.strip_prefix(close) {
-                        out.push(MENTION_START);
-                        out.push_str(id);
-                        out.push(MENTION_END);
-                        out.push_str(&fences);
-                        rest = tail;
-                        continue 'outer;
-                    }
-                }
+                out.push_str(&fences);
+                rest = tail;
+                continue;
             }
             let c = rest.chars().next().unwrap_or_default();
+            match c {
+                VALUE_START => open.push(false),
+                MENTIONED_START => open.push(true),
+                VALUE_END => {
+                    open.pop();
+                }
+                _ => {}
+            }
             out.push(c);
             rest = &rest[c.len_utf8()..];
         }
         out
     }
 
-    /// Moves the value fences at the start of `text` into `into`; returns what follows.
-    fn take_fences<'a>(text: &'a str, into: &mut String) -> &'a str {
-        let rest = text.trim_start_matches([VALUE_START, VALUE_END]);
-        into.push_str(&text[..text.len() - rest.len()]);
-        rest
+    /// `<@ID>` in its three spellings at the start of `text`; with `id_from_value`, the id
+    /// may be the whole content of one value (its fences are moved into `fences`).
+    fn mention_in<'a>(text: &'a str, fences: &mut String, id_from_value: bool) -> Option<(&'a str, String, &'a str)> {
+        for open in ["<@", "&lt;@", "&amp;lt;@"] {
+            let Some(after) = text.strip_prefix(open) else { continue };
+            let (id_start, fenced) = match after.chars().next() {
+                Some(c @ (VALUE_START | MENTIONED_START)) if id_from_value => {
+                    fences.push(c);
+                    (&after[c.len_utf8()..], true)
+                }
+                _ => (after, false),
+            };
+            let id_len = id_start.bytes().take_while(|b| b.is_ascii_uppercase() || b.is_ascii_digit()).count();
+            let id = &id_start[..id_len];
+            if id_len < 3 || !(id.starts_with('U') || id.starts_with('W')) {
+                continue;
+            }
+            let mut after_id = &id_start[id_len..];
+            if fenced {
+                // The value must hold the id and nothing else.
+                let Some(tail) = after_id.strip_prefix(VALUE_END) else { continue };
+                fences.push(VALUE_END);
+                after_id = tail;
+            }
+            for close in [">", "&gt;", "&amp;gt;"] {
+                if let Some(tail) = after_id.strip_prefix(close) {
+                    return Some((id, std::mem::take(fences), tail));
+                }
+            }
+            fences.clear();
+        }
+        None
     }
 
     #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -526,9 +724,16 @@ pub(crate) mod richtext {
         frames: Vec<Frame>,
         /// Open lists: `None` bulleted, `Some(n)` numbered, next number `n`.
         lists: Vec<Option<u32>>,
-        /// (frames, lists) open when each enclosing value started: a value's HTML cannot
-        /// close what the user opened, and what it leaves open is closed at its end.
-        values: Vec<(usize, usize)>,
+        /// The values being read, innermost last.
+        values: Vec<OpenValue>,
+    }
+
+    /// A value being read: what was open when it started (its HTML cannot close what the
+    /// user opened, and what it leaves open is closed at its end), and whose it is.
+    struct OpenValue {
+        frames: usize,
+        lists: usize,
+        mentioned: bool,
     }
 
     impl Converter {
@@ -548,9 +753,14 @@ pub(crate) mod richtext {
                 let rest = &input[i..];
                 let c = rest.chars().next().unwrap_or_default();
                 let consumed = match c {
-                    VALUE_START => {
+                    VALUE_START | MENTIONED_START => {
                         self.text(&input[text_start..i]);
-                        self.values.push((self.frames.len(), self.lists.len()));
+                        let content = rest[c.len_utf8()..].split(VALUE_END).next().unwrap_or("");
+                        let mentioned = c == MENTIONED_START;
+                        if self.dialect.guard_value_start(&self.tail(8), content) {
+                            self.top().push(JOINER);
+                        }
+                        self.values.push(OpenValue { frames: self.frames.len(), lists: self.lists.len(), mentioned });
                         Some(c.len_utf8())
                     }
                     VALUE_END => {
@@ -594,15 +804,14 @@ pub(crate) mod richtext {
             let after = &rest[1..];
             if self.dialect.is_slack() && self.values.is_empty() {
                 // The link may be a placeholder: `<$this->url()$|Open>`.
-                let probe = after.trim_start_matches([VALUE_START, VALUE_END]);
+                let probe = after.trim_start_matches(is_fence);
                 let slack_special = probe.starts_with(['@', '#'])
                     || probe.strip_prefix('!').is_some_and(|s| s.starts_with(|c: char| c.is_ascii_lowercase()))
                     || ["http://", "https://", "mailto:", "tel:"].iter().any(|p| probe.starts_with(p));
                 if slack_special {
-                    let end = after.find(['>', '<', '\n']).filter(|&e| after.as_bytes()[e] == b'>')?;
+                    let end = special_end(after)?;
+                    let literal = slack_special_text(&after[..end])?;
                     self.text(pending);
-                    let literal: String =
-                        after[..end].chars().filter(|c| *c != VALUE_START && *c != VALUE_END).collect();
                     if self.dialect == Dialect::Slack || !literal.starts_with(['h', 'm', 't']) {
                         self.top().push_str(&format!("<{literal}>"));
                     } else {
@@ -612,15 +821,31 @@ pub(crate) mod richtext {
                     return Some(end + 2);
                 }
             }
+            if self.dialect == Dialect::GoogleChat && self.values.is_empty() {
+                // Google Chat's own `<users/…>` mentions and `<https://…|text>` links, as the
+                // user wrote them; a placeholder may give a numeric user id and nothing else.
+                let lower = after.get(..8).unwrap_or(after).to_ascii_lowercase();
+                if ["users/", "http://", "https://"].iter().any(|p| lower.starts_with(p)) {
+                    // Anything else that looks like one is text, not an HTML tag.
+                    let end = special_end(after)?;
+                    let literal = google_special_text(&after[..end])?;
+                    self.text(pending);
+                    self.top().push_str(&format!("<{literal}>"));
+                    return Some(end + 2);
+                }
+            }
+            // `<!` opens a comment or a declaration only when the user wrote what follows.
             let starts_tag = after.starts_with(|c: char| c.is_ascii_alphabetic())
                 || after.strip_prefix('/').is_some_and(|s| s.starts_with(|c: char| c.is_ascii_alphabetic()))
-                || after.starts_with('!');
+                || after
+                    .strip_prefix('!')
+                    .is_some_and(|s| s.starts_with(|c: char| c.is_ascii_alphabetic() || c == '['));
             if !starts_tag {
                 return None;
             }
             let end = tag_end(after)?;
             self.text(pending);
-            let tag: String = after[..end].chars().filter(|c| *c != VALUE_START && *c != VALUE_END).collect();
+            let tag: String = after[..end].chars().filter(|c| !is_fence(*c)).collect();
             self.tag(&tag);
             Some(end + 2)
         }
@@ -642,11 +867,26 @@ pub(crate) mod richtext {
                 return;
             }
             let text = markup::decode_entities(&raw.replace("\r\n", "\n").replace('\r', "\n"));
-            let from_value = !self.values.is_empty();
+            let value = self.values.last().map(|v| ValueText { mentioned: v.mentioned });
             let in_code = self.has_fmt(Fmt::Code) || self.has_fmt(Fmt::Pre);
+            let before = self.tail(8);
             let dialect = self.dialect;
             let top = self.top();
-            dialect.push_text(top, &text, from_value, in_code);
+            dialect.push_text(top, &text, TextContext { value, in_code, before: &before });
+        }
+
+        /// The last `n` characters written, across open frames.
+        fn tail(&self, n: usize) -> String {
+            let mut rev: Vec<char> = Vec::with_capacity(n);
+            for f in self.frames.iter().rev() {
+                for c in f.buf.chars().rev() {
+                    if rev.len() == n {
+                        return rev.iter().rev().collect();
+                    }
+                    rev.push(c);
+                }
+            }
+            rev.iter().rev().collect()
         }
 
         fn at_line_start(&self) -> bool {
@@ -742,7 +982,7 @@ pub(crate) mod richtext {
         }
 
         fn close(&mut self, name: &str) {
-            let (frame_floor, list_floor) = self.values.last().copied().unwrap_or((1, 0));
+            let (frame_floor, list_floor) = self.values.last().map_or((1, 0), |v| (v.frames, v.lists));
             if let Some(pos) = self.frames.iter().rposition(|f| f.tag == name) {
                 if pos >= frame_floor.max(1) {
                     while self.frames.len() > pos {
@@ -773,7 +1013,7 @@ pub(crate) mod richtext {
         }
 
         fn end_value(&mut self) {
-            let Some((frames, lists)) = self.values.pop() else { return };
+            let Some(OpenValue { frames, lists, .. }) = self.values.pop() else { return };
             while self.frames.len() > frames.max(1) {
                 self.pop();
             }
@@ -826,6 +1066,102 @@ pub(crate) mod richtext {
             }
             self.frames.pop().map(|f| f.buf).unwrap_or_default()
         }
+    }
+
+    /// The text of a Slack special the user opened with `<` (`<!here>`, `<#C…|name>`,
+    /// `<https://…|label>`), values in it included, or `None` when a value inside would
+    /// decide what it is: only a link target may come from a value, and only as a URL with
+    /// its own scheme; then it is written as a URL, so it cannot end the link early.
+    fn slack_special_text(inner: &str) -> Option<String> {
+        let mut depth = 0usize;
+        let mut pipe = None;
+        for (i, c) in inner.char_indices() {
+            match c {
+                VALUE_START | MENTIONED_START => depth += 1,
+                VALUE_END => depth = depth.saturating_sub(1),
+                '|' if depth == 0 => {
+                    pipe = Some(i);
+                    break;
+                }
+                _ => {}
+            }
+        }
+        let (target, label) = match pipe {
+            Some(i) => (&inner[..i], Some(&inner[i + 1..])),
+            None => (inner, None),
+        };
+        let plain = |t: &str| t.chars().filter(|c| !is_fence(*c)).collect::<String>();
+        let target = if target.contains(is_fence) {
+            let url = markup::decode_entities(&plain(target));
+            let url = url.trim();
+            let lower = url.to_ascii_lowercase();
+            if !["http://", "https://", "mailto:", "tel:"].iter().any(|p| lower.starts_with(p)) {
+                return None;
+            }
+            escape_url_slack(url)
+        } else {
+            plain(target)
+        };
+        let Some(label) = label else { return Some(target) };
+        // The label is text: the user's as written, values neutralised like anywhere else.
+        let mut shown = String::new();
+        let mut value: Option<String> = None;
+        let flush = |shown: &mut String, value: &str| {
+            let text = markup::decode_entities(value);
+            let before = shown.clone();
+            let value = Some(ValueText { mentioned: false });
+            Dialect::Slack.push_text(shown, &text, TextContext { value, in_code: false, before: &before });
+        };
+        for c in label.chars() {
+            match (c, value.as_mut()) {
+                (VALUE_START | MENTIONED_START, _) => value = Some(String::new()),
+                (VALUE_END, Some(v)) => {
+                    flush(&mut shown, v);
+                    value = None;
+                }
+                (VALUE_END, None) => {}
+                (c, Some(v)) => v.push(c),
+                (c, None) => shown.push(c),
+            }
+        }
+        if let Some(v) = value {
+            flush(&mut shown, &v);
+        }
+        Some(format!("{target}|{shown}"))
+    }
+
+    /// Where a service's special that the user opened with `<` ends: the index of the `>`
+    /// the user wrote. `None` when a line ends or another `<` comes first, or when a value
+    /// inside holds `<` or `>` of its own (HTML): such a special is text.
+    fn special_end(after: &str) -> Option<usize> {
+        let mut depth = 0usize;
+        for (i, c) in after.char_indices() {
+            match c {
+                VALUE_START | MENTIONED_START => depth += 1,
+                VALUE_END => depth = depth.checked_sub(1)?,
+                '<' | '\n' => return None,
+                '>' if depth == 0 => return Some(i),
+                '>' => return None,
+                _ => {}
+            }
+        }
+        None
+    }
+
+    /// The text of a Google Chat special the user wrote (`inner`: between its `<` and `>`).
+    fn google_special_text(inner: &str) -> Option<String> {
+        if let Some(id) = inner.strip_prefix("users/") {
+            let id = match id.strip_prefix([VALUE_START, MENTIONED_START]) {
+                Some(fenced) => fenced.strip_suffix(VALUE_END)?,
+                None => id,
+            };
+            let valid =
+                id == "all" && !inner.contains(is_fence) || !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit());
+            return valid.then(|| format!("users/{id}"));
+        }
+        let lower = inner.to_ascii_lowercase();
+        (["http://", "https://"].iter().any(|p| lower.starts_with(p)) && !inner.contains(is_fence))
+            .then(|| inner.to_string())
     }
 
     /// Wraps each non-blank line in `mark`, outside its surrounding spaces: mrkdwn and
@@ -950,8 +1286,13 @@ pub(crate) mod richtext {
     mod tests {
         use super::*;
 
+        /// A value from the event, as the template fences it.
+        fn ev(text: &str) -> String {
+            mark_value(text, Origin::Event)
+        }
+
         fn msg(parts: &[(&str, bool)]) -> String {
-            parts.iter().map(|(t, v)| if *v { mark_value(t) } else { t.to_string() }).collect()
+            parts.iter().map(|(t, v)| if *v { ev(t) } else { t.to_string() }).collect()
         }
 
         #[test]
@@ -971,26 +1312,74 @@ pub(crate) mod richtext {
                         <ul><li>one</li><li>two &amp; three</li></ul><ol><li>first</li><li>second</li></ol>\
                         <a href=\"https://ex.com/a?b=1&amp;c=2\">the <b>link</b></a>";
             assert_eq!(
-                convert(&mark_value(html), Dialect::Slack),
+                convert(&ev(html), Dialect::Slack),
                 "Hello *big* _world_ ~old~ `x=1`\n• one\n• two &amp; three\n1. first\n2. second\n<https://ex.com/a?b=1&amp;c=2|the *link*>"
             );
             assert_eq!(
-                convert(&mark_value(html), Dialect::Teams),
+                convert(&ev(html), Dialect::Teams),
                 "Hello **big** _world_ old x=1\n\n- one\n- two & three\n\n1. first\n2. second\n\n[the **link**](https://ex.com/a?b=1&c=2)"
             );
             assert_eq!(
-                convert(&mark_value(html), Dialect::Plain),
+                convert(&ev(html), Dialect::Plain),
                 "Hello big world old x=1\n- one\n- two & three\n1. first\n2. second\nthe link (https://ex.com/a?b=1&c=2)"
             );
         }
 
         #[test]
-        fn mentions_survive_in_both_spellings() {
-            let m =
-                msg(&[("Hi <@", false), ("U024BE7LH", true), ("> and ", false), ("&lt;@W0123ABC&gt; <@nobody>", true)]);
-            assert_eq!(convert(&m, Dialect::Slack), "Hi <@U024BE7LH> and <@W0123ABC> &lt;@nobody&gt;");
-            assert_eq!(convert(&mark_value("<@U024BE7LH>"), Dialect::Slack), "<@U024BE7LH>");
-            assert_eq!(convert(&m, Dialect::Teams), "Hi <@U024BE7LH> and &lt;@W0123ABC&gt; <@nobody>");
+        fn mentions_come_only_from_the_template() {
+            // The user wrote the mention; the placeholder gives the id only.
+            let m = msg(&[("Hi <@", false), ("U024BE7LH", true), ("> and &lt;@W0123ABC&gt; ", false)]);
+            assert_eq!(convert(&m, Dialect::Slack), "Hi <@U024BE7LH> and <@W0123ABC>");
+            // Mentions inside values are text, in any spelling.
+            let m = msg(&[("Values: ", false), ("&lt;@W0123ABC&gt; <@U024BE7LH> <!here>", true)]);
+            assert_eq!(
+                convert(&m, Dialect::Slack),
+                "Values: &amp;lt;@W0123ABC&amp;gt; &lt;@U024BE7LH&gt; &lt;!here&gt;"
+            );
+            assert_eq!(convert(&ev("<p>&lt;@U024BE7LH&gt;</p>"), Dialect::Slack), "&lt;@U024BE7LH&gt;");
+            // A value that is more than an id does not complete the user's mention.
+            let m = msg(&[("<@", false), ("U024BE7LH> <!channel", true), (">", false)]);
+            assert_eq!(convert(&m, Dialect::Slack), format!("&lt;@{JOINER}U024BE7LH&gt; &lt;!channel&gt;"));
+            // What precedes a placeholder cannot make it markup.
+            let m = msg(&[("<", false), ("!channel", true), ("|open>", false)]);
+            assert_eq!(convert(&m, Dialect::Slack), "&lt;!channel|open&gt;");
+            let m = msg(&[("<!", false), ("channel", true), (">", false)]);
+            assert_eq!(convert(&m, Dialect::Slack), "&lt;!channel&gt;");
+            // A mentioned contact's own value may name that contact, never a group.
+            let mentioned = |t: &str| mark_value(t, Origin::Mentioned);
+            assert_eq!(convert(&mentioned("<@U024BE7LH>"), Dialect::Slack), "<@U024BE7LH>");
+            assert_eq!(convert(&mentioned("<!channel>"), Dialect::Slack), "&lt;!channel&gt;");
+            assert_eq!(convert(&m, Dialect::Teams), "<!channel>");
+        }
+
+        #[test]
+        fn rocket_chat_and_google_chat_values_cannot_mention() {
+            let j = JOINER;
+            let m = msg(&[
+                ("Hi @", false),
+                ("all", true),
+                (" and ", false),
+                ("@here #general bob@example.com <users/all>", true),
+            ]);
+            assert_eq!(
+                convert(&m, Dialect::RocketChat),
+                format!("Hi @{j}all and @{j}here #{j}general bob@example.com <{j}users/all>")
+            );
+            // The user's `@` with a user name from a placeholder is the user's mention.
+            let m = msg(&[("cc @", false), ("jdoe", true)]);
+            assert_eq!(convert(&m, Dialect::RocketChat), "cc @jdoe");
+            let mentioned = mark_value("@jdoe @all", Origin::Mentioned);
+            assert_eq!(convert(&mentioned, Dialect::RocketChat), format!("@jdoe @{j}all"));
+            // Google Chat: `<users/…>` only as the user wrote it, with a numeric id at most.
+            let m = msg(&[("<users/", false), ("all", true), ("> <users/", false), ("1234", true), (">", false)]);
+            assert_eq!(convert(&m, Dialect::GoogleChat), format!("<users/{j}all> <users/1234>"));
+            let m = msg(&[("<", false), ("users/all", true), ("> ", false), ("*bold* <https://x.example|y>", true)]);
+            assert_eq!(
+                convert(&m, Dialect::GoogleChat),
+                format!("<{j}users/all> {ZWSP}*{ZWSP}bold{ZWSP}*{ZWSP} <{j}https://x.example|y>")
+            );
+            let mentioned = mark_value("<users/42> <users/all>", Origin::Mentioned);
+            assert_eq!(convert(&mentioned, Dialect::GoogleChat), format!("<users/42> <{j}users/all>"));
         }
 
         #[test]
@@ -1005,7 +1394,7 @@ pub(crate) mod richtext {
             ]);
             assert_eq!(
                 convert(&m, Dialect::Slack),
-                "<https://x.example/?a=1&amp;b=&lt;2&gt;|Open>\n4294967295. a\n4294967295. b"
+                "<https://x.example/?a=1&amp;b=%3C2%3E|Open>\n4294967295. a\n4294967295. b"
             );
         }
 
@@ -1032,14 +1421,11 @@ pub(crate) mod richtext {
         #[test]
         fn comments_scripts_and_odd_tags() {
             let html = "<p>a<!-- hidden --> <script>alert(1)</script>b <span title=\"x>y\">c</span></p><table><tr><td>k</td><td>v</td></tr></table>";
-            assert_eq!(convert(&mark_value(html), Dialect::Plain), "a b c\nk | v");
-            assert_eq!(convert(&mark_value("<a href=\"javascript:alert(1)\">x</a>"), Dialect::Slack), "x");
+            assert_eq!(convert(&ev(html), Dialect::Plain), "a b c\nk | v");
+            assert_eq!(convert(&ev("<a href=\"javascript:alert(1)\">x</a>"), Dialect::Slack), "x");
             assert_eq!(convert("a < b > c & d", Dialect::Slack), "a &lt; b &gt; c &amp; d");
-            assert_eq!(
-                convert(&mark_value("Service Desk <L1> & Ops"), Dialect::Slack),
-                "Service Desk &lt;L1&gt; &amp; Ops"
-            );
-            assert_eq!(convert(&mark_value("x <BR/>y <Span>z</SPAN>"), Dialect::Plain), "x\ny z");
+            assert_eq!(convert(&ev("Service Desk <L1> & Ops"), Dialect::Slack), "Service Desk &lt;L1&gt; &amp; Ops");
+            assert_eq!(convert(&ev("x <BR/>y <Span>z</SPAN>"), Dialect::Plain), "x\ny z");
         }
     }
 }

@@ -41,11 +41,12 @@ pub fn thread_url(url: &str) -> String {
     format!("{url}{sep}messageReplyOption=REPLY_MESSAGE_FALLBACK_TO_NEW_THREAD")
 }
 
-/// The JSON body: plain text (markup stripped, links as `text (url)`), cut so the whole
-/// body stays within the size Google Chat accepts.
+/// The JSON body: plain text (markup stripped, links as `text (url)`; in values, what
+/// Google Chat would read as formatting, a link or a mention neutralised), cut so the
+/// whole body stays within the size Google Chat accepts.
 pub fn body(spec: &GoogleChatSpec, ctx: &RenderContext<'_>) -> (Option<String>, Vec<u8>) {
     let text =
-        message(&spec.message.render(ctx, Escape::Markup(mark_value)), Dialect::Plain, || object_name(ctx.event));
+        message(&spec.message.render(ctx, Escape::Markup(mark_value)), Dialect::GoogleChat, || object_name(ctx.event));
     let thread = spec.thread_key.as_ref().map(|t| {
         let key = t.render(ctx, Escape::None);
         json!({ "threadKey": truncate(key.trim(), MAX_THREAD_KEY, Unit::JsonBytes, Dialect::Plain) })
@@ -56,6 +57,6 @@ pub fn body(spec: &GoogleChatSpec, ctx: &RenderContext<'_>) -> (Option<String>, 
         payload["thread"] = thread;
     }
     let overhead = serde_json::to_vec(&payload).map_or(0, |b| b.len());
-    payload["text"] = json!(truncate(&text, MAX_MESSAGE_BYTES - overhead, Unit::JsonBytes, Dialect::Plain));
+    payload["text"] = json!(truncate(&text, MAX_MESSAGE_BYTES - overhead, Unit::JsonBytes, Dialect::GoogleChat));
     (Some("application/json; charset=UTF-8".into()), serde_json::to_vec(&payload).unwrap_or_default())
 }

@@ -301,7 +301,7 @@ pub fn build_request(action: &Action, b: &BuildContext<'_>, webhook_id: &str) ->
         set_header(&mut headers, &name, value);
     }
     set_header(&mut headers, "webhook-id", webhook_id.to_string());
-    Request { method: method.to_string(), url, headers, body: body.into(), secret_headers }
+    Request { method: method.to_string(), url, headers, body: body.into(), secret_headers, host_only: conn.chat }
 }
 
 fn set_headers(headers: &mut Vec<(String, String)>, extra: &[(String, Template)], ctx: &RenderContext<'_>) {
@@ -340,11 +340,62 @@ pub fn presentation_codes<'a>(
         .unwrap_or(&[])
 }
 
-/// What an answer means beyond its HTTP status, per action type.
+/// Every reason an answer may give: a reason becomes the `reason` label of
+/// `hookbridge_dead_letters_total`, so it comes from this fixed list, or is `other`.
+pub fn answer_reasons() -> impl Iterator<Item = &'static str> {
+    ["itop_error", "itop_invalid_answer", "other"].into_iter().chain(slack::SLACK_ERRORS.iter().map(|(c, _)| *c))
+}
+
+/// What an answer means beyond its HTTP status, per action type. The reason is one of
+/// [`answer_reasons`], whatever the remote service wrote.
 pub fn answer_error(kind: ActionKind, status: u16, body: &[u8]) -> Option<AnswerError> {
-    match kind {
+    let found = match kind {
         ActionKind::Itop => itop::answer_error(status, body),
         ActionKind::Slack => slack::answer_error(status, body),
         _ => None,
+    };
+    found.map(|mut e| {
+        if !answer_reasons().any(|r| r == e.reason) {
+            e.reason = "other".into();
+        }
+        e
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answer_reasons_come_from_a_fixed_list() {
+        // Remote bodies of every kind: known codes, random words, long and odd ones.
+        let bodies: [&[u8]; 8] = [
+            b"invalid_payload",
+            b"channel_not_found some detail",
+            b"zzq_random_code_1",
+            b"another_unheard_of_error",
+            b"a_b_c_d_e_f_g",
+            b"x",
+            b"{\"code\": 100, \"message\": \"no\"}",
+            b"not json at all",
+        ];
+        let mut reasons = std::collections::BTreeSet::new();
+        for kind in [ActionKind::Slack, ActionKind::Itop, ActionKind::Webhook] {
+            for (i, body) in bodies.iter().enumerate() {
+                let status = if kind == ActionKind::Itop { 200 } else { 400 + i as u16 };
+                if let Some(e) = answer_error(kind, status, body) {
+                    assert!(answer_reasons().any(|r| r == e.reason), "{kind:?}: {}", e.reason);
+                    reasons.insert(e.reason);
+                }
+            }
+        }
+        let long = "q_".repeat(10_000);
+        let e = answer_error(ActionKind::Slack, 400, long.as_bytes()).unwrap();
+        assert_eq!(e.reason, "other");
+        assert!(e.detail.chars().count() <= 300);
+        assert_eq!(
+            reasons.into_iter().collect::<Vec<_>>(),
+            ["channel_not_found", "invalid_payload", "itop_error", "itop_invalid_answer", "other"]
+        );
     }
 }

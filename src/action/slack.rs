@@ -140,8 +140,12 @@ fn utf16_len(text: &str) -> usize {
     text.encode_utf16().count()
 }
 
-/// What Slack's error bodies mean, for people reading a delivery result.
-const SLACK_ERRORS: [(&str, &str); 16] = [
+/// What Slack's error bodies mean, for people reading a delivery result. These codes are
+/// the only reasons an answer gives; any other becomes `other` (with the body in the
+/// detail), since a reason is a metric label and must come from a bounded set.
+pub const SLACK_ERRORS: [(&str, &str); 18] = [
+    ("rate_limited", "Slack is limiting the rate of posts to this webhook"),
+    ("invalid_arguments", "the request is not one Slack accepts"),
     ("invalid_payload", "the request body is not a message Slack understands"),
     ("invalid_blocks", "a block is malformed or over a Block Kit limit"),
     ("invalid_blocks_format", "the blocks are not a JSON array of blocks"),
@@ -160,10 +164,14 @@ const SLACK_ERRORS: [(&str, &str); 16] = [
     ("team_disabled", "the webhook's workspace is disabled"),
 ];
 
+/// Longest part of an error body kept in a result's detail.
+const MAX_DETAIL: usize = 300;
+
 /// Slack answers `200 ok`, or an error code such as `invalid_payload` or
-/// `channel_not_found` in a plain-text body (with 400, 403, 404 or 410). The code becomes
-/// the reason, with what it means in the detail; the HTTP status still decides whether
-/// the delivery is retried.
+/// `channel_not_found` in a plain-text body (with 400, 403, 404 or 410). A known code
+/// becomes the reason, with what it means in the detail; an unknown one is `other`, with
+/// the body (cut) in the detail. The HTTP status still decides whether the delivery is
+/// retried.
 pub fn answer_error(status: u16, body: &[u8]) -> Option<AnswerError> {
     let text = String::from_utf8_lossy(body).trim().to_string();
     if (200..300).contains(&status) && (text == "ok" || text.is_empty()) {
@@ -173,12 +181,14 @@ pub fn answer_error(status: u16, body: &[u8]) -> Option<AnswerError> {
     if code.is_empty() || !code.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') {
         return None;
     }
-    let detail = match SLACK_ERRORS.iter().find(|(c, _)| *c == code) {
-        Some((_, meaning)) if text == code => format!("{code}: {meaning}"),
-        Some((_, meaning)) => format!("{text} ({meaning})"),
-        None => text.clone(),
-    };
-    Some(AnswerError { reason: code.to_string(), detail })
+    let shown: String = text.chars().take(MAX_DETAIL).collect();
+    Some(match SLACK_ERRORS.iter().find(|(c, _)| *c == code) {
+        Some((known, meaning)) if text == code => {
+            AnswerError { reason: known.to_string(), detail: format!("{code}: {meaning}") }
+        }
+        Some((known, meaning)) => AnswerError { reason: known.to_string(), detail: format!("{shown} ({meaning})") },
+        None => AnswerError { reason: "other".into(), detail: shown },
+    })
 }
 
 #[cfg(test)]
@@ -197,7 +207,8 @@ mod tests {
             (e.reason.as_str(), e.detail.as_str()),
             ("invalid_blocks", "invalid_blocks some detail (a block is malformed or over a Block Kit limit)")
         );
-        assert_eq!(answer_error(410, b"something_new").unwrap().detail, "something_new");
+        let unknown = answer_error(410, b"something_new").unwrap();
+        assert_eq!((unknown.reason.as_str(), unknown.detail.as_str()), ("other", "something_new"));
         assert_eq!(answer_error(502, b"<html>Bad gateway</html>"), None);
     }
 }

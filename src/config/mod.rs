@@ -125,16 +125,18 @@ impl Config {
             value = Value::Object(Default::default());
         }
         let mut problems = Problems::default();
-        expand_env(&mut value, "", &mut problems);
+        let mut expanded = Expanded::default();
+        expand_env(&mut value, "", &mut problems, &mut expanded);
         normalise_yes_no(&mut value);
-        schema_problems(&value, &mut problems);
+        schema_problems(&value, &mut problems, &expanded);
         if !problems.is_empty() {
-            return Err(ConfigError::Invalid { problems: problems.0 });
+            return Err(expanded.redact(ConfigError::Invalid { problems: problems.0 }));
         }
-        let raw: raw::RawConfig = serde_json::from_value(value).map_err(|e| ConfigError::Invalid {
+        let raw: Result<raw::RawConfig, _> = serde_json::from_value(value).map_err(|e| ConfigError::Invalid {
             problems: vec![Problem { place: "(top level)".into(), message: e.to_string() }],
-        })?;
-        compile(raw)
+        });
+        let raw = raw.map_err(|e| expanded.redact(e))?;
+        compile(raw).map_err(|e| expanded.redact(e))
     }
 
     /// Why `run` refuses this config although it is valid: no triggers, unless
@@ -168,10 +170,25 @@ fn compile(mut raw: raw::RawConfig) -> Result<Config, ConfigError> {
             check_nats_secrets(&format!("{place}.credentials"), credentials, &mut problems);
         }
     }
+    let proxy = raw.delivery.proxy.as_ref().and_then(|p| match crate::net::ProxySettings::parse(p) {
+        Ok(settings) => Some(settings),
+        Err(errors) => {
+            for e in errors {
+                match e {
+                    crate::net::ProxyError::Url(message) => problems.add("delivery.proxy.url", message),
+                    crate::net::ProxyError::NoProxy { index, message } => {
+                        problems.add(format!("delivery.proxy.no_proxy[{index}]"), message)
+                    }
+                }
+            }
+            None
+        }
+    });
     let mut connection_index = HashMap::new();
     let mut connections = Vec::new();
     for (name, c) in &raw.connections {
-        if let Some(conn) = connection::compile(name, c, &mut problems) {
+        if let Some(mut conn) = connection::compile(name, c, &mut problems) {
+            conn.proxy = proxy.clone();
             connection_index.insert(name.clone(), connections.len());
             connections.push(conn);
         } else {
@@ -192,6 +209,17 @@ fn compile(mut raw: raw::RawConfig) -> Result<Config, ConfigError> {
             action_index.insert(a.name.clone(), usize::MAX);
         }
     }
+    // A chat webhook's URL is its credential: every connection a chat action sends
+    // through is shown as its host only.
+    for a in &actions {
+        if a.kind.is_chat() {
+            for c in std::iter::once(a.connection).chain(a.test_connection) {
+                if let Some(conn) = connections.get_mut(c) {
+                    conn.chat = true;
+                }
+            }
+        }
+    }
     let mut triggers = Vec::new();
     let mut trigger_names = HashMap::new();
     for (i, t) in raw.triggers.iter().enumerate() {
@@ -199,7 +227,8 @@ fn compile(mut raw: raw::RawConfig) -> Result<Config, ConfigError> {
         if trigger_names.insert(t.name.clone(), i).is_some() {
             problems.add(format!("{place}.name"), format!("duplicate trigger name {:?}", t.name));
         }
-        if let Some(trigger) = trigger::compile(&place, t, &action_index, &raw.actions, &mut problems) {
+        if let Some(mut trigger) = trigger::compile(&place, t, &action_index, &raw.actions, &mut problems) {
+            trigger.max_mentions = raw.delivery.max_mentions;
             triggers.push(trigger);
         }
     }
@@ -267,6 +296,9 @@ fn check_delivery(d: &DeliveryConfig, problems: &mut Problems) {
     // One semaphore holds every slot; tokio caps a semaphore's permits.
     if d.concurrency > MAX_CONCURRENCY {
         problems.add("delivery.concurrency", format!("must be at most {MAX_CONCURRENCY}"));
+    }
+    if d.max_event_bytes.0 < 1024 {
+        problems.add("delivery.max_event_bytes", "must be at least 1KiB");
     }
 }
 
@@ -363,28 +395,64 @@ fn check_nats_secrets(place: &str, credentials: &raw::NatsCredentials, problems:
     }
 }
 
+/// What `${ENV}` expansion put into the document: environment values are often secrets,
+/// so no problem message may show them.
+#[derive(Debug, Default)]
+struct Expanded {
+    /// JSON pointers of the strings that were expanded.
+    pointers: Vec<String>,
+    /// The values substituted.
+    values: Vec<String>,
+}
+
+impl Expanded {
+    /// Whether the value at `pointer` holds an expanded string.
+    fn under(&self, pointer: &str) -> bool {
+        self.pointers.iter().any(|p| p == pointer || pointer.is_empty() || p.starts_with(&format!("{pointer}/")))
+    }
+
+    /// The error with every substituted value that a message still shows replaced by `***`
+    /// (short values are too common a text to hide).
+    fn redact(&self, e: ConfigError) -> ConfigError {
+        let ConfigError::Invalid { problems } = e else { return e };
+        let problems = problems
+            .into_iter()
+            .map(|mut p| {
+                for v in self.values.iter().filter(|v| v.chars().count() >= 4) {
+                    p.message = p.message.replace(v.as_str(), "***");
+                }
+                p
+            })
+            .collect();
+        ConfigError::Invalid { problems }
+    }
+}
+
 /// `${NAME}` and `${NAME:-default}` in every string are replaced by the environment's value.
-fn expand_env(value: &mut Value, place: &str, problems: &mut Problems) {
+fn expand_env(value: &mut Value, place: &str, problems: &mut Problems, expanded: &mut Expanded) {
     match value {
-        Value::String(s) if s.contains("${") => match expand_string(s) {
-            Ok(expanded) => *s = expanded,
+        Value::String(s) if s.contains("${") => match expand_string(s, &mut expanded.values) {
+            Ok(text) => {
+                *s = text;
+                expanded.pointers.push(place.to_string());
+            }
             Err(message) => problems.add(schema::place(place), message),
         },
         Value::Array(items) => {
             for (i, item) in items.iter_mut().enumerate() {
-                expand_env(item, &format!("{place}/{i}"), problems);
+                expand_env(item, &format!("{place}/{i}"), problems, expanded);
             }
         }
         Value::Object(map) => {
             for (k, v) in map.iter_mut() {
-                expand_env(v, &format!("{place}/{}", k.replace('~', "~0").replace('/', "~1")), problems);
+                expand_env(v, &format!("{place}/{}", k.replace('~', "~0").replace('/', "~1")), problems, expanded);
             }
         }
         _ => {}
     }
 }
 
-fn expand_string(text: &str) -> Result<String, String> {
+fn expand_string(text: &str, substituted: &mut Vec<String>) -> Result<String, String> {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(start) = rest.find("${") {
@@ -399,7 +467,10 @@ fn expand_string(text: &str) -> Result<String, String> {
             return Err(format!("${{{}}} is not an environment variable reference", &after[..end]));
         }
         match (std::env::var(name), default) {
-            (Ok(v), _) => out.push_str(&v),
+            (Ok(v), _) => {
+                out.push_str(&v);
+                substituted.push(v);
+            }
             (Err(_), Some(d)) => out.push_str(d),
             (Err(_), None) => return Err(format!("environment variable {name} is not set")),
         }
@@ -422,21 +493,29 @@ fn normalise_yes_no(value: &mut Value) {
     }
 }
 
-fn schema_problems(value: &Value, problems: &mut Problems) {
+fn schema_problems(value: &Value, problems: &mut Problems, expanded: &Expanded) {
     use std::sync::OnceLock;
     static VALIDATOR: OnceLock<jsonschema::Validator> = OnceLock::new();
     let validator = VALIDATOR.get_or_init(|| schema::validator(schema::CONFIG));
     for e in validator.iter_errors(value) {
         let pointer = e.instance_path().as_str().to_string();
         let instance = value.pointer(&pointer).unwrap_or(&Value::Null);
-        let message = variant_problems(e.schema_path().as_str(), instance).unwrap_or_else(|| e.to_string());
+        // A value from the environment is not shown: it is often a secret.
+        let hide = expanded.under(&pointer);
+        let message = variant_problems(e.schema_path().as_str(), instance, hide).unwrap_or_else(|| {
+            if hide {
+                e.masked().to_string()
+            } else {
+                e.to_string()
+            }
+        });
         problems.add(schema::place(&pointer), message);
     }
 }
 
 /// For a `oneOf` over `type`-tagged variants, validates against the variant the object
 /// names, so the user reads "unknown key `urll`" rather than "matches none of the variants".
-fn variant_problems(schema_path: &str, instance: &Value) -> Option<String> {
+fn variant_problems(schema_path: &str, instance: &Value, hide: bool) -> Option<String> {
     let root: Value = serde_json::from_str(schema::CONFIG).ok()?;
     let one_of = root.pointer(schema_path)?.as_array()?;
     let tag = instance.get("type")?.as_str()?;
@@ -457,10 +536,11 @@ fn variant_problems(schema_path: &str, instance: &Value) -> Option<String> {
         .iter_errors(instance)
         .map(|e| {
             let inner = schema::place(e.instance_path().as_str());
+            let text = if hide { e.masked().to_string() } else { e.to_string() };
             if inner == "(top level)" {
-                e.to_string()
+                text
             } else {
-                format!("{inner}: {e}")
+                format!("{inner}: {text}")
             }
         })
         .collect();

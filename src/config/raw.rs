@@ -227,6 +227,34 @@ pub struct DeliveryConfig {
     pub quick_attempts: u32,
     /// Most bytes of the original message a dead letter carries (after escaping).
     pub max_dead_letter_raw: Size,
+    /// A forward proxy for every request; proxy variables of the environment are ignored.
+    pub proxy: Option<ProxyConfig>,
+    /// Mentioned contacts one event notifies at most, per mention trigger; the rest are
+    /// reported as one skipped result.
+    pub max_mentions: usize,
+    /// Largest event a line of the file source may hold; a longer line is a dead letter.
+    pub max_event_bytes: Size,
+}
+
+/// An explicit forward proxy: destinations are still resolved and checked here first.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProxyConfig {
+    /// `http://host:port` or `https://host:port`, credentials allowed.
+    pub url: String,
+    /// Hosts reached directly: domains (with their subdomains), IP addresses, CIDR networks.
+    #[serde(default)]
+    pub no_proxy: Vec<String>,
+}
+
+impl std::fmt::Debug for ProxyConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL may carry the proxy's credentials.
+        f.debug_struct("ProxyConfig")
+            .field("url", &crate::mask::url(&self.url))
+            .field("no_proxy", &self.no_proxy)
+            .finish()
+    }
 }
 
 impl Default for DeliveryConfig {
@@ -241,6 +269,9 @@ impl Default for DeliveryConfig {
             shutdown_timeout: Duration::from_secs(30),
             quick_attempts: 3,
             max_dead_letter_raw: Size(256 * 1024),
+            proxy: None,
+            max_mentions: 100,
+            max_event_bytes: Size(1024 * 1024),
         }
     }
 }
@@ -538,6 +569,11 @@ impl ActionKind {
             ActionKind::GoogleChat => "google_chat",
             ActionKind::Teams => "teams",
         }
+    }
+
+    /// Slack, Rocket.Chat, Google Chat and Teams: services whose webhook URL is the credential.
+    pub fn is_chat(self) -> bool {
+        matches!(self, ActionKind::Slack | ActionKind::Rocketchat | ActionKind::GoogleChat | ActionKind::Teams)
     }
 }
 

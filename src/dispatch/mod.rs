@@ -136,7 +136,7 @@ pub struct Dispatcher {
     stage: Option<Arc<dyn DurableRetry>>,
     lanes: Mutex<HashMap<LaneKey, mpsc::UnboundedSender<Job>>>,
     parking: Mutex<Parking<Job>>,
-    masked_urls: Mutex<HashMap<String, Arc<str>>>,
+    masked_urls: Mutex<HashMap<(String, bool), Arc<str>>>,
     shutdown: CancellationToken,
 }
 
@@ -431,7 +431,7 @@ impl Dispatcher {
         let trigger = &self.config.triggers[job.matched.trigger];
         let mut request = RequestSummary {
             method: job.request.method.clone(),
-            url: self.masked_url(&job.request.url).to_string(),
+            url: self.masked_url(&job.request).to_string(),
             headers: None,
             body: None,
         };
@@ -461,16 +461,17 @@ impl Dispatcher {
     }
 
     /// The URL as results show it, secrets masked.
-    fn masked_url(&self, url: &str) -> Arc<str> {
+    fn masked_url(&self, request: &Request) -> Arc<str> {
         let mut cache = self.masked_urls.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(m) = cache.get(url) {
+        let key = (request.url.clone(), request.host_only);
+        if let Some(m) = cache.get(&key) {
             return m.clone();
         }
         if cache.len() >= MASKED_URLS_KEPT {
             cache.clear();
         }
-        let masked: Arc<str> = crate::mask::url(url).into();
-        cache.insert(url.to_string(), masked.clone());
+        let masked: Arc<str> = request.masked_url().into();
+        cache.insert(key, masked.clone());
         masked
     }
 

@@ -9,7 +9,7 @@ pub enum NatsError {
     #[error("credentials: {0}")]
     Credentials(String),
     /// The server could not be reached.
-    #[error("cannot connect to {url}: {detail}")]
+    #[error("cannot connect to {}: {}", crate::mask::url_list(.url), crate::mask::urls_in_text(.detail))]
     Connect {
         /// The URL(s) as configured.
         url: String,
@@ -18,7 +18,7 @@ pub enum NatsError {
     },
     /// The server was reached and refused the client: credentials or TLS. Trying again with
     /// the same settings cannot help.
-    #[error("cannot connect to {url}: the server refused the client: {detail}")]
+    #[error("cannot connect to {}: the server refused the client: {}", crate::mask::url_list(.url), crate::mask::urls_in_text(.detail))]
     Rejected {
         /// The URL(s) as configured.
         url: String,

@@ -166,7 +166,7 @@ fn markup_escaping_applies_to_values_only() {
     let e = event();
     let ctx = RenderContext::new(&e, "t", "a", None);
     let t = Template::parse("*$this->description$*").unwrap();
-    let out = t.render(&ctx, Escape::Markup(|s| s.replace('<', "&lt;")));
+    let out = t.render(&ctx, Escape::Markup(|s, _| s.replace('<', "&lt;")));
     assert!(out.starts_with("*&lt;p>"), "{out}");
 }
 

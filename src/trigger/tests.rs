@@ -79,6 +79,22 @@ fn mention_fires_once_per_contact() {
 }
 
 #[test]
+fn mentions_beyond_max_mentions_are_one_skipped_pair() {
+    let yaml = format!("{CONFIG}\ndelivery: {{max_mentions: 3}}\n");
+    let config = Config::from_yaml(&yaml).unwrap();
+    let mentions: Vec<Value> = (0..250).map(|i| json!({"id": i})).collect();
+    let doc = json!({"id": "e", "time": "2026-11-28T09:00:00Z", "operation": "update", "class": "UserRequest",
+        "ancestors": ["Ticket"], "key": 1, "object": {}, "mentions": mentions});
+    let event = parse_event(doc.to_string().as_bytes(), None).unwrap();
+    let (matches, _) = match_event(&config.triggers, &event);
+    let mention: Vec<Option<usize>> = matches.iter().filter(|m| m.mention.is_some()).map(|m| m.mention).collect();
+    assert_eq!(mention, [Some(0), Some(1), Some(2), Some(3)]);
+    let planned: Vec<Option<&str>> =
+        crate::render::render_event(&config, &event, Some("a2")).matched.into_iter().map(|m| m.skipped).collect();
+    assert_eq!(planned, [None, None, None, Some("too_many_mentions")]);
+}
+
+#[test]
 fn condition_and_context_filter() {
     let f = fired(json!({"object": {"priority": "1"}, "context": ["GUI:Portal"]}));
     assert_eq!(f, vec!["on-create/a1", "on-create/a2", "urgent-only/a1", "portal-only/a1"]);
@@ -106,6 +122,7 @@ fn log_update_matches_case_log_entries() {
         condition: None,
         context: vec![],
         actions: vec![0],
+        max_mentions: 100,
     };
     let mut doc = json!({"id": "e", "time": "2026-11-28T09:00:00Z", "operation": "update", "class": "UserRequest",
         "ancestors": ["Ticket"], "key": 1, "object": {},
