@@ -107,8 +107,13 @@ pub async fn send_one(config: Arc<Config>, event: Event, raw: Vec<u8>, action_na
     let publisher = Publisher::new(Arc::new(Discard), Arc::new(Discard));
     let dispatcher = Dispatcher::new(config.clone(), publisher, RetryStage::InProcess, CancellationToken::new())
         .map_err(|e| e.to_string())?;
-    let message =
-        Message { payload: raw, headers: Vec::new(), coords: json!({"type": "send"}), ack: Ack::none(), retry: None };
+    let message = Message {
+        payload: raw,
+        headers: Vec::new(),
+        coords: json!({"type": "send"}),
+        ack: Ack::none(),
+        retry: None,
+    };
     let inflight = InFlight::new(event, message, 1, None);
     let job = Job { inflight, matched, request, connection, missing, attempts_before: 0, first_attempt_ms: None };
     let report = dispatcher.deliver(&job).await.ok_or("interrupted")?;
