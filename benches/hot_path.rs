@@ -64,7 +64,9 @@ fn bench(c: &mut Criterion) {
     group.bench_function("render webhook (JSON payload, 17 placeholders)", |b| {
         b.iter(|| rendered(&config, black_box(&event), &webhook).0.body.len())
     });
-    group.bench_function("render slack (blocks)", |b| b.iter(|| rendered(&config, black_box(&event), &slack).0.body.len()));
+    group.bench_function("render slack (blocks)", |b| {
+        b.iter(|| rendered(&config, black_box(&event), &slack).0.body.len())
+    });
 
     // Result building as the dispatcher does it for a delivered webhook.
     let sink = Arc::new(FileSink::open("/dev/null").expect("/dev/null"));

@@ -40,6 +40,10 @@ use workload::{now_us, Broker, Delivery};
 #[derive(Parser, Debug, Serialize)]
 #[command(about = "End-to-end benchmark of hookbridge run against the HTTP ceiling of the same receiver")]
 struct Args {
+    /// Passed by `cargo bench`; without it (`cargo test --all-targets` runs bench targets
+    /// in test mode) the benchmark does nothing.
+    #[arg(long, hide = true)]
+    bench: bool,
     /// Events preloaded per source (each causes two deliveries).
     #[arg(long, default_value_t = 200_000)]
     events: u64,
@@ -78,9 +82,6 @@ struct Args {
     /// The hookbridge binary; default: the one cargo built with this benchmark.
     #[arg(long)]
     hookbridge: Option<PathBuf>,
-    /// Passed by `cargo bench`; ignored.
-    #[arg(long, hide = true)]
-    bench: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize)]
@@ -251,12 +252,18 @@ struct Figures {
 }
 
 fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg").unwrap_or_default().split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn machine() -> serde_json::Value {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let model = cpuinfo.lines().find_map(|l| l.strip_prefix("model name")).map(|l| l.trim_start_matches([' ', '\t', ':']));
+    let model =
+        cpuinfo.lines().find_map(|l| l.strip_prefix("model name")).map(|l| l.trim_start_matches([' ', '\t', ':']));
     let mem = vm_line("/proc/meminfo", "MemTotal:");
     json!({
         "cpus": std::thread::available_parallelism().map_or(0, |n| n.get()),
@@ -389,7 +396,14 @@ async fn run_source(mut side: Side, args: &Args, receiver: &Receiver, dir: &Path
         }
         let (sorted, missing) = recorder.latencies(n as usize, (n + sent) as usize);
         let ms = |q: f64| quantile(&sorted, q).map(|us| round(f64::from(us) / 1000.0, 2));
-        Some(Latency { events_per_s: round(events_per_s, 1), events: sent, p50_ms: ms(0.5), p99_ms: ms(0.99), max_ms: ms(1.0), missing })
+        Some(Latency {
+            events_per_s: round(events_per_s, 1),
+            events: sent,
+            p50_ms: ms(0.5),
+            p99_ms: ms(0.99),
+            max_ms: ms(1.0),
+            missing,
+        })
     } else {
         None
     };
@@ -483,6 +497,12 @@ fn print_table(runs: &[Figures]) {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let args = Args::parse();
+    if !args.bench {
+        eprintln!(
+            "e2e: a benchmark, run by scripts/bench.sh (cargo bench --bench e2e); nothing to do under cargo test"
+        );
+        return;
+    }
     assert!(args.events > 0 && args.concurrency > 0, "--events and --concurrency must be positive");
     let base = args.out.parent().map(Path::to_path_buf).unwrap_or_default();
     std::fs::create_dir_all(&base).expect("output directory");
