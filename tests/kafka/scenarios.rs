@@ -308,3 +308,50 @@ async fn a_hanging_endpoint_does_not_get_the_replica_out_of_the_group() {
     );
     assert_eq!(broker.committed("stalled", "changes"), BTreeMap::from([(0, EVENTS)]));
 }
+
+/// One trigger, two actions: one endpoint always answers 500, the other 200. Only the failing
+/// delivery goes through the retry topic: the 200 endpoint gets each event exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_action_never_sends_the_succeeding_one_again() {
+    let broker = Broker::start();
+    broker.create_topics(&["changes", "changes.retry", "responses", "dead-letter"], 2);
+    let failing = Receiver::start(|_, _| Reply::Status(500, vec![], "down".into())).await;
+    let ok = Receiver::ok().await;
+    let body = format!(
+        "connections:\n  failing: {{url: \"{}\"}}\n  ok: {{url: \"{}\"}}\nactions:\n  - {{name: failing, type: webhook, connection: failing}}\n  - {{name: ok, type: webhook, connection: ok}}\ntriggers:\n  - {{name: created, on: create, class: Ticket, actions: [ok, failing]}}\n",
+        failing.url("/"),
+        ok.url("/")
+    );
+    let setup = Setup {
+        brokers: &broker.addr,
+        group: "once",
+        topic: "changes",
+        delivery: "quick_attempts: 1, retry: {max_attempts: 3, initial: 100ms, max: 200ms, jitter: 0}",
+        body,
+        listen: None,
+    };
+    let producer = broker.producer();
+    let events = 10;
+    for i in 0..events {
+        let key = format!("K{}", i % 4);
+        broker
+            .produce(&producer, "changes", &key, &ticket(&format!("e{i}"), &key, json!({"ref": format!("R-{i}")})), &[])
+            .await;
+    }
+    let bridge = InProcess::start(&setup.yaml());
+    let mut responses = broker.reader("responses");
+    responses.until("a result for every delivery", Duration::from_secs(60), |rs| parsed(rs).len() >= 2 * events).await;
+    bridge.stop().await;
+    let ids: Vec<String> = ok.seen().iter().map(|s| s.header("webhook-id").unwrap().to_string()).collect();
+    let unique: std::collections::HashSet<_> = ids.iter().collect();
+    assert_eq!((ids.len(), unique.len()), (events, events), "the 200 endpoint got each event exactly once");
+    assert_eq!(failing.seen().len(), 3 * events, "three attempts per event, counted per action");
+    let results = parsed(&responses.records);
+    let delivered = results.iter().filter(|r| r["action"] == "ok" && r["status"] == "delivered").count();
+    let failed: Vec<&Value> = results.iter().filter(|r| r["action"] == "failing").collect();
+    assert_eq!((delivered, failed.len(), results.len()), (events, events, 2 * events), "{results:?}");
+    assert!(failed.iter().all(|r| r["status"] == "failed" && r["attempts"] == 3), "{failed:?}");
+    let letters = parsed(&broker.read_all("dead-letter").await);
+    assert_eq!(letters.len(), events);
+    assert!(letters.iter().all(|d| d["action"] == "failing"));
+}
