@@ -225,7 +225,8 @@ fn nats_connection_errors_do_not_show_credentials() {
     let closed = free_port();
     std::fs::write(
         &path,
-        format!("source: {{type: nats, url: \"nats://bridge:NATSPASSSECRET@127.0.0.1:{closed}\", stream: S}}\nserver: {{listen: null}}\n"),
+        // Unreachable at start: retried (and logged) until startup_timeout ends the start.
+        format!("source: {{type: nats, url: \"nats://bridge:NATSPASSSECRET@127.0.0.1:{closed}\", stream: S}}\nserver: {{listen: null}}\nallow_no_triggers: true\nstartup_timeout: 2s\n"),
     )
     .unwrap();
     let out = Command::new(BIN).args(["run", "--config", path.to_str().unwrap()]).output().unwrap();
