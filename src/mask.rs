@@ -121,7 +121,7 @@ pub fn url_list(raw: &str) -> String {
 }
 
 /// Text with every URL in it masked with [`url`]: each candidate (a scheme followed by
-/// `://` and everything up to the next space or quote) is parsed as a whole, so a
+/// `://` and everything up to the next space, `"`, `<`, `>` or backtick) is parsed as a whole, so a
 /// credential holding `)` is masked entirely. Trailing sentence punctuation, and a `)`
 /// closing a `(` right before the URL (`url (https://…)`), are kept outside.
 pub fn urls_in_text(text: &str) -> String {
@@ -140,7 +140,8 @@ pub fn urls_in_text(text: &str) -> String {
             continue;
         }
         let end = rest[sep..]
-            .find(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '<' | '>' | '`'))
+            // `'` is not here: URLs keep it unescaped in their path.
+            .find(|c: char| c.is_whitespace() || matches!(c, '"' | '<' | '>' | '`'))
             .map_or(rest.len(), |e| sep + e);
         // Sentence punctuation after a URL, and the `)` closing a `(` just before it, stay
         // outside: at most one character of a credential could end up shown that way.
@@ -326,6 +327,11 @@ mod tests {
             "a https://***:***@h.example/hooks/***, then nats://***:***@127.0.0.1:4222 failed"
         );
         assert_eq!(urls_in_text("no url here: 10://x"), "no url here: 10://x");
+        // Found by fuzzing: a `'` in a path ended the URL, and its query was shown.
+        assert_eq!(
+            urls_in_text("error (https://h.example/it's/x?token=abc): refused"),
+            "error (https://h.example/it's/x?token=***): refused"
+        );
         assert_eq!(url_list("nats://a:pw@h1:4222, nats://h2"), "nats://***:***@h1:4222,nats://h2");
     }
 

