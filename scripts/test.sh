@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
 
 bash scripts/test-deps.sh
+# The image cannot be built here (no container engine); its Dockerfile is linted.
+"${HOOKBRIDGE_TOOLS:-$HOME/.cache/hookbridge-tools}/hadolint-venv/bin/hadolint" Dockerfile
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
 cargo test --locked --all-targets 2>&1 | tee target/test-output.txt

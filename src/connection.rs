@@ -10,6 +10,21 @@ use crate::config::secret::Secret;
 use crate::config::Problems;
 use crate::template::Template;
 
+/// The fastest rate limit `run` can honour: one request per nanosecond.
+pub const MAX_RATE_PER_SECOND: f64 = 1e9;
+
+/// The longest duration accepted anywhere in the config: timers beyond it overflow.
+pub const MAX_DURATION: std::time::Duration = std::time::Duration::from_secs(365 * 24 * 3600);
+
+/// A duration that timers and deadlines can hold: not zero, at most a year.
+pub fn check_duration(place: &str, d: std::time::Duration, problems: &mut Problems) {
+    if d.is_zero() {
+        problems.add(place, "must be greater than 0");
+    } else if d > MAX_DURATION {
+        problems.add(place, format!("must be at most {}", humantime::format_duration(MAX_DURATION)));
+    }
+}
+
 /// Authentication, with secrets resolved.
 #[derive(Debug, Clone)]
 pub enum Auth {
@@ -150,18 +165,26 @@ pub fn compile(name: &str, raw: &ConnectionConfig, problems: &mut Problems) -> O
     let mut headers = Vec::new();
     for (k, v) in &raw.headers {
         check_header_name(&format!("{place}.headers.{k}"), k, problems);
+        check_header_text(&format!("{place}.headers.{k}"), v, problems);
         match Template::parse(v) {
             Ok(t) => headers.push((k.to_ascii_lowercase(), t)),
             Err(e) => problems.add(format!("{place}.headers.{k}"), e.to_string()),
         }
     }
     if let Some(rl) = &raw.rate_limit {
-        if rl.per_second.is_nan() || rl.per_second <= 0.0 {
-            problems.add(format!("{place}.rate_limit.per_second"), "must be greater than 0");
+        // The limiter needs a period of at least a nanosecond: 1e9 per second at most.
+        if !(rl.per_second.is_finite() && rl.per_second > 0.0 && rl.per_second <= MAX_RATE_PER_SECOND) {
+            problems.add(
+                format!("{place}.rate_limit.per_second"),
+                format!("must be greater than 0 and at most {MAX_RATE_PER_SECOND:e} (got {})", rl.per_second),
+            );
         }
         if rl.burst == 0 {
             problems.add(format!("{place}.rate_limit.burst"), "must be at least 1");
         }
+    }
+    if let Some(t) = raw.timeout {
+        check_duration(&format!("{place}.timeout"), t.0, problems);
     }
     if raw.max_in_flight == Some(0) {
         problems.add(format!("{place}.max_in_flight"), "must be at least 1");
@@ -207,6 +230,19 @@ pub fn check_header_name(place: &str, name: &str, problems: &mut Problems) {
     } else if RESERVED_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
         problems.add(place, format!("{name} is set by hookbridge itself"));
     }
+}
+
+/// The written text of a header value must not hold control characters (tab aside): HTTP
+/// cannot carry them, and a request holding one would fail at every attempt.
+pub fn check_header_text(place: &str, text: &str, problems: &mut Problems) {
+    if let Some(c) = text.chars().find(|c| is_header_control(*c)) {
+        problems.add(place, format!("holds the control character {:?}, which a header value cannot carry", c));
+    }
+}
+
+/// Characters a header value cannot carry: C0 controls but tab, DEL, and C1 controls.
+pub fn is_header_control(c: char) -> bool {
+    c != '\t' && c.is_control()
 }
 
 /// `whsec_<base64>` (or bare base64) to key bytes.

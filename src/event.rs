@@ -162,6 +162,8 @@ pub struct Event {
     pub labels: Labels,
     /// The event as JSON, for expressions (`event` in CEL).
     pub document: Arc<Value>,
+    /// The W3C trace the event belongs to, when it came with one.
+    pub trace: Option<crate::trace::TraceParent>,
 }
 
 impl Event {
@@ -198,6 +200,8 @@ pub struct CloudEventHeaders {
     pub time: Option<String>,
     /// `ce_source`.
     pub source: Option<String>,
+    /// `ce_traceparent` (the CloudEvents distributed-tracing extension).
+    pub traceparent: Option<String>,
 }
 
 impl CloudEventHeaders {
@@ -215,6 +219,7 @@ impl CloudEventHeaders {
                 "id" => ce.id = Some(value),
                 "time" => ce.time = Some(value),
                 "source" => ce.source = Some(value),
+                "traceparent" => ce.traceparent = Some(value),
                 _ => {}
             }
         }
@@ -276,12 +281,15 @@ pub fn parse_event(bytes: &[u8], ce: Option<&CloudEventHeaders>) -> Result<Event
             };
         }
     }
+    let trace = envelope.traceparent.as_deref().and_then(crate::trace::TraceParent::parse);
     if let Some(obj) = value.as_object_mut() {
         fill_from_envelope(obj, envelope);
     }
     validate(&value)?;
-    let wire: Wire = serde_json::from_value(value.clone()).map_err(|e| EventError::Schema(e.to_string()))?;
-    Ok(from_wire(wire, value))
+    let wire = Wire::deserialize(&value).map_err(|e| EventError::Schema(e.to_string()))?;
+    let mut event = from_wire(wire, value);
+    event.trace = trace;
+    Ok(event)
 }
 
 fn structured_envelope(obj: &Map<String, Value>) -> Result<CloudEventHeaders, EventError> {
@@ -298,7 +306,13 @@ fn structured_envelope(obj: &Map<String, Value>) -> Result<CloudEventHeaders, Ev
             return Err(EventError::CloudEvents(format!("datacontenttype {ct:?} is not JSON")));
         }
     }
-    Ok(CloudEventHeaders { specversion, id: text("id"), time: text("time"), source: text("source") })
+    Ok(CloudEventHeaders {
+        specversion,
+        id: text("id"),
+        time: text("time"),
+        source: text("source"),
+        traceparent: text("traceparent"),
+    })
 }
 
 /// Envelope `id`, `time` and `source` fill the event's own when absent.
@@ -361,6 +375,7 @@ fn from_wire(w: Wire, document: Value) -> Event {
         source: w.source.unwrap_or_default(),
         labels: w.labels,
         document: Arc::new(document),
+        trace: None,
     }
 }
 

@@ -73,6 +73,28 @@ pub fn is_secret_header(name: &str) -> bool {
         || ["token", "secret", "key", "password", "auth", "signature"].iter().any(|w| n.contains(w))
 }
 
+/// An error and its causes on one line, with any URL in it masked (reqwest puts the URL in
+/// its messages).
+pub fn error_text(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts = vec![e.to_string()];
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        let text = s.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        cur = s.source();
+    }
+    let joined = parts.join(": ");
+    match joined.find("(http") {
+        Some(start) => {
+            let end = joined[start..].find(')').map(|e| start + e).unwrap_or(joined.len());
+            format!("{}({}){}", &joined[..start], url(&joined[start + 1..end]), &joined[(end + 1).min(joined.len())..])
+        }
+        None => joined,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

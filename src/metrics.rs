@@ -1,12 +1,54 @@
 //! Every metric, declared once. Names are `hookbridge_<noun>_total` / `_seconds`; labels
 //! come from bounded sets only (trigger, action, type, outcome, reason, answer class,
-//! source partition) — never an object id or a URL.
+//! topic and partition) — never an object id or a URL.
+//!
+//! Labelled families are exported at zero from the start for every label value known at
+//! load ([`Metrics::register_config`]): a rate or ratio over a series that appears only at
+//! its first increment misses that increment, and an alert on a family that is absent has
+//! no data. `process_*` metrics (CPU, memory, file descriptors) come from the prometheus
+//! crate's process collector.
 
+use std::cell::RefCell;
 use std::sync::OnceLock;
 
+use prometheus::core::Collector;
 use prometheus::{
     exponential_buckets, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
+
+use crate::config::{Config, SourceConfig};
+
+/// Final delivery outcomes, the `outcome` label of `hookbridge_deliveries_total`. A retry
+/// handed to the durable stage is not final: it is counted by `retries_scheduled_total`.
+pub const OUTCOMES: &[&str] = &["delivered", "failed", "skipped", "dry_run"];
+/// Answer classes of an HTTP attempt, the `status_class` label of `hookbridge_attempts_total`.
+pub const STATUS_CLASSES: &[&str] = &["2xx", "3xx", "4xx", "5xx", "timeout", "network", "refused", "invalid"];
+/// Where a retry waits, the `stage` label of `hookbridge_retries_scheduled_total`.
+/// `parked`: handed to the stage behind an earlier delivery of its lane, without an attempt.
+pub const RETRY_STAGES: &[&str] = &["in_process", "durable", "parked"];
+/// Why a message was not an event, the `reason` label of `hookbridge_events_invalid_total`.
+pub const INVALID_REASONS: &[&str] = &["not_utf8", "invalid_json", "schema_violation", "invalid_cloudevent"];
+/// Dead-letter reasons known in advance (invalid events, final delivery failures). HTTP
+/// answers are counted by class (`http_4xx`, `http_5xx`), see [`dead_letter_reason`].
+pub const DEAD_LETTER_REASONS: &[&str] = &[
+    "not_utf8",
+    "invalid_json",
+    "schema_violation",
+    "invalid_cloudevent",
+    "http_4xx",
+    "http_5xx",
+    "timeout",
+    "network",
+    "destination_refused",
+    "too_large",
+    "invalid_request",
+    "not_configured",
+    "invalid_retry_record",
+    "itop_error",
+    "itop_invalid_answer",
+];
+/// What a failed publish carried, the `kind` label of `hookbridge_publish_errors_total`.
+pub const PUBLISH_KINDS: &[&str] = &["response", "dead_letter"];
 
 /// The registry and its metrics.
 pub struct Metrics {
@@ -16,11 +58,13 @@ pub struct Metrics {
     pub events_received: IntCounterVec,
     /// Messages that were not valid events, by reason.
     pub events_invalid: IntCounterVec,
+    /// Events that matched no trigger.
+    pub events_unmatched: prometheus::IntCounter,
     /// (trigger, action) pairs matched.
     pub trigger_matches: IntCounterVec,
     /// Conditions that failed to evaluate.
     pub condition_errors: IntCounterVec,
-    /// Final delivery outcomes.
+    /// Final delivery outcomes (never `retry_scheduled`).
     pub deliveries: IntCounterVec,
     /// HTTP attempts by answer class (2xx, 3xx, 4xx, 5xx, timeout, network, refused).
     pub attempts: IntCounterVec,
@@ -42,34 +86,81 @@ pub struct Metrics {
     pub missing_placeholders: IntCounterVec,
     /// Publish failures (retried).
     pub publish_errors: IntCounterVec,
-    /// Source lag: Kafka consumer lag per partition, JetStream pending messages.
+    /// Kafka consumer lag per owned partition (`source`, `topic`, `partition`).
     pub source_lag: IntGaugeVec,
+    /// JetStream messages pending for the durable consumer (`stream`, `consumer`): the same
+    /// consumer-wide figure on every replica, so aggregate it with `max`, never `sum`.
+    pub nats_consumer_pending: IntGaugeVec,
+    /// 1 while `/readyz` answers 200, 0 otherwise (set when scraped).
+    pub ready: IntGauge,
+    /// One series per action, value 1: its type, status and the connection it sends to,
+    /// so that per-connection views join on `action`.
+    pub action_info: IntGaugeVec,
+    /// One series, value 1: the version and revision of the running binary.
+    pub build_info: IntGaugeVec,
+    /// Names of every family registered, process collector included.
+    families: Vec<String>,
+}
+
+/// The `reason` label of a dead letter: the reason itself, except that HTTP answers are
+/// counted by class, so that the label stays within [`DEAD_LETTER_REASONS`] for every
+/// reason hookbridge gives today.
+pub fn dead_letter_reason(reason: &str) -> &str {
+    match reason.strip_prefix("http_").and_then(|code| code.parse::<u16>().ok()) {
+        Some(400..=499) => "http_4xx",
+        Some(500..=599) => "http_5xx",
+        Some(_) => "http_other",
+        None => reason,
+    }
 }
 
 impl Metrics {
     fn new() -> Metrics {
-        let registry = Registry::new_custom(Some("hookbridge".into()), None).expect("valid prefix");
+        // No registry prefix: the process collector's families are `process_*` by convention,
+        // ours carry `hookbridge_` in their names.
+        let registry = Registry::new();
+        let families = RefCell::new(Vec::new());
+        let register = |c: Box<dyn Collector>| {
+            families.borrow_mut().extend(c.desc().iter().map(|d| d.fq_name.clone()));
+            registry.register(c).expect("registered once");
+        };
         let counter = |name: &str, help: &str, labels: &[&str]| {
-            let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
-            registry.register(Box::new(c.clone())).expect("registered once");
+            let c = IntCounterVec::new(Opts::new(format!("hookbridge_{name}"), help), labels).expect("valid metric");
+            register(Box::new(c.clone()));
             c
+        };
+        let gauge_vec = |name: &str, help: &str, labels: &[&str]| {
+            let g = IntGaugeVec::new(Opts::new(format!("hookbridge_{name}"), help), labels).expect("valid metric");
+            register(Box::new(g.clone()));
+            g
+        };
+        let gauge = |name: &str, help: &str| {
+            let g = IntGauge::new(format!("hookbridge_{name}"), help).expect("valid metric");
+            register(Box::new(g.clone()));
+            g
         };
         let events_received = counter("events_received_total", "Messages read from the source.", &["source"]);
         let events_invalid =
             counter("events_invalid_total", "Messages that were not valid events, by reason.", &["reason"]);
+        let events_unmatched = prometheus::IntCounter::new(
+            "hookbridge_events_unmatched_total",
+            "Events that matched no trigger (acknowledged with no output).",
+        )
+        .expect("valid metric");
+        register(Box::new(events_unmatched.clone()));
         let trigger_matches =
             counter("trigger_matches_total", "(trigger, action) pairs matched by events.", &["trigger", "action"]);
         let condition_errors =
             counter("condition_errors_total", "Trigger conditions that failed to evaluate.", &["trigger"]);
         let deliveries = counter(
             "deliveries_total",
-            "Final delivery outcomes (delivered, failed, skipped, dry_run).",
+            "Final delivery outcomes (delivered, failed, skipped, dry_run); retries are in retries_scheduled_total.",
             &["action", "type", "outcome"],
         );
         let attempts = counter(
             "attempts_total",
-            "HTTP attempts by answer class (2xx, 3xx, 4xx, 5xx, timeout, network, refused).",
-            &["action", "class"],
+            "HTTP attempts by answer class (2xx, 3xx, 4xx, 5xx, timeout, network, refused, invalid).",
+            &["action", "status_class"],
         );
         let retries_scheduled = counter(
             "retries_scheduled_total",
@@ -85,29 +176,48 @@ impl Metrics {
             counter("publish_errors_total", "Failed publish attempts (retried until they succeed).", &["kind"]);
         let delivery_duration = HistogramVec::new(
             HistogramOpts::new(
-                "delivery_duration_seconds",
+                "hookbridge_delivery_duration_seconds",
                 "Time from the first attempt to the final outcome of a delivery.",
             )
             .buckets(exponential_buckets(0.005, 2.0, 16).expect("valid buckets")),
             &["action"],
         )
         .expect("valid metric");
-        registry.register(Box::new(delivery_duration.clone())).expect("registered once");
-        let in_flight = IntGauge::new("deliveries_in_flight", "HTTP requests in flight.").expect("valid metric");
-        registry.register(Box::new(in_flight.clone())).expect("registered once");
-        let events_pending =
-            IntGauge::new("events_pending", "Events read whose outcomes are not all final yet.").expect("valid metric");
-        registry.register(Box::new(events_pending.clone())).expect("registered once");
-        let source_lag = IntGaugeVec::new(
-            Opts::new("source_lag", "Kafka consumer lag per partition, or JetStream messages pending."),
-            &["source", "partition"],
-        )
-        .expect("valid metric");
-        registry.register(Box::new(source_lag.clone())).expect("registered once");
+        register(Box::new(delivery_duration.clone()));
+        let in_flight = gauge("deliveries_in_flight", "HTTP requests in flight.");
+        let events_pending = gauge("events_pending", "Events read whose outcomes are not all final yet.");
+        let source_lag = gauge_vec(
+            "source_lag",
+            "Kafka consumer lag of each partition this replica owns: events not final yet.",
+            &["source", "topic", "partition"],
+        );
+        let nats_consumer_pending = gauge_vec(
+            "nats_consumer_pending",
+            "JetStream messages not yet delivered by the durable consumer; the same on every replica (aggregate with max).",
+            &["stream", "consumer"],
+        );
+        let ready = gauge("ready", "1 while /readyz answers 200 (source connected), 0 otherwise.");
+        let action_info = gauge_vec(
+            "action_info",
+            "Configured actions: type, status and the connection they send to (value 1).",
+            &["action", "type", "status", "connection"],
+        );
+        let build_info = gauge_vec(
+            "build_info",
+            "The running binary: version and source revision (value 1).",
+            &["version", "revision"],
+        );
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION"), option_env!("HOOKBRIDGE_REVISION").unwrap_or("unknown")])
+            .set(1);
+        #[cfg(target_os = "linux")]
+        register(Box::new(prometheus::process_collector::ProcessCollector::for_self()));
+        let families = families.into_inner();
         Metrics {
             registry,
             events_received,
             events_invalid,
+            events_unmatched,
             trigger_matches,
             condition_errors,
             deliveries,
@@ -122,6 +232,71 @@ impl Metrics {
             missing_placeholders,
             publish_errors,
             source_lag,
+            nats_consumer_pending,
+            ready,
+            action_info,
+            build_info,
+            families,
+        }
+    }
+
+    /// The name of every family this process can export (histograms by their base name),
+    /// whether or not it has a series yet: what dashboards and alerts may refer to.
+    pub fn family_names(&self) -> &[String] {
+        &self.families
+    }
+
+    /// Creates, at zero, every series whose label values the config decides: per source,
+    /// trigger, action and connection, and the fixed sets of outcomes, classes and reasons.
+    pub fn register_config(&self, config: &Config) {
+        let source = match &config.source {
+            SourceConfig::Kafka { .. } => "kafka",
+            SourceConfig::Nats { .. } => "nats",
+            SourceConfig::File { .. } => "file",
+        };
+        self.events_received.with_label_values(&[source]);
+        for reason in INVALID_REASONS {
+            self.events_invalid.with_label_values(&[reason]);
+        }
+        for reason in DEAD_LETTER_REASONS {
+            self.dead_letters.with_label_values(&[reason]);
+        }
+        for kind in PUBLISH_KINDS {
+            self.publish_errors.with_label_values(&[kind]);
+        }
+        for trigger in &config.triggers {
+            self.condition_errors.with_label_values(&[&trigger.name]);
+            for &a in &trigger.actions {
+                self.trigger_matches.with_label_values(&[&trigger.name, &config.actions[a].name]);
+            }
+        }
+        for action in &config.actions {
+            let name = action.name.as_str();
+            for outcome in OUTCOMES {
+                self.deliveries.with_label_values(&[name, action.kind.as_str(), outcome]);
+            }
+            for class in STATUS_CLASSES {
+                self.attempts.with_label_values(&[name, class]);
+            }
+            for stage in RETRY_STAGES {
+                self.retries_scheduled.with_label_values(&[name, stage]);
+            }
+            self.delivery_duration.with_label_values(&[name]);
+            self.missing_placeholders.with_label_values(&[name]);
+            if action.callback.is_some() {
+                self.callback_updates.with_label_values(&[name]);
+                self.callback_errors.with_label_values(&[name]);
+            }
+            let (status, connection) = match action.status {
+                crate::config::raw::ActionStatus::Enabled => ("enabled", Some(action.connection)),
+                crate::config::raw::ActionStatus::Disabled => ("disabled", None),
+                crate::config::raw::ActionStatus::Test => ("test", action.test_connection),
+            };
+            let connection = connection.and_then(|c| config.connections.get(c)).map_or("", |c| c.name.as_str());
+            self.action_info.with_label_values(&[name, action.kind.as_str(), status, connection]).set(1);
+        }
+        if let SourceConfig::Nats { stream, consumer, .. } = &config.source {
+            self.nats_consumer_pending.with_label_values(&[stream, consumer]);
         }
     }
 
@@ -138,4 +313,54 @@ impl Metrics {
 pub fn get() -> &'static Metrics {
     static METRICS: OnceLock<Metrics> = OnceLock::new();
     METRICS.get_or_init(Metrics::new)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http_reasons_are_counted_by_class() {
+        assert_eq!(dead_letter_reason("http_404"), "http_4xx");
+        assert_eq!(dead_letter_reason("http_503"), "http_5xx");
+        assert_eq!(dead_letter_reason("http_302"), "http_other");
+        assert_eq!(dead_letter_reason("too_large"), "too_large");
+        assert_eq!(dead_letter_reason("http_x"), "http_x");
+    }
+
+    #[test]
+    fn every_series_of_a_config_exists_before_its_first_use() {
+        let config = Config::from_yaml(
+            r#"
+source: {type: file, path: "-"}
+responses: {type: file, path: "-"}
+dead_letter: {type: file, path: "-"}
+connections:
+  hook: {url: "http://127.0.0.1:1/x"}
+actions:
+  - {name: post, type: webhook, connection: hook, payload: "{}"}
+triggers:
+  - {name: created, "on": create, class: UserRequest, actions: [post]}
+"#,
+        )
+        .expect("valid config");
+        let m = get();
+        m.register_config(&config);
+        let text = m.render();
+        for line in [
+            "hookbridge_events_received_total{source=\"file\"} 0",
+            "hookbridge_deliveries_total{action=\"post\",outcome=\"failed\",type=\"webhook\"} 0",
+            "hookbridge_attempts_total{action=\"post\",status_class=\"5xx\"} 0",
+            "hookbridge_retries_scheduled_total{action=\"post\",stage=\"durable\"} 0",
+            "hookbridge_trigger_matches_total{action=\"post\",trigger=\"created\"} 0",
+            "hookbridge_dead_letters_total{reason=\"http_4xx\"} 0",
+            "hookbridge_publish_errors_total{kind=\"dead_letter\"} 0",
+            "hookbridge_action_info{action=\"post\",connection=\"hook\",status=\"enabled\",type=\"webhook\"} 1",
+            "hookbridge_delivery_duration_seconds_count{action=\"post\"} 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
+        }
+        assert!(text.contains("hookbridge_build_info{revision="), "{text}");
+        assert!(!text.contains("retry_scheduled"), "{text}");
+    }
 }

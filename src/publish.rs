@@ -1,34 +1,86 @@
-//! Output messages (SPEC §5): delivery results and callback updates on `responses`, dead
-//! letters on `dead_letter`, each behind one [`Sink`] interface whatever the transport.
+//! Publishing the output messages (SPEC §5): delivery results and callback updates on
+//! `responses`, dead letters on `dead_letter`, each behind one [`Sink`] whatever the
+//! transport. The messages themselves are built in [`crate::output`].
+//!
+//! A sink that is away for a while (a broker restarting, a full disk) is retried with
+//! backoff until it takes the message or shutdown cancels; a sink that refuses a message
+//! for good (too large, not authorised, no such topic) is not retried: retrying it would
+//! freeze the consumer behind one message.
 
 use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use base64::Engine as _;
-use serde_json::{json, Map, Value};
+use serde::Serialize;
 use thiserror::Error;
+use tokio_util::sync::CancellationToken;
 
 use crate::metrics;
+use crate::output::DeadLetter;
 
-/// Why a message could not be published.
+/// The smallest raw excerpt a dead letter is cut down to before the sink is deemed to refuse
+/// it for good.
+const MIN_RAW_BYTES: usize = 1024;
+
+/// Why a sink did not take a message.
 #[derive(Debug, Error)]
 pub enum PublishError {
     /// Writing a file failed.
     #[error("write failed: {0}")]
     Io(#[from] std::io::Error),
-    /// The broker refused or did not acknowledge.
-    #[error("broker: {0}")]
-    Broker(String),
+    /// The message is larger than the destination accepts.
+    #[error("the message ({size} bytes) is larger than the destination accepts: {detail}")]
+    TooLarge {
+        /// Serialized size.
+        size: usize,
+        /// What the broker said.
+        detail: String,
+    },
+    /// The destination refuses this message for good (not authorised, no such topic or stream).
+    #[error("refused: {0}")]
+    Refused(String),
+    /// The destination is away or did not acknowledge in time; worth trying again.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl PublishError {
+    /// Whether trying the same message again cannot help.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            // A full disk or a read-only remount may pass; a closed descriptor will not.
+            PublishError::Io(e) => !matches!(
+                e.kind(),
+                std::io::ErrorKind::StorageFull
+                    | std::io::ErrorKind::Interrupted
+                    | std::io::ErrorKind::WouldBlock
+                    | std::io::ErrorKind::TimedOut
+                    | std::io::ErrorKind::QuotaExceeded
+                    | std::io::ErrorKind::ResourceBusy
+            ),
+            PublishError::TooLarge { .. } | PublishError::Refused(_) => true,
+            PublishError::Unavailable(_) => false,
+        }
+    }
+
+    /// Short stable label for metrics and logs.
+    pub fn label(&self) -> &'static str {
+        match self {
+            PublishError::Io(_) => "io",
+            PublishError::TooLarge { .. } => "too_large",
+            PublishError::Refused(_) => "refused",
+            PublishError::Unavailable(_) => "unavailable",
+        }
+    }
 }
 
 /// A destination for output messages. `publish` returns only once the message is durable
 /// (written and flushed, or acknowledged by the broker): source positions depend on it.
 #[async_trait]
 pub trait Sink: Send + Sync {
-    /// Publishes one message under `key` (`class::key`).
-    async fn publish(&self, key: &str, message: &Value) -> Result<(), PublishError>;
+    /// Publishes one serialized message under `key` (`class::key`).
+    async fn publish(&self, key: &str, payload: &[u8]) -> Result<(), PublishError>;
 }
 
 /// JSON Lines appended to a file, or written to stdout for `-`.
@@ -50,102 +102,195 @@ impl FileSink {
 
 #[async_trait]
 impl Sink for FileSink {
-    async fn publish(&self, _key: &str, message: &Value) -> Result<(), PublishError> {
-        let mut line = serde_json::to_vec(message).map_err(|e| PublishError::Broker(e.to_string()))?;
-        line.push(b'\n');
+    async fn publish(&self, _key: &str, payload: &[u8]) -> Result<(), PublishError> {
         let mut out = self.out.lock().unwrap_or_else(|p| p.into_inner());
-        out.write_all(&line)?;
+        out.write_all(payload)?;
+        out.write_all(b"\n")?;
         out.flush()?;
         Ok(())
     }
 }
 
-/// Publishes results, callback updates and dead letters; retries a failing sink until it
-/// takes the message, because the source position waits on it.
+/// Why a message was not published.
+#[derive(Debug, Error)]
+pub enum PublishFailure {
+    /// The sink refused it for good; it was logged and counted.
+    #[error(transparent)]
+    Permanent(PublishError),
+    /// Shutdown came while the sink was away: the message was not published.
+    #[error("shut down before the destination took the message")]
+    Interrupted,
+}
+
+/// Publishes results, callback updates and dead letters.
 #[derive(Clone)]
 pub struct Publisher {
     responses: Arc<dyn Sink>,
     dead_letter: Arc<dyn Sink>,
-}
-
-/// The raw bytes of a message, as dead letters carry them.
-pub fn raw_field(raw: &[u8]) -> (Value, &'static str) {
-    match std::str::from_utf8(raw) {
-        Ok(text) => (Value::String(text.to_string()), "utf8"),
-        Err(_) => (Value::String(base64::engine::general_purpose::STANDARD.encode(raw)), "base64"),
-    }
+    max_raw: usize,
 }
 
 impl Publisher {
-    /// Builds a publisher over two sinks.
-    pub fn new(responses: Arc<dyn Sink>, dead_letter: Arc<dyn Sink>) -> Publisher {
-        Publisher { responses, dead_letter }
-    }
-
-    async fn send(sink: &Arc<dyn Sink>, key: &str, message: &Value, kind: &str) {
-        let mut delay = Duration::from_millis(100);
-        loop {
-            match sink.publish(key, message).await {
-                Ok(()) => return,
-                Err(e) => {
-                    metrics::get().publish_errors.with_label_values(&[kind]).inc();
-                    tracing::warn!(kind, error = %e, "publishing failed; retrying");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(10));
-                }
-            }
-        }
+    /// A publisher over two sinks; dead letters carry at most `max_raw` bytes of the original.
+    pub fn new(responses: Arc<dyn Sink>, dead_letter: Arc<dyn Sink>, max_raw: usize) -> Publisher {
+        Publisher { responses, dead_letter, max_raw }
     }
 
     /// A delivery result or callback update, keyed by object.
-    pub async fn response(&self, key: &str, message: &Value) {
-        Self::send(&self.responses, key, message, "response").await;
+    pub async fn response(
+        &self,
+        key: &str,
+        message: &impl Serialize,
+        cancel: &CancellationToken,
+    ) -> Result<(), PublishFailure> {
+        let payload = serde_json::to_vec(message).expect("output messages serialize");
+        send(&self.responses, key, &payload, "response", cancel).await
     }
 
-    /// A dead letter.
-    pub async fn dead_letter(&self, key: &str, letter: DeadLetter<'_>) {
-        metrics::get().dead_letters.with_label_values(&[letter.reason]).inc();
-        let (raw, encoding) = raw_field(letter.raw);
-        let mut m = Map::new();
-        m.insert("kind".into(), json!("dead_letter"));
-        m.insert("reason".into(), json!(letter.reason));
-        m.insert("detail".into(), json!(letter.detail));
-        m.insert("source".into(), letter.source.clone());
-        m.insert("raw".into(), raw);
-        m.insert("raw_encoding".into(), json!(encoding));
-        if let Some(id) = letter.event_id {
-            m.insert("event_id".into(), json!(id));
+    /// A dead letter. When the sink finds it too large, the raw excerpt is cut further (to a
+    /// quarter each time) rather than given up: the reason and coordinates matter most.
+    pub async fn dead_letter(
+        &self,
+        key: &str,
+        letter: DeadLetter<'_>,
+        cancel: &CancellationToken,
+    ) -> Result<(), PublishFailure> {
+        let mut max_raw = self.max_raw;
+        loop {
+            let payload = serde_json::to_vec(&letter.message(max_raw)).expect("output messages serialize");
+            match send(&self.dead_letter, key, &payload, "dead_letter", cancel).await {
+                Err(PublishFailure::Permanent(PublishError::TooLarge { .. }))
+                    if max_raw > MIN_RAW_BYTES && letter.raw.len() > MIN_RAW_BYTES / 6 =>
+                {
+                    max_raw /= 4;
+                    tracing::info!(max_raw, "dead letter too large for the destination; cutting its raw excerpt");
+                }
+                Ok(()) => {
+                    metrics::get().dead_letters.with_label_values(&[metrics::dead_letter_reason(letter.reason)]).inc();
+                    return Ok(());
+                }
+                Err(e) => return Err(e),
+            }
         }
-        if let Some(a) = letter.action {
-            m.insert("action".into(), json!(a));
-        }
-        if let Some(t) = letter.trigger {
-            m.insert("trigger".into(), json!(t));
-        }
-        m.insert("time".into(), json!(now_rfc3339()));
-        Self::send(&self.dead_letter, key, &Value::Object(m), "dead_letter").await;
     }
 }
 
-/// What a dead letter says.
-pub struct DeadLetter<'a> {
-    /// Short stable label.
-    pub reason: &'a str,
-    /// Human detail.
-    pub detail: &'a str,
-    /// Source coordinates.
-    pub source: &'a Value,
-    /// The original message bytes.
-    pub raw: &'a [u8],
-    /// Event id, when the message parsed.
-    pub event_id: Option<&'a str>,
-    /// Action, for a delivery that failed for good.
-    pub action: Option<&'a str>,
-    /// Trigger, for a delivery that failed for good.
-    pub trigger: Option<&'a str>,
+/// Sends until the sink takes the message, it refuses it for good, or `cancel` fires.
+async fn send(
+    sink: &Arc<dyn Sink>,
+    key: &str,
+    payload: &[u8],
+    kind: &'static str,
+    cancel: &CancellationToken,
+) -> Result<(), PublishFailure> {
+    let mut delay = Duration::from_millis(100);
+    loop {
+        let error = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => return Err(PublishFailure::Interrupted),
+            r = sink.publish(key, payload) => match r {
+                Ok(()) => return Ok(()),
+                Err(e) => e,
+            },
+        };
+        metrics::get().publish_errors.with_label_values(&[kind]).inc();
+        if error.is_permanent() {
+            tracing::error!(kind, reason = error.label(), error = %error, bytes = payload.len(), "the destination refuses this message for good");
+            return Err(PublishFailure::Permanent(error));
+        }
+        tracing::warn!(kind, reason = error.label(), error = %error, retry_in_ms = delay.as_millis() as u64, "publishing failed; retrying");
+        tokio::select! {
+            _ = cancel.cancelled() => return Err(PublishFailure::Interrupted),
+            _ = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(Duration::from_secs(10));
+    }
 }
 
-/// Now, as RFC 3339 with milliseconds.
-pub fn now_rfc3339() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    /// A sink that fails as told, then records what it takes.
+    struct Scripted {
+        fail: Mutex<Vec<PublishError>>,
+        limit: Option<usize>,
+        taken: Mutex<Vec<Vec<u8>>>,
+    }
+
+    #[async_trait]
+    impl Sink for Scripted {
+        async fn publish(&self, _key: &str, payload: &[u8]) -> Result<(), PublishError> {
+            if let Some(e) = self.fail.lock().unwrap().pop() {
+                return Err(e);
+            }
+            if let Some(limit) = self.limit {
+                if payload.len() > limit {
+                    return Err(PublishError::TooLarge { size: payload.len(), detail: "max payload".into() });
+                }
+            }
+            self.taken.lock().unwrap().push(payload.to_vec());
+            Ok(())
+        }
+    }
+
+    fn scripted(fail: Vec<PublishError>, limit: Option<usize>) -> Arc<Scripted> {
+        Arc::new(Scripted { fail: Mutex::new(fail), limit, taken: Mutex::new(Vec::new()) })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn passing_errors_are_retried_until_taken() {
+        let sink = scripted((0..3).map(|_| PublishError::Unavailable("down".into())).collect(), None);
+        let p = Publisher::new(sink.clone(), sink.clone(), 1024);
+        p.response("k", &serde_json::json!({"a": 1}), &CancellationToken::new()).await.unwrap();
+        assert_eq!(sink.taken.lock().unwrap().len(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn permanent_errors_are_not_retried() {
+        let sink = scripted(vec![PublishError::Refused("not authorised".into())], None);
+        let p = Publisher::new(sink.clone(), sink.clone(), 1024);
+        let r = p.response("k", &serde_json::json!({"a": 1}), &CancellationToken::new()).await;
+        assert!(matches!(r, Err(PublishFailure::Permanent(PublishError::Refused(_)))), "{r:?}");
+        assert!(sink.taken.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn cancel_ends_a_sink_that_never_comes_back() {
+        let errors: Vec<PublishError> = (0..10_000).map(|_| PublishError::Unavailable("down".into())).collect();
+        let sink = scripted(errors, None);
+        let p = Publisher::new(sink.clone(), sink.clone(), 1024);
+        let cancel = CancellationToken::new();
+        let stop = cancel.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            stop.cancel();
+        });
+        let r = p.response("k", &serde_json::json!({"a": 1}), &cancel).await;
+        assert!(matches!(r, Err(PublishFailure::Interrupted)), "{r:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_dead_letter_too_large_for_the_sink_is_cut_until_it_fits() {
+        let sink = scripted(Vec::new(), Some(64 * 1024));
+        let p = Publisher::new(sink.clone(), sink.clone(), 256 * 1024);
+        let hostile = vec![1u8; 60 * 1024];
+        let source = serde_json::json!({"type": "nats", "sequence": 1});
+        let letter = DeadLetter {
+            reason: "invalid_json",
+            detail: "expected value",
+            source: &source,
+            raw: &hostile,
+            event_id: None,
+            trigger: None,
+            action: None,
+        };
+        p.dead_letter("", letter, &CancellationToken::new()).await.unwrap();
+        let taken = sink.taken.lock().unwrap();
+        let m: serde_json::Value = serde_json::from_slice(&taken[0]).unwrap();
+        assert_eq!(m["raw_truncated"], true);
+        assert_eq!(m["raw_size"], 60 * 1024);
+        assert!(taken[0].len() <= 64 * 1024);
+    }
 }

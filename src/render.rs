@@ -23,6 +23,8 @@ pub enum Planned {
         connection: usize,
         /// Placeholders that resolved to nothing.
         missing: Vec<String>,
+        /// Why the request must not be sent (a value that would change its target).
+        invalid: Vec<String>,
     },
     /// Nothing is sent, for this reason (`disabled`, `no_test_connection`).
     Skip(&'static str),
@@ -44,8 +46,12 @@ pub fn plan(config: &Config, event: &Event, m: &Match) -> Planned {
     let ctx = RenderContext::new(event, &trigger.name, &action.name, mentioned);
     let build =
         BuildContext { render: &ctx, connection: &config.connections[connection], presentation: &config.presentation };
-    let request = build_request(action, &build, &webhook_id(&event.id, &action.name, m.mention));
-    Planned::Send { request, connection, missing: ctx.missing() }
+    let mut request = build_request(action, &build, &webhook_id(&event.id, &action.name, m.mention));
+    if let Some(trace) = &event.trace {
+        // One span per delivery (the same across its retries), a child of the event's.
+        crate::action::set_header(&mut request.headers, "traceparent", trace.child(rand::random()));
+    }
+    Planned::Send { request, connection, missing: ctx.missing(), invalid: ctx.invalid() }
 }
 
 /// One entry of `render`'s output.
@@ -89,7 +95,7 @@ pub fn render_event(config: &Config, event: &Event, only_action: Option<&str>) -
         .map(|m| {
             let action = &config.actions[m.action];
             let (connection, skipped, request, missing) = match plan(config, event, m) {
-                Planned::Send { request, connection, missing } => {
+                Planned::Send { request, connection, missing, .. } => {
                     let mut request = request;
                     request.stamp(&config.connections[connection].signing_keys, chrono::Utc::now().timestamp());
                     (Some(config.connections[connection].name.clone()), None, Some(request.shown()), missing)

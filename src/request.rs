@@ -18,8 +18,8 @@ pub struct Request {
     pub url: String,
     /// Lower-case names, in sending order.
     pub headers: Vec<(String, String)>,
-    /// Body bytes.
-    pub body: Vec<u8>,
+    /// Body bytes; shared, so that an attempt sends them without copying.
+    pub body: bytes::Bytes,
     /// Names of headers whose value is a secret.
     pub secret_headers: Vec<String>,
 }
@@ -61,12 +61,19 @@ impl Request {
     /// Adds `webhook-timestamp` (seconds) and, with keys, `webhook-signature`; done per
     /// attempt so a late retry is not refused as stale.
     pub fn stamp(&mut self, keys: &[SigningKey], now_unix: i64) {
-        let id = self.header("webhook-id").unwrap_or_default().to_string();
-        crate::action::set_header(&mut self.headers, "webhook-timestamp", now_unix.to_string());
-        if !keys.is_empty() {
-            let sig = signature(keys, &id, now_unix, &self.body);
-            crate::action::set_header(&mut self.headers, "webhook-signature", sig);
+        for (name, value) in self.stamp_headers(keys, now_unix) {
+            crate::action::set_header(&mut self.headers, name, value);
         }
+    }
+
+    /// The headers [`Request::stamp`] sets, without changing the request.
+    pub fn stamp_headers(&self, keys: &[SigningKey], now_unix: i64) -> Vec<(&'static str, String)> {
+        let mut out = vec![("webhook-timestamp", now_unix.to_string())];
+        if !keys.is_empty() {
+            let id = self.header("webhook-id").unwrap_or_default();
+            out.push(("webhook-signature", signature(keys, id, now_unix, &self.body)));
+        }
+        out
     }
 
     /// A header's value.

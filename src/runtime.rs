@@ -9,8 +9,9 @@ use thiserror::Error;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, DestinationConfig, SourceConfig};
-use crate::dispatch::{excerpt, Dispatcher, InFlight, Job};
+use crate::dispatch::{Dispatcher, InFlight, Job};
 use crate::event::Event;
+use crate::output::excerpt;
 use crate::pipeline::{self, RunError};
 use crate::publish::{FileSink, Publisher, Sink};
 use crate::render::{plan, Planned};
@@ -35,6 +36,9 @@ pub enum StartError {
     /// The metrics server could not bind.
     #[error("server.listen: {0}")]
     Server(std::io::Error),
+    /// The source was not ready within `startup_timeout`.
+    #[error("not ready within startup_timeout ({0:?}): the source could not be reached")]
+    NotReady(std::time::Duration),
     /// The run failed.
     #[error(transparent)]
     Run(#[from] RunError),
@@ -68,15 +72,49 @@ pub async fn open_source(config: &Config) -> Result<Box<dyn Source>, StartError>
 /// Runs the bridge until the source ends or `shutdown` fires.
 pub async fn run(config: Arc<Config>, shutdown: CancellationToken) -> Result<(), StartError> {
     let ready = Arc::new(AtomicBool::new(false));
+    // The ops server outlives the drain (it stops when this function returns, whatever the
+    // path): /metrics and /healthz answer while deliveries drain, /readyz says 503.
+    let server_stop = CancellationToken::new();
+    let _server_stop = server_stop.clone().drop_guard();
     if let Some(listen) = &config.server.listen {
-        let addr = crate::server::serve(listen, ready.clone(), shutdown.clone()).await.map_err(StartError::Server)?;
+        let addr = crate::server::serve(listen, ready.clone(), shutdown.clone(), server_stop.clone())
+            .await
+            .map_err(StartError::Server)?;
         tracing::info!(%addr, "serving /metrics, /healthz and /readyz");
     }
-    let responses = open_sink("responses", &config.responses, &config.source).await?;
-    let dead_letter = open_sink("dead_letter", &config.dead_letter, &config.source).await?;
-    let publisher = Publisher::new(responses, dead_letter);
-    let source = open_source(&config).await?;
-    pipeline::run(config, source, publisher, ready, shutdown).await?;
+    // Brokers unreachable at start: not ready and retrying (NATS opening waits, Kafka's
+    // source waits for its assignment), until ready, SIGTERM, or startup_timeout.
+    let startup = config
+        .startup_timeout
+        .map(|limit| (limit, crate::server::watch_startup(ready.clone(), limit, shutdown.clone())));
+    let opened = async {
+        let responses = open_sink("responses", &config.responses, &config.source).await?;
+        let dead_letter = open_sink("dead_letter", &config.dead_letter, &config.source).await?;
+        let source = open_source(&config).await?;
+        Ok::<_, StartError>((
+            Publisher::new(responses, dead_letter, config.delivery.max_dead_letter_raw.0 as usize),
+            source,
+        ))
+    };
+    let opened = tokio::select! {
+        opened = opened => Some(opened?),
+        _ = shutdown.cancelled() => None,
+    };
+    if let Some((publisher, source)) = opened {
+        pipeline::run(config, source, publisher, ready, shutdown.clone()).await?;
+    }
+    if let Some((limit, watch)) = startup {
+        // Once shut down, the watch ends at once (having fired or not); otherwise it is moot.
+        let fired = if shutdown.is_cancelled() || watch.is_finished() {
+            watch.await.unwrap_or(false)
+        } else {
+            watch.abort();
+            false
+        };
+        if fired {
+            return Err(StartError::NotReady(limit));
+        }
+    }
     Ok(())
 }
 
@@ -85,48 +123,108 @@ struct Discard;
 
 #[async_trait::async_trait]
 impl Sink for Discard {
-    async fn publish(&self, _key: &str, _message: &Value) -> Result<(), crate::publish::PublishError> {
+    async fn publish(&self, _key: &str, _payload: &[u8]) -> Result<(), crate::publish::PublishError> {
         Ok(())
     }
 }
 
+/// Why `send` could not send.
+#[derive(Debug, Error)]
+pub enum SendError {
+    /// No action has that name.
+    #[error("no action named {0:?}")]
+    NoAction(String),
+    /// The action is not linked to any trigger.
+    #[error("action {0:?} is not linked to any trigger")]
+    NotLinked(String),
+    /// HTTP clients could not be built.
+    #[error(transparent)]
+    Clients(#[from] crate::dispatch::DispatchError),
+    /// Interrupted before an outcome.
+    #[error("interrupted")]
+    Interrupted,
+}
+
+/// What `send` reports: the outcome, the request, the answer and any callback update.
+#[derive(Debug, serde::Serialize)]
+pub struct SendReport {
+    /// The delivery result, as `run` would publish it.
+    pub result: Value,
+    /// The request, secrets masked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request: Option<crate::request::ShownRequest>,
+    /// The answer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub response: Option<Value>,
+    /// The callback update the answer yields.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub callback_update: Option<Value>,
+}
+
+impl SendReport {
+    /// Whether the action was delivered (or rendered, in a dry run).
+    pub fn succeeded(&self) -> bool {
+        matches!(self.result.get("status").and_then(Value::as_str), Some("delivered" | "dry_run"))
+    }
+}
+
 /// Sends one action for one event now, whatever the triggers say, and returns what a user
-/// wants to see: the request, the answer, the outcome and any callback update.
-pub async fn send_one(config: Arc<Config>, event: Event, raw: Vec<u8>, action_name: &str) -> Result<Value, String> {
-    let action = config.action_index(action_name).ok_or_else(|| format!("no action named {action_name:?}"))?;
+/// wants to see: the request, the answer, the outcome and any callback update. The
+/// `webhook-id` is the one `run` sends for the same event and action.
+pub async fn send_one(
+    config: Arc<Config>,
+    event: Event,
+    raw: Vec<u8>,
+    action_name: &str,
+) -> Result<SendReport, SendError> {
+    let action = config.action_index(action_name).ok_or_else(|| SendError::NoAction(action_name.to_string()))?;
     let trigger = config
         .triggers
         .iter()
         .position(|t| t.actions.contains(&action))
-        .ok_or_else(|| format!("action {action_name:?} is not linked to any trigger"))?;
-    let matched = Match { trigger, action, mention: if event.mentions.is_empty() { None } else { Some(0) } };
-    let (request, connection, missing) = match plan(&config, &event, &matched) {
-        Planned::Send { request, connection, missing } => (request, connection, missing),
-        Planned::Skip(reason) => return Ok(json!({"status": "skipped", "reason": reason})),
+        .ok_or_else(|| SendError::NotLinked(action_name.to_string()))?;
+    let mention = (config.triggers[trigger].on == crate::config::raw::TriggerOn::Mention && !event.mentions.is_empty())
+        .then_some(0);
+    let matched = Match { trigger, action, mention };
+    let (request, connection, missing, invalid) = match plan(&config, &event, &matched) {
+        Planned::Send { request, connection, missing, invalid } => (request, connection, missing, invalid),
+        Planned::Skip(reason) => {
+            return Ok(SendReport {
+                result: json!({"status": "skipped", "reason": reason}),
+                request: None,
+                response: None,
+                callback_update: None,
+            })
+        }
     };
-    let publisher = Publisher::new(Arc::new(Discard), Arc::new(Discard));
-    let dispatcher = Dispatcher::new(config.clone(), publisher, RetryStage::InProcess, CancellationToken::new())
-        .map_err(|e| e.to_string())?;
-    let message = Message {
-        payload: raw,
-        headers: Vec::new(),
-        coords: json!({"type": "send"}),
-        ack: Ack::none(),
-        retry: None,
+    let publisher =
+        Publisher::new(Arc::new(Discard), Arc::new(Discard), config.delivery.max_dead_letter_raw.0 as usize);
+    let dispatcher = Dispatcher::new(config.clone(), publisher, RetryStage::InProcess, CancellationToken::new())?;
+    let message =
+        Message { payload: raw, headers: Vec::new(), coords: json!({"type": "send"}), ack: Ack::none(), retry: None };
+    let inflight = Arc::new(InFlight::new(event, message, 1, None));
+    let job = Job {
+        inflight,
+        matched,
+        request,
+        connection,
+        missing,
+        invalid,
+        attempts_before: 0,
+        first_attempt_ms: None,
+        returning: false,
     };
-    let inflight = InFlight::new(event, message, 1, None);
-    let job = Job { inflight, matched, request, connection, missing, attempts_before: 0, first_attempt_ms: None };
-    let report = dispatcher.deliver(&job).await.ok_or("interrupted")?;
-    let mut out = json!({
-        "result": dispatcher.result_message(&job, &report),
-        "request": job.request.shown(),
-    });
+    let report = dispatcher.deliver(&job).await.ok_or(SendError::Interrupted)?;
+    let result = serde_json::to_value(dispatcher.result_message(&job, &report)).expect("results serialize");
+    let mut out = SendReport { result, request: Some(job.request.shown()), response: None, callback_update: None };
     if let Some(answer) = &report.answer {
         let headers: serde_json::Map<String, Value> =
             answer.headers.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
-        out["response"] = json!({"status": answer.status, "headers": headers, "body": excerpt(&answer.body)});
+        out.response = Some(json!({"status": answer.status, "headers": headers, "body": excerpt(&answer.body)}));
         if let Some(cb) = &config.actions[action].callback {
-            out["callback_update"] = dispatcher.callback_update(&job, cb, answer).unwrap_or(Value::Null);
+            out.callback_update = dispatcher
+                .callback_update(&job, cb, answer)
+                .map(|u| serde_json::to_value(u).expect("updates serialize"));
         }
     }
     Ok(out)

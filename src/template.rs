@@ -119,12 +119,26 @@ pub struct RenderContext<'a> {
     /// The mentioned contact this render is for (mention triggers).
     pub mentioned: Option<&'a Map<String, Value>>,
     missing: RefCell<BTreeSet<String>>,
+    invalid: RefCell<Vec<String>>,
 }
 
 impl<'a> RenderContext<'a> {
     /// A context for one (trigger, action) render.
     pub fn new(event: &'a Event, trigger: &'a str, action: &'a str, mentioned: Option<&'a Map<String, Value>>) -> Self {
-        RenderContext { event, trigger, action, mentioned, missing: RefCell::new(BTreeSet::new()) }
+        RenderContext {
+            event,
+            trigger,
+            action,
+            mentioned,
+            missing: RefCell::new(BTreeSet::new()),
+            invalid: RefCell::new(Vec::new()),
+        }
+    }
+
+    /// Why the rendered request must not be sent (a value that would change which resource
+    /// the URL names), if any value did so.
+    pub fn invalid(&self) -> Vec<String> {
+        self.invalid.borrow().clone()
     }
 
     /// Placeholders that resolved to nothing, as written.
@@ -182,18 +196,33 @@ impl Template {
     /// Renders with `escape` applied to substituted values only.
     pub fn render(&self, ctx: &RenderContext<'_>, escape: Escape) -> String {
         let mut out = String::new();
-        for segment in &self.segments {
+        for (i, segment) in self.segments.iter().enumerate() {
             match segment {
                 Segment::Text(t) => out.push_str(t),
                 Segment::Placeholder(p) => {
                     let text = resolve_text(p, ctx);
                     match escape {
                         Escape::None => out.push_str(&text),
-                        // A value of `.` or `..` would be a dot-segment, which URL parsing
-                        // resolves even percent-encoded: refuse it rather than change the path.
-                        Escape::Url if text == "." || text == ".." => ctx.report_missing(p),
+                        // A value of `.` or `..` is a dot-segment, which URL parsing resolves
+                        // even percent-encoded, and an empty one drops a path level: either
+                        // would send the request to another resource (`DELETE /items/..`).
+                        Escape::Url
+                            if matches!(text.as_str(), "" | "." | "..")
+                                && whole_path_segment(&out, self.segments.get(i + 1)) =>
+                        {
+                            ctx.invalid.borrow_mut().push(format!(
+                                "{} renders {text:?}, which cannot be a path segment of the URL",
+                                p.source
+                            ));
+                        }
                         Escape::Url => out.extend(utf8_percent_encode(&text, URL_COMPONENT)),
-                        Escape::Header => out.push_str(&text.replace(['\r', '\n'], " ")),
+                        // Line breaks become spaces; other control characters are dropped:
+                        // HTTP cannot carry them, and a value must not split the header.
+                        Escape::Header => out.extend(text.chars().filter_map(|c| match c {
+                            '\r' | '\n' => Some(' '),
+                            c if crate::connection::is_header_control(c) => None,
+                            c => Some(c),
+                        })),
                         Escape::Markup(f) => out.push_str(&f(&text)),
                     }
                 }
@@ -214,6 +243,28 @@ impl Template {
             }
         }
         Value::String(self.render(ctx, Escape::None))
+    }
+}
+
+/// Whether a placeholder placed after `before` and followed by `next` fills a whole segment
+/// of a URL path: it follows a `/` of the path (not of `scheme://`, not in the query or
+/// fragment) and ends the URL or is followed by `/`, `?` or `#`.
+fn whole_path_segment(before: &str, next: Option<&Segment>) -> bool {
+    let path_start = match before.find("://") {
+        Some(scheme_end) => match before[scheme_end + 3..].find('/') {
+            Some(slash) => scheme_end + 3 + slash,
+            None => return false,
+        },
+        None => 0,
+    };
+    let path = &before[path_start..];
+    if !path.ends_with('/') || path.contains(['?', '#']) {
+        return false;
+    }
+    match next {
+        None => true,
+        Some(Segment::Text(t)) => t.starts_with(['/', '?', '#']),
+        Some(Segment::Placeholder(_)) => false,
     }
 }
 

@@ -297,7 +297,13 @@ async fn send_prints_the_answer() {
     )
     .unwrap();
     let ev = dir.path().join("e.json");
-    std::fs::write(&ev, event("e9", "9", json!({})).to_string()).unwrap();
+    // Mentions in the event do not change the webhook-id of a trigger that is not a mention
+    // trigger: `send` sends what `run` would, with the same id.
+    std::fs::write(
+        &ev,
+        event("e9", "9", json!({"mentions": [{"class": "Person", "id": 3, "name": "Ann"}]})).to_string(),
+    )
+    .unwrap();
     let out = tokio::task::spawn_blocking(move || {
         Command::new(BIN)
             .args(["send", "--config", config.to_str().unwrap(), "--event", ev.to_str().unwrap(), "--action", "a"])
@@ -312,6 +318,8 @@ async fn send_prints_the_answer() {
     assert_eq!(v["result"]["status"], "delivered");
     assert_eq!(v["callback_update"]["fields"]["remote_id"], "77");
     assert_eq!(rx.seen()[0].json()["ref"], "R-9");
+    assert_eq!(rx.seen()[0].header("webhook-id"), Some(hookbridge::request::webhook_id("e9", "a", None).as_str()));
+    assert!(v["result"].get("mention").is_none(), "{}", v["result"]);
 }
 
 #[test]

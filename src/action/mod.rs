@@ -18,7 +18,7 @@ use crate::config::raw::{
     ActionConfig, ActionKind, ActionStatus, AttributesFrom, CallbackWhen, OtherActions, PresentationLists,
 };
 use crate::config::Problems;
-use crate::connection::{check_header_name, Connection};
+use crate::connection::{check_header_name, check_header_text, Connection};
 use crate::expr::Expression;
 use crate::request::Request;
 use crate::template::{Escape, JsonTemplate, RenderContext, Template};
@@ -206,6 +206,7 @@ pub(crate) fn headers_field(
     let mut out = Vec::new();
     for (k, v) in headers.into_iter().flatten() {
         check_header_name(&format!("{place}.headers.{k}"), k, problems);
+        check_header_text(&format!("{place}.headers.{k}"), v, problems);
         if let Some(t) = template_field(place, &format!("headers.{k}"), Some(v), problems) {
             out.push((k.to_ascii_lowercase(), t));
         }
@@ -300,7 +301,7 @@ pub fn build_request(action: &Action, b: &BuildContext<'_>, webhook_id: &str) ->
         set_header(&mut headers, &name, value);
     }
     set_header(&mut headers, "webhook-id", webhook_id.to_string());
-    Request { method: method.to_string(), url, headers, body, secret_headers }
+    Request { method: method.to_string(), url, headers, body: body.into(), secret_headers }
 }
 
 fn set_headers(headers: &mut Vec<(String, String)>, extra: &[(String, Template)], ctx: &RenderContext<'_>) {

@@ -100,6 +100,10 @@ pub struct Config {
     pub triggers: Vec<Trigger>,
     /// Attribute lists per class.
     pub presentation: BTreeMap<String, PresentationLists>,
+    /// Whether `run` may start with no triggers.
+    pub allow_no_triggers: bool,
+    /// How long `run` may stay not ready at start; `None`: no limit.
+    pub startup_timeout: Option<std::time::Duration>,
 }
 
 impl Config {
@@ -133,13 +137,21 @@ impl Config {
         compile(raw)
     }
 
+    /// Why `run` refuses this config although it is valid: no triggers, unless
+    /// `allow_no_triggers` says that is meant. `check` prints it as a warning.
+    pub fn no_triggers_warning(&self) -> Option<&'static str> {
+        self.triggers.is_empty().then_some(
+            "no triggers: every event would be acknowledged and none delivered; `run` refuses this unless allow_no_triggers: true",
+        )
+    }
+
     /// The action with this name.
     pub fn action_index(&self, name: &str) -> Option<usize> {
         self.actions.iter().position(|a| a.name == name)
     }
 }
 
-fn compile(raw: raw::RawConfig) -> Result<Config, ConfigError> {
+fn compile(mut raw: raw::RawConfig) -> Result<Config, ConfigError> {
     let mut problems = Problems::default();
     check_delivery(&raw.delivery, &mut problems);
     if let SourceConfig::Nats { credentials, .. } = &raw.source {
@@ -150,6 +162,7 @@ fn compile(raw: raw::RawConfig) -> Result<Config, ConfigError> {
     {
         problems.add(place, message);
     }
+    compile_nats_retry(&mut raw, &mut problems);
     for (place, dest) in [("responses", &raw.responses), ("dead_letter", &raw.dead_letter)] {
         if let DestinationConfig::Nats { credentials: Some(credentials), .. } = dest {
             check_nats_secrets(&format!("{place}.credentials"), credentials, &mut problems);
@@ -213,6 +226,8 @@ fn compile(raw: raw::RawConfig) -> Result<Config, ConfigError> {
         actions,
         triggers,
         presentation: raw.presentation,
+        allow_no_triggers: raw.allow_no_triggers,
+        startup_timeout: raw.startup_timeout.map(|d| d.0),
     })
 }
 
@@ -235,7 +250,94 @@ fn check_delivery(d: &DeliveryConfig, problems: &mut Problems) {
     if d.quick_attempts == 0 {
         problems.add("delivery.quick_attempts", "must be at least 1");
     }
+    if !d.retry.multiplier.is_finite() {
+        problems.add("delivery.retry.multiplier", "must be a finite number");
+    }
+    for (place, value) in [
+        ("delivery.timeout", d.timeout.0),
+        ("delivery.shutdown_timeout", d.shutdown_timeout.0),
+        ("delivery.retry.initial", d.retry.initial.0),
+        ("delivery.retry.max", d.retry.max.0),
+    ] {
+        crate::connection::check_duration(place, value, problems);
+    }
+    if d.max_request_bytes.0 == 0 {
+        problems.add("delivery.max_request_bytes", "must be at least 1 byte");
+    }
+    // One semaphore holds every slot; tokio caps a semaphore's permits.
+    if d.concurrency > MAX_CONCURRENCY {
+        problems.add("delivery.concurrency", format!("must be at most {MAX_CONCURRENCY}"));
+    }
 }
+
+/// Fills in the retry stream and subject of a NATS source and checks them, with the names
+/// they derive from, against the NATS naming rules: after this, both are `Some`.
+fn compile_nats_retry(raw: &mut raw::RawConfig, problems: &mut Problems) {
+    let outputs: Vec<String> = [&raw.responses, &raw.dead_letter]
+        .into_iter()
+        .filter_map(|d| match d {
+            DestinationConfig::Nats { subject, .. } => Some(subject.clone()),
+            _ => None,
+        })
+        .collect();
+    let SourceConfig::Nats { stream, subjects, consumer, retry_stream, retry_subject, .. } = &mut raw.source else {
+        return;
+    };
+    let mut names_ok = true;
+    for (place, name) in [("source.stream", &*stream), ("source.consumer", &*consumer)] {
+        if let Err(e) = nats_name(name) {
+            problems.add(place, e);
+            names_ok = false;
+        }
+    }
+    // A default derived from a bad name is reported once, where the user wrote the name.
+    let (given_stream, given_subject) = (retry_stream.is_some(), retry_subject.is_some());
+    let stream_name = retry_stream.get_or_insert_with(|| raw::default_nats_retry_stream(stream));
+    match nats_name(stream_name) {
+        Err(_) if !given_stream && !names_ok => {}
+        Err(e) => problems.add("source.retry_stream", e),
+        Ok(()) if stream_name == stream => {
+            problems.add("source.retry_stream", "must be a stream of its own, not the source stream")
+        }
+        Ok(()) => {}
+    }
+    let subject = retry_subject.get_or_insert_with(|| raw::default_nats_retry_subject(consumer));
+    if !given_subject && !names_ok {
+        return;
+    }
+    if !crate::nats::sink::is_publish_subject(subject) {
+        problems.add(
+            "source.retry_subject",
+            format!("{subject:?} is not a subject one can publish to (dot-separated tokens, no wildcards, no spaces)"),
+        );
+    } else if let Some(filter) = subjects.iter().find(|f| crate::nats::sink::subject_matches(f, subject)) {
+        problems.add(
+            "source.retry_subject",
+            format!(
+                "{subject:?} matches the source filter {filter:?}: the consumer would read retry records as events"
+            ),
+        );
+    } else if outputs.contains(subject) {
+        problems.add("source.retry_subject", format!("{subject:?} is also a results or dead-letter subject"));
+    }
+}
+
+/// NATS stream and consumer names: no whitespace, `.`, `*`, `>`, path separators or
+/// non-printable characters.
+fn nats_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("must not be empty".into());
+    }
+    match name.chars().find(|c| c.is_whitespace() || c.is_control() || matches!(c, '.' | '*' | '>' | '/' | '\\')) {
+        Some(c) => Err(format!(
+            "{name:?} is not a valid NATS name: {c:?} is not allowed (no spaces, '.', '*', '>', '/', '\\')"
+        )),
+        None => Ok(()),
+    }
+}
+
+/// The most requests in flight `delivery.concurrency` may ask for.
+pub const MAX_CONCURRENCY: usize = 100_000;
 
 /// NATS secrets are read when connecting; checking them here makes a missing variable or
 /// file a `check` error rather than a start-up failure.

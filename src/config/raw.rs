@@ -42,9 +42,17 @@ pub struct RawConfig {
     /// Attribute lists per class for `attributes_from`.
     #[serde(default)]
     pub presentation: BTreeMap<String, PresentationLists>,
+    /// `run` refuses a config without triggers unless this is true.
+    #[serde(default)]
+    pub allow_no_triggers: bool,
+    /// How long `run` may stay not ready at start before it exits; `None`: no limit.
+    #[serde(default)]
+    pub startup_timeout: Option<Duration>,
 }
 
 /// Exactly one event source.
+// One value per process: the size of its largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum SourceConfig {
@@ -80,6 +88,13 @@ pub enum SourceConfig {
         /// Durable consumer name shared by every replica.
         #[serde(default = "default_group_id")]
         consumer: String,
+        /// Stream holding deliveries that wait for a long retry (work-queue retention),
+        /// created when missing; default `<stream>_RETRY`.
+        #[serde(default)]
+        retry_stream: Option<String>,
+        /// Subject the retry records are published on; default `hookbridge.retry.<consumer>`.
+        #[serde(default)]
+        retry_subject: Option<String>,
         /// Credentials and TLS.
         #[serde(default)]
         credentials: NatsCredentials,
@@ -208,8 +223,10 @@ pub struct DeliveryConfig {
     /// Drain deadline on SIGTERM.
     pub shutdown_timeout: Duration,
     /// Attempts made in process before a delivery is handed to the durable retry stage
-    /// (a Kafka retry topic or a JetStream redelivery); sources without one retry in process.
+    /// (a Kafka retry topic or a JetStream retry stream); sources without one retry in process.
     pub quick_attempts: u32,
+    /// Most bytes of the original message a dead letter carries (after escaping).
+    pub max_dead_letter_raw: Size,
 }
 
 impl Default for DeliveryConfig {
@@ -223,6 +240,7 @@ impl Default for DeliveryConfig {
             allow_private_networks: false,
             shutdown_timeout: Duration::from_secs(30),
             quick_attempts: 3,
+            max_dead_letter_raw: Size(256 * 1024),
         }
     }
 }
@@ -468,6 +486,17 @@ pub struct PresentationLists {
     pub slack: Vec<String>,
     #[serde(default)]
     pub msteams: Vec<String>,
+}
+
+/// The retry stream of a NATS source on `stream` when `retry_stream` is not set.
+pub fn default_nats_retry_stream(stream: &str) -> String {
+    format!("{stream}_RETRY")
+}
+
+/// The retry subject of a NATS source with durable `consumer` when `retry_subject` is not set:
+/// one per consumer, so deployments on different consumers can share one retry stream.
+pub fn default_nats_retry_subject(consumer: &str) -> String {
+    format!("hookbridge.retry.{consumer}")
 }
 
 fn default_group_id() -> String {

@@ -155,3 +155,43 @@ fn nats_destinations_may_carry_their_own_credentials() {
     let bad = yaml.replace("user: bridge", "usr: bridge");
     assert_problem(&bad, "responses", "usr");
 }
+
+#[test]
+fn nats_retry_stream_and_subject_default_from_the_stream_and_consumer() {
+    let source = "source: {type: nats, url: \"nats://127.0.0.1:4222\", stream: CHANGES, consumer: bridge-a}";
+    let config = Config::from_yaml(&format!("{BASE}\n{source}\n")).unwrap();
+    let SourceConfig::Nats { retry_stream, retry_subject, .. } = &config.source else { panic!("not nats") };
+    assert_eq!(retry_stream.as_deref(), Some("CHANGES_RETRY"));
+    assert_eq!(retry_subject.as_deref(), Some("hookbridge.retry.bridge-a"));
+    let own = source.replace("}", ", retry_stream: RETRIES, retry_subject: my.retries}");
+    let config = Config::from_yaml(&format!("{BASE}\n{own}\n")).unwrap();
+    let SourceConfig::Nats { retry_stream, retry_subject, .. } = &config.source else { panic!("not nats") };
+    assert_eq!((retry_stream.as_deref(), retry_subject.as_deref()), (Some("RETRIES"), Some("my.retries")));
+}
+
+#[test]
+fn nats_names_follow_the_nats_rules() {
+    let source = |extra: &str| {
+        format!(
+            "{BASE}\nsource: {{type: nats, url: \"nats://127.0.0.1:4222\", stream: CHANGES, subjects: [\"changes.>\"]{extra}}}\nresponses: {{type: nats, subject: hookbridge.responses}}\n"
+        )
+    };
+    assert!(problems(&source("")).is_empty(), "{:?}", problems(&source("")));
+    assert_problem(&source(", retry_stream: \"A.B\""), "source.retry_stream", "'.' is not allowed");
+    assert_problem(&source(", retry_stream: \"a b\""), "source.retry_stream", "not a valid NATS name");
+    assert_problem(&source(", retry_stream: CHANGES"), "source.retry_stream", "not the source stream");
+    assert_problem(&source(", consumer: \"x/y\""), "source.consumer", "'/' is not allowed");
+    assert_problem(&source(", retry_subject: \"retry.>\""), "source.retry_subject", "no wildcards");
+    assert_problem(&source(", retry_subject: \"a..b\""), "source.retry_subject", "not a subject one can publish to");
+    assert_problem(&source(", retry_subject: changes.retry"), "source.retry_subject", "matches the source filter");
+    assert_problem(
+        &source(", retry_subject: hookbridge.responses"),
+        "source.retry_subject",
+        "also a results or dead-letter subject",
+    );
+    // A stream name with a dot would make the default retry stream invalid too: reported once,
+    // where the user wrote it.
+    let dotted = source("").replace("stream: CHANGES", "stream: CHAN.GES");
+    assert_problem(&dotted, "source.stream", "'.' is not allowed");
+    assert!(!problems(&dotted).iter().any(|p| p.starts_with("source.retry")), "{:?}", problems(&dotted));
+}

@@ -155,26 +155,81 @@ impl ClientContext for Logging {
     }
 }
 
-/// librdkafka's log lines, at a level that matches theirs.
+/// librdkafka's log lines. Its `Error` level mostly reports what it retries on its own (a
+/// broker refusing connections, a connection lost), so it becomes a warning here; only
+/// `Critical` and above are errors. Each (level, facility) is rate-limited: a broker
+/// outage otherwise floods the log with the same lines several times a second.
 pub fn log(level: RDKafkaLogLevel, fac: &str, message: &str) {
+    let Some(suppressed) = admit(&format!("{level:?}/{fac}")) else {
+        return;
+    };
     match level {
-        RDKafkaLogLevel::Emerg | RDKafkaLogLevel::Alert | RDKafkaLogLevel::Critical | RDKafkaLogLevel::Error => {
-            tracing::error!(target: "hookbridge::kafka::librdkafka", facility = fac, "{message}")
+        RDKafkaLogLevel::Emerg | RDKafkaLogLevel::Alert | RDKafkaLogLevel::Critical => {
+            tracing::error!(target: "hookbridge::kafka::librdkafka", facility = fac, suppressed, "{message}")
         }
-        RDKafkaLogLevel::Warning => {
-            tracing::warn!(target: "hookbridge::kafka::librdkafka", facility = fac, "{message}")
+        RDKafkaLogLevel::Error | RDKafkaLogLevel::Warning => {
+            tracing::warn!(target: "hookbridge::kafka::librdkafka", facility = fac, suppressed, "{message}")
         }
-        RDKafkaLogLevel::Notice => tracing::info!(target: "hookbridge::kafka::librdkafka", facility = fac, "{message}"),
+        RDKafkaLogLevel::Notice => {
+            tracing::info!(target: "hookbridge::kafka::librdkafka", facility = fac, suppressed, "{message}")
+        }
         RDKafkaLogLevel::Info | RDKafkaLogLevel::Debug => {
-            tracing::debug!(target: "hookbridge::kafka::librdkafka", facility = fac, "{message}")
+            tracing::debug!(target: "hookbridge::kafka::librdkafka", facility = fac, suppressed, "{message}")
         }
     }
 }
 
 /// A client-level error: librdkafka retries on its own (brokers down, a connection lost),
-/// so this is a warning, not a failure of the bridge.
+/// so this is a warning, not a failure of the bridge. Rate-limited per error kind.
 pub fn client_error(error: &RdError, reason: &str) {
-    tracing::warn!(target: "hookbridge::kafka::librdkafka", error = %error, "{reason}");
+    let Some(suppressed) = admit(&format!("error/{:?}", error.rdkafka_error_code())) else {
+        return;
+    };
+    tracing::warn!(target: "hookbridge::kafka::librdkafka", error = %error, suppressed, "{reason}");
+}
+
+/// Lines of one kind let through per window.
+const LOG_BURST: u32 = 3;
+/// The window of [`LOG_BURST`].
+const LOG_WINDOW: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Whether a line of kind `key` is logged now; `Some(n)`: yes, and `n` lines of that kind
+/// were dropped before it.
+fn admit(key: &str) -> Option<u64> {
+    use std::sync::{Mutex, OnceLock};
+    static LIMITER: OnceLock<Mutex<RateLimiter>> = OnceLock::new();
+    let limiter = LIMITER.get_or_init(|| Mutex::new(RateLimiter::new(LOG_BURST, LOG_WINDOW)));
+    limiter.lock().unwrap_or_else(|p| p.into_inner()).admit(key, std::time::Instant::now())
+}
+
+/// At most `burst` lines per key and window; the first line after a dropped run says how
+/// many were dropped.
+struct RateLimiter {
+    burst: u32,
+    window: std::time::Duration,
+    /// key -> (window start, lines let through in it, lines dropped since the last one logged)
+    keys: std::collections::HashMap<String, (std::time::Instant, u32, u64)>,
+}
+
+impl RateLimiter {
+    fn new(burst: u32, window: std::time::Duration) -> RateLimiter {
+        RateLimiter { burst, window, keys: std::collections::HashMap::new() }
+    }
+
+    fn admit(&mut self, key: &str, now: std::time::Instant) -> Option<u64> {
+        let entry = self.keys.entry(key.to_string()).or_insert((now, 0, 0));
+        if now.duration_since(entry.0) >= self.window {
+            entry.0 = now;
+            entry.1 = 0;
+        }
+        if entry.1 < self.burst {
+            entry.1 += 1;
+            Some(std::mem::take(&mut entry.2))
+        } else {
+            entry.2 += 1;
+            None
+        }
+    }
 }
 
 #[cfg(test)]
@@ -183,6 +238,22 @@ mod tests {
 
     fn props(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn repeated_log_lines_are_limited_per_kind_and_window() {
+        let start = std::time::Instant::now();
+        let mut limiter = RateLimiter::new(3, std::time::Duration::from_secs(30));
+        // 132 lines of one kind in 12 s (what an unreachable broker produced): 3 logged.
+        let logged: Vec<u64> = (0..132)
+            .filter_map(|i| limiter.admit("Error/FAIL", start + std::time::Duration::from_millis(i * 90)))
+            .collect();
+        assert_eq!(logged, vec![0, 0, 0]);
+        // Another kind is not held back by the first.
+        assert_eq!(limiter.admit("Warning/REQTMOUT", start), Some(0));
+        // The next window's first line says how many were dropped.
+        assert_eq!(limiter.admit("Error/FAIL", start + std::time::Duration::from_secs(31)), Some(129));
+        assert_eq!(limiter.admit("Error/FAIL", start + std::time::Duration::from_secs(32)), Some(0));
     }
 
     #[test]

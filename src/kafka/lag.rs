@@ -1,4 +1,4 @@
-//! Source lag per partition, `hookbridge_source_lag{source="kafka", partition="topic/N"}`:
+//! Source lag per partition, `hookbridge_source_lag{source="kafka", topic, partition}`:
 //! the high watermark minus the position that would be committed now, that is the events
 //! of the partition that are not final yet (not read, or in flight). Queried from the
 //! brokers every few seconds on a thread of its own, so it stays true while partitions are
@@ -94,7 +94,7 @@ fn report(consumer: &BaseConsumer<MainContext>, tracker: &Tracker) {
         };
         // Still owned? A revoke may have removed the gauge while this was querying.
         if tracker.owned().contains(tp) {
-            gauge.with_label_values(&["kafka", &tp.to_string()]).set((high - position).max(0));
+            gauge.with_label_values(&["kafka", &tp.topic, &tp.partition.to_string()]).set((high - position).max(0));
         }
     }
 }

@@ -146,7 +146,7 @@ impl MainContext {
         forget(s, &self.retry, &tps, &rtps);
         let lag = &metrics::get().source_lag;
         for tp in &tps {
-            let _ = lag.remove_label_values(&["kafka", &tp.to_string()]);
+            let _ = lag.remove_label_values(&["kafka", &tp.topic, &tp.partition.to_string()]);
         }
         if lost {
             tracing::warn!(partitions = %names(&tps), "kafka partitions lost (session timed out): their events not final will be delivered again by their new owner");
@@ -317,7 +317,7 @@ pub(crate) fn forget(s: &Shared, retry: &BaseConsumer<RetryContext>, tps: &[Tp],
     }
     let lag = &metrics::get().source_lag;
     for rtp in rtps {
-        let _ = lag.remove_label_values(&["kafka", &rtp.to_string()]);
+        let _ = lag.remove_label_values(&["kafka", &rtp.topic, &rtp.partition.to_string()]);
     }
 }
 

@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use serde_json::Value;
 
 use super::client::{self, Logging};
 use super::KafkaError;
@@ -48,12 +47,36 @@ impl KafkaSink {
 
 #[async_trait]
 impl Sink for KafkaSink {
-    async fn publish(&self, key: &str, message: &Value) -> Result<(), PublishError> {
-        let payload = serde_json::to_vec(message).map_err(|e| PublishError::Broker(e.to_string()))?;
-        let record = FutureRecord::to(&self.topic).key(key).payload(&payload);
+    async fn publish(&self, key: &str, payload: &[u8]) -> Result<(), PublishError> {
+        let record = FutureRecord::to(&self.topic).key(key).payload(payload);
         // Waits for the broker's acknowledgement: the source position waits on this.
-        self.producer.send(record, QUEUE_TIMEOUT).await.map(|_| ()).map_err(|(source, _)| {
-            PublishError::Broker(KafkaError::Produce { topic: self.topic.clone(), source }.to_string())
-        })
+        self.producer
+            .send(record, QUEUE_TIMEOUT)
+            .await
+            .map(|_| ())
+            .map_err(|(source, _)| classify(payload.len(), KafkaError::Produce { topic: self.topic.clone(), source }))
+    }
+}
+
+/// Which produce errors cannot pass by trying the same record again. librdkafka retries
+/// passing errors itself within `message.timeout.ms`; these come back at once.
+fn classify(size: usize, error: KafkaError) -> PublishError {
+    use rdkafka::types::RDKafkaErrorCode as C;
+    let code = match &error {
+        KafkaError::Produce { source, .. } => source.rdkafka_error_code(),
+        _ => None,
+    };
+    match code {
+        Some(C::MessageSizeTooLarge | C::InvalidMessageSize | C::MessageBatchTooLarge) => {
+            PublishError::TooLarge { size, detail: error.to_string() }
+        }
+        Some(
+            C::TopicAuthorizationFailed
+            | C::ClusterAuthorizationFailed
+            | C::UnknownTopicOrPartition
+            | C::UnknownTopic
+            | C::InvalidRecord,
+        ) => PublishError::Refused(error.to_string()),
+        _ => PublishError::Unavailable(error.to_string()),
     }
 }

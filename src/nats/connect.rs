@@ -54,10 +54,17 @@ pub async fn connect(url: &str, credentials: &NatsCredentials, name: &str) -> Re
             }
         }
     });
-    let client = options
-        .connect(servers)
-        .await
-        .map_err(|e| NatsError::Connect { url: url.to_string(), detail: error_chain(&e) })?;
+    let client = options.connect(servers).await.map_err(|e| {
+        use async_nats::ConnectErrorKind as K;
+        let (url, detail) = (url.to_string(), error_chain(&e));
+        // A refused TLS handshake comes as an I/O error carrying the TLS alert.
+        let tls_refused = ["fatal alert", "certificate", "Certificate"].iter().any(|m| detail.contains(m));
+        match e.kind() {
+            K::Authentication | K::AuthorizationViolation | K::Tls => NatsError::Rejected { url, detail },
+            K::Io if tls_refused => NatsError::Rejected { url, detail },
+            _ => NatsError::Connect { url, detail },
+        }
+    })?;
     let mut jetstream = async_nats::jetstream::new(client.clone());
     jetstream.set_timeout(JETSTREAM_TIMEOUT);
     Ok(Connection { client, jetstream, connections: count_rx })

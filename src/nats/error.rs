@@ -8,9 +8,18 @@ pub enum NatsError {
     /// The credentials or TLS settings are inconsistent or unreadable.
     #[error("credentials: {0}")]
     Credentials(String),
-    /// The server could not be reached or refused the connection.
+    /// The server could not be reached.
     #[error("cannot connect to {url}: {detail}")]
     Connect {
+        /// The URL(s) as configured.
+        url: String,
+        /// What the client said.
+        detail: String,
+    },
+    /// The server was reached and refused the client: credentials or TLS. Trying again with
+    /// the same settings cannot help.
+    #[error("cannot connect to {url}: the server refused the client: {detail}")]
+    Rejected {
         /// The URL(s) as configured.
         url: String,
         /// What the client said.
@@ -52,6 +61,19 @@ pub enum NatsError {
         /// The source stream.
         stream: String,
     },
+    /// The retry stream cannot be created or made to capture the retry subject: without it a
+    /// failing action could only be retried by redelivering the whole event.
+    #[error(
+        "retry stream {stream:?} (source.retry_stream) {reason}: give the bridge's user the right to create and update it (JetStream API `$JS.API.STREAM.CREATE.{stream}`, `$JS.API.STREAM.UPDATE.{stream}`), or create it yourself: `nats stream add {stream} --subjects '{subject}' --retention work --storage file` (the subject is source.retry_subject)"
+    )]
+    RetryStream {
+        /// The retry stream.
+        stream: String,
+        /// The retry subject.
+        subject: String,
+        /// What went wrong.
+        reason: String,
+    },
     /// A destination subject that cannot be published to.
     #[error("subject {0:?} is not a valid publish subject (no wildcards or spaces)")]
     InvalidSubject(String),
@@ -69,6 +91,28 @@ pub enum NatsError {
 }
 
 impl NatsError {
+    /// Whether the failure may pass by itself, so that start-up waits (not ready) and
+    /// retries: a server unreachable or not answering, a stream not created yet. Settings
+    /// that are wrong stay wrong: those end the start at once.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            NatsError::Connect { detail, .. } => !detail.contains("server URL"),
+            NatsError::JetStream { .. } => true,
+            // Refused credentials or TLS, a stream or an output subject that is not there: the
+            // operator's to fix, said at once rather than hidden behind a not-ready pod.
+            NatsError::Rejected { .. } | NatsError::StreamMissing { .. } | NatsError::SubjectNotCaptured { .. } => {
+                false
+            }
+            // No right to create it, or its subject taken by another stream: the operator's to fix.
+            NatsError::Credentials(_)
+            | NatsError::RetryStream { .. }
+            | NatsError::ConsumerMismatch { .. }
+            | NatsError::Loop { .. }
+            | NatsError::InvalidSubject(_)
+            | NatsError::NoUrl => false,
+        }
+    }
+
     /// A JetStream request failure.
     pub(crate) fn js(what: &'static str, detail: impl std::fmt::Display) -> NatsError {
         NatsError::JetStream { what, detail: detail.to_string() }

@@ -1,5 +1,6 @@
-//! The ack keeper: every message this replica has fetched and not yet settled, kept alive
-//! with in-progress acks, and settled with a confirmed ack or a NAK.
+//! The ack keeper: every message this replica has fetched and not yet settled (events and
+//! retry records alike), kept alive with in-progress acks, and settled with a confirmed ack
+//! or a NAK.
 //!
 //! A JetStream message is redelivered (possibly to another replica, out of order) once it
 //! stays unacknowledged for the consumer's `ack_wait`. A message here may wait far longer
@@ -29,8 +30,8 @@ const ACK_RETRY_MAX: Duration = Duration::from_secs(2);
 pub enum Outcome {
     /// Every outcome is final: `+ACK`.
     Ack,
-    /// A delivery waits for a long retry: `-NAK` with this delay, so JetStream is the durable
-    /// retry stage.
+    /// Not to be handled before this delay (a retry record not yet due): `-NAK` with the
+    /// delay, so JetStream holds it until then.
     Retry(Duration),
     /// Given up unsettled (shutdown before a final outcome): `-NAK` now, so another replica
     /// takes it without waiting for `ack_wait`.
@@ -89,6 +90,13 @@ impl Held {
     pub fn settle(mut self, how: Settle) {
         self.settled = true;
         let _ = self.tx.send(Command::Settle { id: self.id, outcome: how.into() });
+    }
+
+    /// Hands the message back to be delivered again after `delay` (a retry record that is
+    /// not due yet): JetStream holds it meanwhile.
+    pub fn postpone(mut self, delay: Duration) {
+        self.settled = true;
+        let _ = self.tx.send(Command::Settle { id: self.id, outcome: Outcome::Retry(delay) });
     }
 }
 

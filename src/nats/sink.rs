@@ -4,7 +4,6 @@
 use async_nats::jetstream::context::GetStreamByNameErrorKind;
 use async_nats::HeaderMap;
 use async_trait::async_trait;
-use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::connect::{connect, error_chain, Connection};
@@ -65,12 +64,11 @@ impl NatsSink {
 
 #[async_trait]
 impl Sink for NatsSink {
-    async fn publish(&self, key: &str, message: &Value) -> Result<(), PublishError> {
-        let payload = serde_json::to_vec(message).map_err(|e| PublishError::Broker(e.to_string()))?;
+    async fn publish(&self, key: &str, payload: &[u8]) -> Result<(), PublishError> {
         let mut headers = HeaderMap::new();
         // The publisher retries a message whose PubAck was lost with the same bytes: the
         // stream's duplicate window then keeps one copy.
-        headers.insert("Nats-Msg-Id", message_id(&payload));
+        headers.insert("Nats-Msg-Id", message_id(payload));
         headers.insert("Content-Type", "application/json");
         if !key.is_empty() {
             headers.insert(KEY_HEADER, header_safe(key));
@@ -80,16 +78,32 @@ impl Sink for NatsSink {
         let ack = self
             .conn
             .jetstream
-            .publish_with_headers(self.subject.clone(), headers, payload.into())
+            .publish_with_headers(self.subject.clone(), headers, payload.to_vec().into())
             .await
-            .map_err(|e| PublishError::Broker(error_chain(&e)))?;
+            .map_err(|e| classify(payload.len(), &e))?;
         tokio::select! {
-            acked = ack => acked.map(|_| ()).map_err(|e| PublishError::Broker(error_chain(&e))),
+            acked = ack => acked.map(|_| ()).map_err(|e| classify(payload.len(), &e)),
             // An acknowledgement in flight when the connection dropped never arrives: rather
             // than wait out the timeout (and stall the lane behind it), fail now so the
             // publisher sends again; the message id makes the second copy a no-op.
-            Ok(()) = connections.changed() => Err(PublishError::Broker("reconnected before the stream acknowledged".into())),
+            Ok(()) = connections.changed() => Err(PublishError::Unavailable("reconnected before the stream acknowledged".into())),
         }
+    }
+}
+
+/// Which publish errors cannot pass by sending the same message again.
+fn classify(size: usize, e: &async_nats::jetstream::context::PublishError) -> PublishError {
+    use async_nats::jetstream::context::PublishErrorKind as K;
+    let detail = error_chain(e);
+    match e.kind() {
+        K::MaxPayloadExceeded => PublishError::TooLarge { size, detail },
+        _ if detail.contains("maximum payload") || detail.contains("message size exceeds") => {
+            PublishError::TooLarge { size, detail }
+        }
+        _ if detail.contains("Permissions Violation") || detail.contains("permissions violation") => {
+            PublishError::Refused(detail)
+        }
+        _ => PublishError::Unavailable(detail),
     }
 }
 
@@ -105,7 +119,7 @@ fn header_safe(value: &str) -> String {
 }
 
 /// Whether `subject` can be published to: tokens without wildcards or spaces.
-fn is_publish_subject(subject: &str) -> bool {
+pub fn is_publish_subject(subject: &str) -> bool {
     !subject.is_empty()
         && subject.split('.').all(|t| !t.is_empty() && t != "*" && t != ">" && !t.chars().any(char::is_whitespace))
 }

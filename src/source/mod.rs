@@ -85,8 +85,6 @@ pub enum RetryStage {
     InProcess,
     /// A durable retry topic that hands the delivery back when due.
     Handoff(Arc<dyn DurableRetry>),
-    /// The broker redelivers the whole message after a delay (JetStream NAK with delay).
-    Redeliver,
 }
 
 /// A durable stage that holds a delivery until it is due.
@@ -112,6 +110,13 @@ pub enum SourceError {
 pub trait Source: Send {
     /// How long retries are held.
     fn retry_stage(&self) -> RetryStage;
+
+    /// Whether the broker offers a message again by itself when it is left unacknowledged
+    /// (JetStream after `ack_wait` or a NAK); Kafka only re-reads after a restart or a
+    /// rebalance, so a message it holds back stops its partition.
+    fn redelivers_unsettled(&self) -> bool {
+        false
+    }
 
     /// Reads until the end (file without follow), an error, or `shutdown`; sets `ready`
     /// once connected.

@@ -113,9 +113,43 @@ fn dot_segments_cannot_climb_a_url_path() {
     let doc = json!({"id": "p", "time": "2026-11-28T09:00:00Z", "operation": "create", "class": "C", "key": 1, "object": {"v": ".."}});
     let e = parse_event(doc.to_string().as_bytes(), None).unwrap();
     let ctx = RenderContext::new(&e, "t", "a", None);
-    let out = Template::parse("https://h.example.com/api/$this->v$/x").unwrap().render(&ctx, Escape::Url);
-    assert_eq!(out, "https://h.example.com/api//x");
-    assert_eq!(ctx.missing(), vec!["$this->v$"]);
+    Template::parse("https://h.example.com/api/$this->v$/x").unwrap().render(&ctx, Escape::Url);
+    assert_eq!(ctx.invalid().len(), 1, "a `..` segment makes the request invalid");
+    assert!(ctx.invalid()[0].contains("$this->v$"), "{:?}", ctx.invalid());
+}
+
+#[test]
+fn a_value_that_would_drop_or_climb_a_path_level_makes_the_request_invalid() {
+    for (value, template, invalid) in [
+        ("..", "/items/$this->v$", true),
+        (".", "/items/$this->v$", true),
+        ("", "/items/$this->v$", true),
+        ("", "/items/$this->v$/history", true),
+        ("", "https://h.example.com/items/$this->v$?x=1", true),
+        ("..", "https://h.example.com/$this->v$", true),
+        // Not a whole path segment: fine.
+        ("", "/items/$this->v$.json", false),
+        ("..", "/items/x$this->v$", false),
+        ("", "https://h.example.com/items?ref=$this->v$", false),
+        ("", "https://h.example.com/items#/$this->v$", false),
+        ("R-1", "/items/$this->v$", false),
+    ] {
+        let doc = json!({"id": "p", "time": "2026-11-28T09:00:00Z", "operation": "create", "class": "C", "key": 1, "object": {"v": value}});
+        let e = parse_event(doc.to_string().as_bytes(), None).unwrap();
+        let ctx = RenderContext::new(&e, "t", "a", None);
+        Template::parse(template).unwrap().render(&ctx, Escape::Url);
+        assert_eq!(!ctx.invalid().is_empty(), invalid, "{value:?} in {template}");
+    }
+}
+
+#[test]
+fn header_values_lose_every_control_character() {
+    let doc = json!({"id": "p", "time": "2026-11-28T09:00:00Z", "operation": "create", "class": "C", "key": 1, "object": {"v": "a\u{1}b\r\nc\u{7f}d\u{85}e\tf"}});
+    let e = parse_event(doc.to_string().as_bytes(), None).unwrap();
+    let ctx = RenderContext::new(&e, "t", "a", None);
+    let out = Template::parse("X $this->v$").unwrap().render(&ctx, Escape::Header);
+    assert_eq!(out, "X ab  cde\tf");
+    assert!(reqwest::header::HeaderValue::from_str(&out).is_ok());
 }
 
 #[test]

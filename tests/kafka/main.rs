@@ -76,7 +76,7 @@ pub fn check_order(object: &str, seqs: &[i64], count: i64) -> usize {
     seqs.len() - seqs.iter().collect::<HashSet<_>>().len()
 }
 
-/// `hookbridge_source_lag` lines of a replica's /metrics: partition -> lag.
+/// `hookbridge_source_lag` lines of a replica's /metrics: "topic/partition" -> lag.
 pub async fn source_lag(port: u16) -> BTreeMap<String, i64> {
     let Ok(resp) = reqwest::get(format!("http://127.0.0.1:{port}/metrics")).await else {
         return BTreeMap::new();
@@ -85,7 +85,8 @@ pub async fn source_lag(port: u16) -> BTreeMap<String, i64> {
     text.lines()
         .filter(|l| l.starts_with("hookbridge_source_lag{"))
         .filter_map(|l| {
-            let partition = l.split("partition=\"").nth(1)?.split('"').next()?.to_string();
+            let label = |name: &str| Some(l.split(&format!("{name}=\"")).nth(1)?.split('"').next()?.to_string());
+            let partition = format!("{}/{}", label("topic")?, label("partition")?);
             let value = l.rsplit(' ').next()?.parse::<f64>().ok()? as i64;
             Some((partition, value))
         })

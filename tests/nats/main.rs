@@ -1,12 +1,14 @@
 //! NATS JetStream end to end, against a real nats-server started here and the real
 //! `hookbridge` binary: ordered delivery with and without crashes, replicas and a server
 //! restart; malformed messages dead-lettered; CloudEvents binary mode; long retries through
-//! delayed redelivery; startup errors; authentication and mutual TLS.
+//! the retry stream, one record per failing delivery; startup errors; authentication and
+//! mutual TLS.
 
 #[path = "../common/mod.rs"]
 mod common;
 
 mod bridge;
+mod guarantees;
 mod receiver;
 mod server;
 mod tls;
@@ -487,7 +489,7 @@ async fn cloudevents_binary_mode_from_ce_headers() {
     assert!(read_stream(&js, "DEAD").await.is_empty());
     // What an operator checks: ready, events counted, lag exported for the consumer.
     assert_eq!(bridge.metric("hookbridge_events_received_total{source=\"nats\"}").await, Some(1.0));
-    let lag = format!("hookbridge_source_lag{{partition=\"{CONSUMER}\",source=\"nats\"}}");
+    let lag = format!("hookbridge_nats_consumer_pending{{consumer=\"{CONSUMER}\",stream=\"CHANGES\"}}");
     let deadline = Instant::now() + Duration::from_secs(15);
     while bridge.metric(&lag).await != Some(0.0) {
         assert!(Instant::now() < deadline, "lag never reached 0:\n{}", bridge.metrics().await);
@@ -499,10 +501,351 @@ async fn cloudevents_binary_mode_from_ce_headers() {
 }
 
 // ----------------------------------------------------------------------------------------
-// 4. Long retries: JetStream redelivery with delay is the durable retry stage.
+// 4. Long retries: one record per failing delivery in the retry stream.
 
+const RETRY_STREAM: &str = "CHANGES_RETRY";
+const RETRY_SUBJECT: &str = "hookbridge.retry.hookbridge";
+const RETRY_CONSUMER: &str = "hookbridge-retry";
+
+async fn counts_in(js: &Context, stream: &str, consumer: &str) -> (u64, usize) {
+    let info = js.get_stream(stream).await.unwrap().consumer_info(consumer).await.unwrap();
+    (info.num_pending, info.num_ack_pending)
+}
+
+/// Records still in the retry stream (work-queue retention: acked ones are removed).
+async fn retry_records(js: &Context) -> u64 {
+    js.get_stream(RETRY_STREAM).await.unwrap().get_info().await.unwrap().state.messages
+}
+
+/// Both consumers drained and the retry stream empty.
+async fn wait_all_settled(js: &Context, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    loop {
+        let main = counts_in(js, "CHANGES", CONSUMER).await;
+        let retry = counts_in(js, RETRY_STREAM, RETRY_CONSUMER).await;
+        let records = retry_records(js).await;
+        if main == (0, 0) && retry == (0, 0) && records == 0 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not settled after {limit:?}: main {main:?}, retry {retry:?}, records {records}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A config with one trigger linked to two webhook actions, `ok` and `down`, each on its own
+/// receiver; the payload names the event (its id is the object's title).
+fn two_actions(nats: &str, ok: &str, down: &str, delivery: &str) -> String {
+    format!(
+        r#"source:
+  type: nats
+  url: "{nats}"
+  stream: CHANGES
+  subjects: ["changes.>"]
+  consumer: {CONSUMER}
+responses: {{type: nats, subject: {RESULTS}}}
+dead_letter: {{type: nats, subject: {DEAD}}}
+server: {{listen: "127.0.0.1:{{metrics}}"}}
+delivery: {{allow_private_networks: true, shutdown_timeout: 20s, {delivery}}}
+connections:
+  ok: {{url: "{ok}"}}
+  down: {{url: "{down}"}}
+actions:
+  - {{name: ok, type: webhook, connection: ok, payload: '{{"event": "$this->title$"}}'}}
+  - {{name: down, type: webhook, connection: down, payload: '{{"event": "$this->title$"}}'}}
+triggers:
+  - {{name: created, on: create, class: Ticket, actions: [ok, down]}}
+"#
+    )
+}
+
+/// Publishes event `id` of object `key`; returns its stream sequence.
+async fn publish_event(js: &Context, id: &str, key: &str) -> u64 {
+    let e = event(id, key, json!({"object": {"ref": format!("R-{key}"), "title": id}}));
+    publish(js, &format!("changes.{key}"), HeaderMap::new(), serde_json::to_vec(&e).unwrap()).await
+}
+
+/// Requests per event (by the `event` field of the payload), in arrival order.
+fn by_event(seen: &[common::Seen]) -> HashMap<String, Vec<common::Seen>> {
+    let mut out: HashMap<String, Vec<common::Seen>> = HashMap::new();
+    for s in seen {
+        out.entry(s.json()["event"].as_str().unwrap_or_default().to_string()).or_default().push(s.clone());
+    }
+    out
+}
+
+/// The attempts a dead letter reports: its `attempts` field, or the "(after N attempts)" of
+/// its detail.
+fn letter_attempts(letter: &Value) -> u64 {
+    if let Some(n) = letter["attempts"].as_u64() {
+        return n;
+    }
+    let detail = letter["detail"].as_str().unwrap_or_default();
+    let tail = detail.rsplit("(after ").next().unwrap_or_default();
+    tail.split(' ').next().and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("no attempts in {letter}"))
+}
+
+/// Defects 3 and 7 of the delivery guarantees: an always-503 action next to a 200 action on
+/// the same trigger. Only the failing delivery is retried (one record per delivery in the
+/// retry stream); the 200 endpoint gets each event exactly once, and every count of attempts
+/// is the number of requests the receiver saw. Two events per object: the second waits
+/// behind the first in the retry stream, so the 503 endpoint sees them in event order.
 #[tokio::test]
-async fn a_receiver_down_past_the_quick_retries_gets_the_event_through_delayed_redelivery() {
+async fn a_failing_action_is_retried_alone_and_the_other_is_sent_once() {
+    const MAX_ATTEMPTS: usize = 4;
+    let nats = NatsServer::start().await;
+    let js = nats.jetstream().await;
+    create_streams(&js).await;
+    let mut sequences = HashMap::new();
+    for n in 0..2 {
+        for key in ["1", "2", "3"] {
+            let id = format!("e-{key}-{n}");
+            sequences.insert(id.clone(), publish_event(&js, &id, key).await);
+        }
+    }
+    let ok = Receiver::ok().await;
+    let down = Receiver::start(|_, _| Reply::Status(503, vec![], "down".into())).await;
+    let dir = tempfile::tempdir().unwrap();
+    let delivery = "quick_attempts: 1, retry: {max_attempts: 4, initial: 50ms, max: 200ms, jitter: 0}";
+    let yaml = two_actions(&nats.url(), &ok.url("/ok"), &down.url("/down"), delivery);
+    let mut bridge = Bridge::start(dir.path(), "one-fails", &yaml, &[]);
+    wait_until(Duration::from_secs(60), "every attempt at the 503 endpoint", || down.seen().len() >= 6 * MAX_ATTEMPTS)
+        .await;
+    // Room for a late duplicate to show up before counting.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // The 200 endpoint: each event exactly once.
+    let ok_seen = ok.seen();
+    let ids: HashSet<&str> = ok_seen.iter().filter_map(|s| s.header("webhook-id")).collect();
+    assert_eq!(
+        (ok_seen.len(), ids.len()),
+        (6, 6),
+        "each event once at the 200 endpoint: {:?}",
+        by_event(&ok_seen).keys()
+    );
+    let letters = wait_stream(&js, "DEAD", 6, Duration::from_secs(30)).await;
+    assert_eq!(letters.len(), 6, "{}", bridge.log());
+    wait_all_settled(&js, Duration::from_secs(20)).await;
+    // The 503 endpoint: max_attempts requests per event, one webhook-id per event, and the
+    // second event of an object only after the first gave up.
+    let down_seen = down.seen();
+    let per_event = by_event(&down_seen);
+    assert_eq!(per_event.len(), 6);
+    for (id, requests) in &per_event {
+        assert_eq!(requests.len(), MAX_ATTEMPTS, "{id}: {} requests", requests.len());
+        let hooks: HashSet<_> = requests.iter().map(|r| r.header("webhook-id")).collect();
+        assert_eq!(hooks.len(), 1, "{id}: one webhook-id across retries");
+    }
+    for key in ["1", "2", "3"] {
+        let first_done = per_event[&format!("e-{key}-0")].iter().map(|r| r.at).max().unwrap();
+        let second_starts = per_event[&format!("e-{key}-1")].iter().map(|r| r.at).min().unwrap();
+        assert!(first_done < second_starts, "object {key}: the later event overtook the retried one");
+    }
+    // Results: one per event and action; never a `delivered` twice.
+    let results: Vec<Value> = read_stream(&js, "RESULTS").await.into_iter().map(|(_, r)| r).collect();
+    let mut outcomes: HashMap<(String, String), Vec<Value>> = HashMap::new();
+    for r in &results {
+        outcomes
+            .entry((r["event_id"].as_str().unwrap().into(), r["action"].as_str().unwrap().into()))
+            .or_default()
+            .push(r.clone());
+    }
+    assert_eq!(outcomes.len(), 12, "{results:#?}");
+    for ((event_id, action), rs) in &outcomes {
+        assert_eq!(rs.len(), 1, "{event_id}/{action}: {rs:#?}");
+        let r = &rs[0];
+        match action.as_str() {
+            "ok" => assert_eq!((r["status"].as_str(), r["attempts"].as_u64()), (Some("delivered"), Some(1)), "{r}"),
+            _ => {
+                assert_eq!(r["status"], "failed", "{r}");
+                assert_eq!(r["attempts"], per_event[event_id].len() as u64, "{r}");
+            }
+        }
+    }
+    // Dead letters: one per event, for the failing action, with the attempts the receiver
+    // saw and the coordinates of the original message and of the last record.
+    let mut lettered = HashSet::new();
+    for (_, letter) in &letters {
+        let id = letter["event_id"].as_str().unwrap().to_string();
+        assert_eq!(
+            (letter["action"].as_str(), letter["reason"].as_str()),
+            (Some("down"), Some("http_503")),
+            "{letter}"
+        );
+        assert_eq!(letter_attempts(letter), per_event[&id].len() as u64, "{letter}");
+        let source = &letter["source"];
+        assert_eq!(source["stream"], "CHANGES", "{letter}");
+        assert_eq!(source["sequence"], sequences[&id], "{letter}");
+        assert_eq!(source["subject"], format!("changes.{}", &id[2..3]), "{letter}");
+        assert_eq!(source["retry"]["stream"], RETRY_STREAM, "{letter}");
+        assert!(source["retry"]["sequence"].as_u64().is_some(), "{letter}");
+        assert!(lettered.insert(id), "one dead letter per event: {letters:#?}");
+    }
+    // The retry stream hookbridge created: work queue on disk, on its own subject, empty now.
+    let info = js.get_stream(RETRY_STREAM).await.unwrap().get_info().await.unwrap();
+    assert_eq!(info.config.retention, async_nats::jetstream::stream::RetentionPolicy::WorkQueue);
+    assert_eq!(info.config.storage, async_nats::jetstream::stream::StorageType::File);
+    assert_eq!(info.config.subjects, vec![RETRY_SUBJECT.to_string()]);
+    assert_eq!(info.state.messages, 0);
+    let status = bridge.terminate(Duration::from_secs(30)).await;
+    assert!(status.success(), "{}", bridge.log());
+    assert_eq!(counts_in(&js, "CHANGES", CONSUMER).await, (0, 0));
+    assert_eq!(counts_in(&js, RETRY_STREAM, RETRY_CONSUMER).await, (0, 0));
+}
+
+/// kill -9 while deliveries wait in the retry stream, then a restart. The events themselves
+/// were all acked before the kill (each had its 200 delivered and its 503 stored as a retry
+/// record), so nothing makes the 200 endpoint see an event again, and nothing delivered is
+/// dead-lettered. Attempts are carried in the records, so the final count is what was sent,
+/// with one exception: the request made from a record whose ack was not confirmed when the
+/// process died (the request sent, and its next record stored or not) is made again when
+/// that record comes back, and only one of the two is counted. Hence, per event, the
+/// receiver saw the attempts of the result, or one more.
+#[tokio::test]
+async fn a_crash_with_retries_pending_loses_nothing_and_resends_nothing_delivered() {
+    const EVENTS: usize = 4;
+    const MAX_ATTEMPTS: u64 = 6;
+    let nats = NatsServer::start().await;
+    let js = nats.jetstream().await;
+    create_streams(&js).await;
+    // The operator's consumers with a short ack_wait, so that what the killed process held
+    // comes back within the test; the bridge binds them (and the retry stream) as they are.
+    js.get_stream("CHANGES")
+        .await
+        .unwrap()
+        .create_consumer(PullConfig {
+            durable_name: Some(CONSUMER.into()),
+            ack_policy: AckPolicy::Explicit,
+            ack_wait: Duration::from_secs(2),
+            filter_subject: "changes.>".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    js.create_stream(async_nats::jetstream::stream::Config {
+        name: RETRY_STREAM.into(),
+        subjects: vec![RETRY_SUBJECT.into()],
+        retention: async_nats::jetstream::stream::RetentionPolicy::WorkQueue,
+        ..Default::default()
+    })
+    .await
+    .unwrap()
+    .create_consumer(PullConfig {
+        durable_name: Some(RETRY_CONSUMER.into()),
+        ack_policy: AckPolicy::Explicit,
+        ack_wait: Duration::from_secs(2),
+        filter_subject: RETRY_SUBJECT.into(),
+        max_ack_pending: -1,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    for n in 0..EVENTS {
+        publish_event(&js, &format!("e-{n}"), &n.to_string()).await;
+    }
+    let ok = Receiver::ok().await;
+    let down = Receiver::start(|_, _| Reply::Status(503, vec![], "down".into())).await;
+    let dir = tempfile::tempdir().unwrap();
+    let delivery = "quick_attempts: 1, retry: {max_attempts: 6, initial: 300ms, max: 300ms, jitter: 0}";
+    let yaml = two_actions(&nats.url(), &ok.url("/ok"), &down.url("/down"), delivery);
+    let mut first = Bridge::start(dir.path(), "before-kill", &yaml, &[]);
+    wait_until(Duration::from_secs(30), "two attempts per event", || down.seen().len() >= 2 * EVENTS).await;
+    // Every event acked: what remains is in the retry stream.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while counts_in(&js, "CHANGES", CONSUMER).await != (0, 0) {
+        assert!(Instant::now() < deadline, "events not acked:\n{}", first.log());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    first.kill9();
+    let at_kill = down.seen().len();
+    assert!(retry_records(&js).await > 0, "retries were pending at the kill");
+    assert!(at_kill < EVENTS * MAX_ATTEMPTS as usize, "killed before the retries ran out");
+    let mut second = Bridge::start(dir.path(), "after-kill", &yaml, &[]);
+    let letters = wait_stream(&js, "DEAD", EVENTS, Duration::from_secs(60)).await;
+    assert!(letters.len() >= EVENTS, "{}", second.log());
+    wait_all_settled(&js, Duration::from_secs(30)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let letters = read_stream(&js, "DEAD").await;
+    let status = second.terminate(Duration::from_secs(30)).await;
+    assert!(status.success(), "{}", second.log());
+
+    let ok_seen = by_event(&ok.seen());
+    for n in 0..EVENTS {
+        assert_eq!(ok_seen[&format!("e-{n}")].len(), 1, "e-{n} sent again to the 200 endpoint");
+    }
+    assert!(letters.iter().all(|(_, l)| l["action"] == "down"), "a delivered action was dead-lettered: {letters:#?}");
+    let results: Vec<Value> = read_stream(&js, "RESULTS").await.into_iter().map(|(_, r)| r).collect();
+    assert_eq!(results.iter().filter(|r| r["action"] == "ok" && r["status"] == "delivered").count(), EVENTS);
+    assert!(results.iter().all(|r| r["action"] == "down" || r["status"] == "delivered"), "{results:#?}");
+    let down_seen = by_event(&down.seen());
+    for n in 0..EVENTS {
+        let id = format!("e-{n}");
+        let finals: Vec<&Value> =
+            results.iter().filter(|r| r["event_id"] == id.as_str() && r["action"] == "down").collect();
+        // One final result: when the kill fell after a delivery's next record was stored but
+        // before the ack of the record it came from was confirmed, that one comes back too;
+        // its attempt is made again, but the record it leads to is the one already stored
+        // (same Nats-Msg-Id), so a single chain of records carries the delivery to its end.
+        assert_eq!(finals.len(), 1, "{id}: {finals:#?}");
+        assert_eq!(
+            (finals[0]["status"].as_str(), finals[0]["attempts"].as_u64()),
+            (Some("failed"), Some(MAX_ATTEMPTS))
+        );
+        let sent = down_seen[&id].len() as u64;
+        assert!(
+            sent == MAX_ATTEMPTS || sent == MAX_ATTEMPTS + 1,
+            "{id}: the receiver saw {sent} requests, the result counts {MAX_ATTEMPTS}"
+        );
+        let lettered = letters.iter().filter(|(_, l)| l["event_id"] == id.as_str()).count();
+        assert_eq!(lettered, finals.len(), "{id}: one dead letter per final failure");
+    }
+    eprintln!(
+        "at the kill the 503 endpoint had seen {at_kill} requests; {} after the restart",
+        down.seen().len() - at_kill
+    );
+}
+
+/// A record in the retry stream whose headers cannot be read is dead-lettered with the
+/// reason and its own coordinates: never dropped, and never run as a new event (its other
+/// actions were already delivered).
+#[tokio::test]
+async fn a_broken_retry_record_is_dead_lettered() {
+    let nats = NatsServer::start().await;
+    let js = nats.jetstream().await;
+    create_streams(&js).await;
+    let ok = Receiver::ok().await;
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = two_actions(&nats.url(), &ok.url("/ok"), &ok.url("/down"), "");
+    let mut bridge = Bridge::start(dir.path(), "broken-record", &yaml, &[]);
+    bridge.wait_ready().await;
+    let payload = serde_json::to_vec(&event("e-1", "1", json!({"object": {"ref": "R-1", "title": "e-1"}}))).unwrap();
+    // Retry headers that do not parse, and an event published to the retry subject by hand.
+    let mut headers = HeaderMap::new();
+    headers.insert("hookbridge-retry", "not json");
+    headers.insert("hookbridge-retry-not-before", "0");
+    let broken = publish(&js, RETRY_SUBJECT, headers, payload.clone()).await;
+    let plain = publish(&js, RETRY_SUBJECT, HeaderMap::new(), payload.clone()).await;
+    let letters = wait_stream(&js, "DEAD", 2, Duration::from_secs(20)).await;
+    assert_eq!(letters.len(), 2, "{}", bridge.log());
+    for (seq, why) in [(broken, "hookbridge-retry: "), (plain, "no hookbridge-retry header")] {
+        let (_, letter) = letters.iter().find(|(_, l)| l["source"]["sequence"] == seq).expect("a letter per record");
+        assert_eq!(letter["reason"], "invalid_retry_record", "{letter}");
+        assert!(letter["detail"].as_str().unwrap().contains(why), "{letter}");
+        assert_eq!(letter["source"]["stream"], RETRY_STREAM, "{letter}");
+        assert_eq!(letter["source"]["subject"], RETRY_SUBJECT, "{letter}");
+        assert_eq!(letter["raw"].as_str().unwrap().as_bytes(), payload.as_slice());
+    }
+    wait_all_settled(&js, Duration::from_secs(10)).await;
+    assert!(ok.seen().is_empty(), "the record was run as an event");
+    assert!(bridge.terminate(Duration::from_secs(30)).await.success());
+}
+
+/// One action that comes back: its retries go through the retry stream, and the final
+/// result counts every request sent (the count travels in the records).
+#[tokio::test]
+async fn a_receiver_down_past_the_quick_retries_gets_the_event_through_the_retry_stream() {
     let nats = NatsServer::start().await;
     let js = nats.jetstream().await;
     create_streams(&js).await;
@@ -520,24 +863,25 @@ async fn a_receiver_down_past_the_quick_retries_gets_the_event_through_delayed_r
     let dir = tempfile::tempdir().unwrap();
     let delivery = "quick_attempts: 2, retry: {max_attempts: 30, initial: 100ms, max: 400ms, jitter: 0}";
     let mut bridge = Bridge::start(dir.path(), "down", &config(&nats.url(), &rx.url("/hook"), delivery), &[]);
-    // Three deliveries of two quick attempts each: the message went back to JetStream twice.
+    // Two quick attempts from the event, then two from each retry record: two records so far.
     wait_until(Duration::from_secs(20), "six attempts", || rx.seen().len() >= 6).await;
     let durable = bridge.metric("hookbridge_retries_scheduled_total{action=\"hook\",stage=\"durable\"}").await;
-    assert!(durable.unwrap_or(0.0) >= 2.0, "NAKs with delay: {durable:?}\n{}", bridge.metrics().await);
+    assert!(durable.unwrap_or(0.0) >= 2.0, "records stored: {durable:?}\n{}", bridge.metrics().await);
     let seen = rx.seen();
-    // Attempt 2 -> NAK with a 200 ms delay (retry.initial x 2) -> attempt 3 on redelivery.
+    // Attempt 2 -> a record due in 200 ms (retry.initial x 2) -> attempt 3 from the record.
     let gap = seen[2].at - seen[1].at;
-    assert!(gap >= Duration::from_millis(180), "redelivery came after {gap:?}, before the NAK delay");
+    assert!(gap >= Duration::from_millis(180), "the record was tried after {gap:?}, before it was due");
     up.store(true, Ordering::SeqCst);
     let results = wait_stream(&js, "RESULTS", 1, Duration::from_secs(20)).await;
     assert_eq!(results.len(), 1, "{}", bridge.log());
     let result = &results[0].1;
     let requests = rx.seen().len();
     assert_eq!(result["status"], "delivered", "{result}");
-    // Attempts continue across redeliveries (prior_attempts from the delivery count).
+    // Attempts continue across records: every request sent is counted, none twice.
     assert_eq!(result["attempts"], requests as u64, "{result}");
     assert!(requests > 2);
     assert!(read_stream(&js, "DEAD").await.is_empty());
+    wait_all_settled(&js, Duration::from_secs(10)).await;
     let status = bridge.terminate(Duration::from_secs(30)).await;
     assert!(status.success(), "{}", bridge.log());
     assert_eq!(consumer_counts(&js).await, (0, 0));
@@ -546,7 +890,7 @@ async fn a_receiver_down_past_the_quick_retries_gets_the_event_through_delayed_r
 }
 
 #[tokio::test]
-async fn retries_exhausted_across_redeliveries_are_dead_lettered_and_acked() {
+async fn retries_exhausted_in_the_retry_stream_are_dead_lettered_and_acked() {
     let nats = NatsServer::start().await;
     let js = nats.jetstream().await;
     create_streams(&js).await;
@@ -562,14 +906,17 @@ async fn retries_exhausted_across_redeliveries_are_dead_lettered_and_acked() {
     assert_eq!(letter["reason"], "http_503");
     assert_eq!(letter["action"], "hook");
     assert_eq!(letter["event_id"], "e1");
-    // 5 attempts = 2 + 2 + 1 over three deliveries of the same stream message.
-    assert_eq!(letter["source"]["sequence"], seq);
-    assert_eq!(letter["source"]["delivered"], 3, "{letter}");
+    // 5 attempts = 2 from the event + 2 and 1 from two retry records; the dead letter names
+    // the original message (delivered once) and the last record.
+    assert_eq!(letter["source"]["stream"], "CHANGES", "{letter}");
+    assert_eq!(letter["source"]["sequence"], seq, "{letter}");
+    assert_eq!(letter["source"]["retry"]["stream"], RETRY_STREAM, "{letter}");
+    assert_eq!(letter_attempts(letter), 5, "{letter}");
     assert_eq!(rx.seen().len(), 5);
     let results = wait_stream(&js, "RESULTS", 1, Duration::from_secs(10)).await;
     assert_eq!(results[0].1["status"], "failed");
     assert_eq!(results[0].1["attempts"], 5);
-    wait_consumer_drained(&js, Duration::from_secs(10)).await;
+    wait_all_settled(&js, Duration::from_secs(10)).await;
     let status = bridge.terminate(Duration::from_secs(30)).await;
     assert!(status.success(), "{}", bridge.log());
 }
@@ -640,6 +987,78 @@ async fn startup_fails_clearly_without_the_stream_or_an_output_stream() {
         // NATS 2.10 or later filters on both subjects.
         None => assert_eq!(stream.consumer_info(CONSUMER).await.unwrap().config.filter_subjects.len(), 2),
     }
+}
+
+/// The retry stream is created by the bridge; without the right to, or with its subject taken
+/// by another stream, the bridge stops at start and says which stream and which key.
+#[tokio::test]
+async fn startup_fails_clearly_when_the_retry_stream_cannot_be_made() {
+    let conf_dir = tempfile::tempdir().unwrap();
+    let conf = conf_dir.path().join("nats.conf");
+    std::fs::write(
+        &conf,
+        r#"authorization {
+  users = [
+    {user: admin, password: admin-pw}
+    {user: bridge, password: bridge-pw, permissions: {publish: {deny: ["$JS.API.STREAM.CREATE.>", "$JS.API.STREAM.UPDATE.>"]}}}
+  ]
+}
+"#,
+    )
+    .unwrap();
+    let nats = NatsServer::start_with(&["-c", conf.to_str().unwrap()]).await;
+    let client = async_nats::ConnectOptions::with_user_and_password("admin".into(), "admin-pw".into())
+        .connect(nats.url())
+        .await
+        .unwrap();
+    let js = async_nats::jetstream::new(client);
+    create_streams(&js).await;
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = config(&nats.url(), "http://127.0.0.1:9/hook", "").replace(
+        "  consumer: hookbridge\n",
+        "  consumer: hookbridge\n  credentials: {user: bridge, password: bridge-pw}\n",
+    );
+    let mut bridge = Bridge::start(dir.path(), "no-create-right", &yaml, &[]);
+    let status = bridge.wait_exit(Duration::from_secs(30)).await;
+    assert!(!status.success());
+    let log = bridge.log();
+    assert!(
+        log.contains(&format!(
+            "retry stream \"{RETRY_STREAM}\" (source.retry_stream) does not exist and could not be created"
+        )),
+        "{log}"
+    );
+    assert!(log.contains(&format!("--subjects '{RETRY_SUBJECT}' --retention work")), "{log}");
+    // Created by the operator as the message says, it is used as it is.
+    js.create_stream(async_nats::jetstream::stream::Config {
+        name: RETRY_STREAM.into(),
+        subjects: vec![RETRY_SUBJECT.into()],
+        retention: async_nats::jetstream::stream::RetentionPolicy::WorkQueue,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let mut bridge = Bridge::start(dir.path(), "operator-made", &yaml, &[]);
+    bridge.wait_ready().await;
+    assert!(bridge.terminate(Duration::from_secs(30)).await.success(), "{}", bridge.log());
+    assert!(counts_in(&js, RETRY_STREAM, RETRY_CONSUMER).await == (0, 0));
+    // A retry subject that another stream captures would send the records there.
+    js.create_stream(async_nats::jetstream::stream::Config {
+        name: "OTHER".into(),
+        subjects: vec!["elsewhere.>".into()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let taken = yaml.replace("  consumer: hookbridge\n", "  consumer: hookbridge\n  retry_subject: elsewhere.retry\n");
+    let mut bridge = Bridge::start(dir.path(), "subject-taken", &taken, &[]);
+    let status = bridge.wait_exit(Duration::from_secs(30)).await;
+    assert!(!status.success());
+    assert!(
+        bridge.log().contains("its subject \"elsewhere.retry\" is already captured by stream \"OTHER\""),
+        "{}",
+        bridge.log()
+    );
 }
 
 #[tokio::test]

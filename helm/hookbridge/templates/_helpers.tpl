@@ -43,6 +43,62 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 
 {{/*
+Labels of the pod template: no chart version nor app version, so that a chart bump that
+changes nothing else in the pods does not restart them.
+*/}}
+{{- define "hookbridge.podLabels" -}}
+{{ include "hookbridge.selectorLabels" . }}
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- with .Values.podLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/*
+The rendered config.yaml.
+*/}}
+{{- define "hookbridge.configYaml" -}}
+{{- toYaml .Values.config }}
+{{- end }}
+
+{{/*
+Name of the config ConfigMap: existingConfigMap, or the full name and a hash of the
+content. A new config makes a new ConfigMap, so pods of the previous revision (still
+running during a stalled rollout, or restarted then) keep reading the config they
+started with.
+*/}}
+{{- define "hookbridge.configMapName" -}}
+{{- if .Values.existingConfigMap }}
+{{- .Values.existingConfigMap }}
+{{- else }}
+{{- printf "%s-%s" (include "hookbridge.fullname" . | trunc 52 | trimSuffix "-") (include "hookbridge.configYaml" . | sha256sum | trunc 10) }}
+{{- end }}
+{{- end }}
+
+{{/*
+Whether an autoscaler owns the replica count.
+*/}}
+{{- define "hookbridge.autoscaled" -}}
+{{- if or .Values.autoscaling.hpa.enabled .Values.autoscaling.keda.enabled }}true{{ end }}
+{{- end }}
+
+{{/*
+Upper bound of an autoscaler: its own value, or autoscaling.partitions.
+*/}}
+{{- define "hookbridge.maxReplicas" -}}
+{{- $max := .max }}
+{{- if kindIs "invalid" $max }}
+{{- $max = .root.Values.autoscaling.partitions }}
+{{- end }}
+{{- if kindIs "invalid" $max }}
+{{- fail (printf "%s: set it, or autoscaling.partitions (the partition count of the source topics, the most replicas that can have work)" .name) }}
+{{- end }}
+{{- $max }}
+{{- end }}
+
+{{/*
 Labels that select the pods; they must never change between upgrades.
 */}}
 {{- define "hookbridge.selectorLabels" -}}
@@ -127,6 +183,12 @@ so nothing is lost, but receivers see duplicates).
 */}}
 {{- define "hookbridge.validate" -}}
 {{- include "hookbridge.validateConfigShape" . }}
+{{- if and .Values.autoscaling.hpa.enabled .Values.autoscaling.keda.enabled }}
+{{- fail "autoscaling.hpa.enabled and autoscaling.keda.enabled: enable one of them (KEDA runs its own HPA)" }}
+{{- end }}
+{{- if and (not .Values.existingConfigMap) (not .Values.config.triggers) (not .Values.config.allow_no_triggers) }}
+{{- fail "config.triggers is empty: hookbridge would acknowledge every event and deliver none. Add triggers, or set config.allow_no_triggers: true (e.g. for a dry run)" }}
+{{- end }}
 {{- $delivery := .Values.config.delivery | default dict }}
 {{- $timeout := "30s" }}
 {{- if hasKey $delivery "shutdown_timeout" }}

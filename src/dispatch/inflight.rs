@@ -1,0 +1,131 @@
+//! An event in flight: the message's data, shared read-only by its deliveries (`Sync`),
+//! and, apart from it, the acknowledgement that waits for all of them.
+
+use std::sync::Mutex;
+
+use serde_json::Value;
+use tokio::sync::OwnedSemaphorePermit;
+
+use super::lanes::Seq;
+use crate::event::Event;
+use crate::metrics;
+use crate::source::{Ack, Message, RetryInfo, Settle};
+
+/// What every delivery of a message may read.
+pub struct InFlight {
+    /// The parsed event.
+    pub event: Event,
+    /// The original bytes (dead letters, the durable retry stage).
+    pub payload: Vec<u8>,
+    /// The original transport headers (the durable retry stage).
+    pub headers: Vec<(String, Vec<u8>)>,
+    /// Source coordinates (of the original message, for a retry record).
+    pub coords: Value,
+    /// Where the original message sits in its source, for lane order.
+    pub seq: Seq,
+    /// The retry record this message is, if it is one.
+    pub retry: Option<RetryInfo>,
+    settlement: Mutex<Settlement>,
+}
+
+struct Settlement {
+    remaining: usize,
+    ack: Option<Ack>,
+    _permit: Option<OwnedSemaphorePermit>,
+}
+
+impl InFlight {
+    /// Takes the message apart; `count` deliveries must complete before its ack is settled.
+    pub fn new(event: Event, message: Message, count: usize, permit: Option<OwnedSemaphorePermit>) -> InFlight {
+        let seq = seq_of(&message.coords);
+        let retry = message.retry.and_then(Result::ok);
+        InFlight {
+            event,
+            payload: message.payload,
+            headers: message.headers,
+            coords: message.coords,
+            seq,
+            retry,
+            settlement: Mutex::new(Settlement { remaining: count, ack: Some(message.ack), _permit: permit }),
+        }
+    }
+
+    /// Records one delivery's final outcome (delivered, failed and dead-lettered, skipped, or
+    /// safely in the durable retry stage); the last one releases the source position.
+    /// A delivery interrupted by shutdown never calls this: its message stays unsettled and
+    /// is read again after a restart.
+    pub fn complete(&self) {
+        let mut s = self.settlement.lock().unwrap_or_else(|p| p.into_inner());
+        s.remaining = s.remaining.saturating_sub(1);
+        if s.remaining == 0 {
+            // Every outcome for this message is final and every result was published before
+            // we got here: only now may the position move.
+            if let Some(ack) = s.ack.take() {
+                ack.settle(Settle::Done);
+                metrics::get().events_pending.dec();
+            }
+            s._permit = None;
+        }
+    }
+
+    /// A copy of the message for the durable retry stage, without its acknowledgement.
+    pub fn message_copy(&self) -> Message {
+        Message {
+            payload: self.payload.clone(),
+            headers: self.headers.clone(),
+            coords: self.coords.clone(),
+            ack: Ack::none(),
+            retry: self.retry.clone().map(Ok),
+        }
+    }
+}
+
+/// The place of a message in its source, read from its coordinates.
+pub fn seq_of(coords: &Value) -> Seq {
+    let n = |k: &str| coords.get(k).and_then(Value::as_i64);
+    match coords.get("type").and_then(Value::as_str) {
+        Some("kafka") => Seq(n("partition").unwrap_or(0), n("offset").unwrap_or(0)),
+        Some("nats") => Seq(0, n("sequence").unwrap_or(0)),
+        _ => Seq(0, n("line").unwrap_or(0)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    fn assert_sync<T: Sync + Send>() {}
+
+    #[test]
+    fn the_data_is_shared_and_the_ack_waits_for_every_delivery() {
+        assert_sync::<InFlight>();
+        let settled = Arc::new(AtomicUsize::new(0));
+        let s = settled.clone();
+        let message = Message {
+            payload: b"{}".to_vec(),
+            headers: Vec::new(),
+            coords: serde_json::json!({"type": "kafka", "partition": 2, "offset": 9}),
+            ack: Ack::new(move |how| {
+                assert_eq!(how, Settle::Done);
+                s.fetch_add(1, Ordering::SeqCst);
+            }),
+            retry: None,
+        };
+        let event = crate::event::parse_event(
+            br#"{"id":"e","time":"2024-01-01T00:00:00Z","operation":"create","class":"C","key":1,"object":{}}"#,
+            None,
+        )
+        .unwrap();
+        metrics::get().events_pending.inc();
+        let f = InFlight::new(event, message, 2, None);
+        assert_eq!(f.seq, Seq(2, 9));
+        f.complete();
+        assert_eq!(settled.load(Ordering::SeqCst), 0);
+        f.complete();
+        assert_eq!(settled.load(Ordering::SeqCst), 1);
+        f.complete();
+        assert_eq!(settled.load(Ordering::SeqCst), 1, "settled once");
+    }
+}

@@ -1,0 +1,610 @@
+//! Delivery: each (trigger, action) job of an event is sent in its lane (object + action,
+//! in event order), within the global and per-connection limits, retried with backoff and
+//! `Retry-After`, handed to the durable retry stage when its quick attempts are used up, and
+//! ends with exactly one result (and a dead letter when it failed for good).
+//!
+//! - [`inflight`]: the message's data shared by its jobs, and the ack that waits for them.
+//! - [`lanes`]: the order of a lane's deliveries across long retries (pure, time passed in).
+//! - [`verdict`]: what an attempt means (pure): delivered, failed, retry now, long retry.
+//! - [`attempt`]: one HTTP attempt within the limits.
+//! - this file: the lane tasks that tie them together, and the outcome of every job.
+
+mod attempt;
+mod inflight;
+mod lanes;
+mod verdict;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Map, Value};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+pub use attempt::{judge_answer, Answer, DEFAULT_CONNECTION_SHARE};
+pub use inflight::{seq_of, InFlight};
+pub use lanes::{Arrival, DeliveryId, LaneKey, Parking, Seq};
+pub use verdict::{verdict, Attempted, DeliveryError, Policy as RetryPolicy, Verdict};
+
+use crate::action::Callback;
+use crate::config::raw::CallbackWhen;
+use crate::config::Config;
+use crate::metrics;
+use crate::net::{Clients, Policy};
+use crate::output::{excerpt, now_rfc3339, DeadLetter, DeliveryResult, ErrorBody, ObjectUpdate, RequestSummary};
+use crate::publish::{PublishFailure, Publisher};
+use crate::request::Request;
+use crate::source::{DurableRetry, RetryInfo, RetryStage};
+use crate::trigger::Match;
+
+/// How long after its due time a lane's first parked delivery may take to come back before
+/// the lane is released (see [`lanes`]).
+const PARK_STALE_MS: i64 = 10 * 60 * 1000;
+/// How often parked lanes are checked for deliveries that never came back.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(10);
+
+/// One delivery to make.
+pub struct Job {
+    /// The event it belongs to.
+    pub inflight: Arc<InFlight>,
+    /// The (trigger, action) pair.
+    pub matched: Match,
+    /// The rendered request.
+    pub request: Request,
+    /// Index of the connection it goes through.
+    pub connection: usize,
+    /// Placeholders that resolved to nothing.
+    pub missing: Vec<String>,
+    /// Why the rendered request must not be sent, if it must not.
+    pub invalid: Vec<String>,
+    /// Requests already sent for this delivery (in earlier runs, before a long retry).
+    pub attempts_before: u32,
+    /// When the first attempt started (unix ms), if one did.
+    pub first_attempt_ms: Option<i64>,
+    /// Whether it comes back from the durable retry stage.
+    pub returning: bool,
+}
+
+impl Job {
+    fn lane(&self) -> LaneKey {
+        (self.inflight.event.object_key(), self.matched.action)
+    }
+
+    fn trace_id(&self) -> &str {
+        self.inflight.event.trace.as_ref().map_or("", |t| t.trace_id())
+    }
+
+    fn id(&self) -> DeliveryId {
+        DeliveryId { seq: self.inflight.seq, trigger: self.matched.trigger, mention: self.matched.mention }
+    }
+}
+
+/// How a delivery ended, as results and metrics name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The endpoint took it.
+    Delivered,
+    /// Refused for good or retries exhausted; dead-lettered.
+    Failed,
+    /// Rendered and reported, not sent (`delivery.dry_run`).
+    DryRun,
+    /// Handed to the durable retry stage; it comes back later, so no result yet.
+    RetryScheduled,
+}
+
+impl Outcome {
+    /// The stable label used in results and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Delivered => "delivered",
+            Outcome::Failed => "failed",
+            Outcome::DryRun => "dry_run",
+            Outcome::RetryScheduled => "retry_scheduled",
+        }
+    }
+}
+
+/// The word on one delivery after this run's attempts.
+#[derive(Debug, Clone)]
+pub struct Report {
+    /// How the delivery ended.
+    pub status: Outcome,
+    /// Requests sent for this delivery, in all.
+    pub attempts: u32,
+    /// Why it is not delivered.
+    pub error: Option<DeliveryError>,
+    /// Whether the attempts ran out.
+    pub exhausted: bool,
+    /// The last HTTP answer.
+    pub answer: Option<Answer>,
+    /// From the first attempt to now.
+    pub duration: Duration,
+    /// For `RetryScheduled`: when it is due back (unix ms).
+    pub due_ms: i64,
+}
+
+/// Why the dispatcher cannot start.
+pub type DispatchError = crate::net::ClientError;
+
+/// Sends requests and reports outcomes.
+pub struct Dispatcher {
+    config: Arc<Config>,
+    sender: attempt::Sender,
+    policy: Policy,
+    publisher: Publisher,
+    stage: Option<Arc<dyn DurableRetry>>,
+    lanes: Mutex<HashMap<LaneKey, mpsc::UnboundedSender<Job>>>,
+    parking: Mutex<Parking<Job>>,
+    masked_urls: Mutex<HashMap<String, Arc<str>>>,
+    shutdown: CancellationToken,
+}
+
+/// Masked URLs kept for results: most deliveries go to a few URLs, and masking parses them.
+const MASKED_URLS_KEPT: usize = 4096;
+
+impl Dispatcher {
+    /// Builds the HTTP clients and limits of every connection; with a durable stage, also
+    /// the sweep of parked lanes.
+    pub fn new(
+        config: Arc<Config>,
+        publisher: Publisher,
+        retry_stage: RetryStage,
+        shutdown: CancellationToken,
+    ) -> Result<Arc<Dispatcher>, DispatchError> {
+        let policy = Policy { allow_private: config.delivery.allow_private_networks };
+        let clients = Clients::build(&config.connections, policy)?;
+        let stage = match retry_stage {
+            RetryStage::Handoff(stage) => Some(stage),
+            RetryStage::InProcess => None,
+        };
+        // Held deliveries keep their read-ahead slot: at most half of them, so that the
+        // deliveries they wait for can always come back.
+        let max_held = crate::pipeline::max_pending(&config) / 2;
+        let dispatcher = Arc::new(Dispatcher {
+            sender: attempt::Sender::new(&config, clients),
+            config,
+            policy,
+            publisher,
+            stage,
+            lanes: Mutex::new(HashMap::new()),
+            parking: Mutex::new(Parking::new(max_held, PARK_STALE_MS)),
+            masked_urls: Mutex::new(HashMap::new()),
+            shutdown,
+        });
+        if dispatcher.stage.is_some() {
+            tokio::spawn(sweep(Arc::downgrade(&dispatcher)));
+        }
+        Ok(dispatcher)
+    }
+
+    /// Queues a job behind earlier jobs of the same object and action.
+    pub fn submit(self: &Arc<Self>, job: Job) {
+        let key = job.lane();
+        let mut lanes = self.lanes.lock().unwrap_or_else(|p| p.into_inner());
+        let job = match lanes.get(&key) {
+            Some(tx) => match tx.send(job) {
+                Ok(()) => return,
+                Err(mpsc::error::SendError(job)) => job,
+            },
+            None => job,
+        };
+        let (tx, rx) = mpsc::unbounded_channel();
+        tx.send(job).expect("receiver is alive");
+        lanes.insert(key.clone(), tx);
+        drop(lanes);
+        let this = Arc::clone(self);
+        tokio::spawn(async move { this.run_lane(key, rx).await });
+    }
+
+    async fn run_lane(self: Arc<Self>, key: LaneKey, mut rx: mpsc::UnboundedReceiver<Job>) {
+        loop {
+            while let Ok(job) = rx.try_recv() {
+                self.process(job).await;
+            }
+            // Jobs are sent under this lock, so an empty queue seen under it stays empty.
+            let mut lanes = self.lanes.lock().unwrap_or_else(|p| p.into_inner());
+            if rx.is_empty() {
+                lanes.remove(&key);
+                return;
+            }
+        }
+    }
+
+    fn parking(&self) -> std::sync::MutexGuard<'_, Parking<Job>> {
+        self.parking.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Takes one job to its outcome for this run (and the lane's held jobs that it frees).
+    async fn process(&self, job: Job) {
+        let arrival = match &self.stage {
+            None => Arrival::Go(job),
+            Some(_) => {
+                let (key, id, now) = (job.lane(), job.id(), now_ms());
+                let mut parking = self.parking();
+                if job.returning {
+                    parking.arrive_returning(&key, id, job, now)
+                } else {
+                    parking.arrive_new(&key, id, job, now)
+                }
+            }
+        };
+        match arrival {
+            Arrival::Held => {}
+            Arrival::ParkBehind { job, due_ms } => self.park_behind(job, due_ms).await,
+            Arrival::Go(job) => self.run(job).await,
+        }
+    }
+
+    /// Delivers `job`, publishes its outcome, completes its event; then the lane's next held
+    /// job, if this one freed it.
+    async fn run(&self, mut job: Job) {
+        loop {
+            let Some(report) = self.deliver(&job).await else {
+                // Shut down mid-delivery: the outcome is not final, so the position stays.
+                return;
+            };
+            let next = match (&self.stage, report.status) {
+                (None, _) => None,
+                (Some(_), Outcome::RetryScheduled) => {
+                    self.parking().parked(&job.lane(), job.id(), report.due_ms);
+                    None
+                }
+                (Some(_), _) => self.parking().finished(&job.lane(), job.id(), now_ms()),
+            };
+            if self.publish_report(&job, &report).await.is_err() {
+                return;
+            }
+            job.inflight.complete();
+            match next {
+                Some(n) => job = n,
+                None => return,
+            }
+        }
+    }
+
+    /// Hands `job` to the retry stage behind the parked deliveries of its lane, without
+    /// attempting it. Until the stage takes it the lane waits: attempting it instead would
+    /// let it overtake them. A stage that keeps refusing (a partition without a retry
+    /// partition) leaves the job to be attempted now, out of order rather than stuck.
+    async fn park_behind(&self, job: Job, due_ms: i64) {
+        let Some(stage) = self.stage.clone() else {
+            return self.run(job).await;
+        };
+        let action = &self.config.actions[job.matched.action];
+        let delay = Duration::from_millis((due_ms - now_ms()).max(0) as u64);
+        let mut pause = Duration::from_millis(200);
+        for _ in 0..5 {
+            let info = self.retry_info(&job, job.attempts_before, job.first_attempt_ms.unwrap_or_else(now_ms));
+            match stage.schedule(&job.inflight.message_copy(), info, delay).await {
+                Ok(()) => {
+                    metrics::get().retries_scheduled.with_label_values(&[&action.name, "parked"]).inc();
+                    self.parking().parked(&job.lane(), job.id(), due_ms);
+                    job.inflight.complete();
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(action = %action.name, error = %e, "parking a delivery behind an earlier one failed; trying again");
+                    tokio::select! {
+                        _ = self.shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(pause) => {}
+                    }
+                    pause = (pause * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+        tracing::warn!(action = %action.name, "the retry stage keeps refusing; attempting the delivery now, out of its lane's order");
+        self.run(job).await
+    }
+
+    fn retry_info(&self, job: &Job, attempts: u32, first_attempt_ms: i64) -> RetryInfo {
+        RetryInfo {
+            trigger: self.config.triggers[job.matched.trigger].name.clone(),
+            action: self.config.actions[job.matched.action].name.clone(),
+            mention: job.matched.mention,
+            attempts,
+            first_attempt_ms,
+        }
+    }
+
+    /// Runs this run's attempts of one job; `None` when shut down before an outcome.
+    pub async fn deliver(&self, job: &Job) -> Option<Report> {
+        let action = &self.config.actions[job.matched.action];
+        let delivery = &self.config.delivery;
+        let started = Instant::now();
+        let first_ms = job.first_attempt_ms.unwrap_or_else(now_ms);
+        let report = |status, attempts, error: Option<DeliveryError>, exhausted, answer, due_ms| Report {
+            status,
+            attempts,
+            error,
+            exhausted,
+            answer,
+            duration: Duration::from_millis((now_ms() - first_ms).max(0) as u64).max(started.elapsed()),
+            due_ms,
+        };
+        let failed =
+            |error: DeliveryError| Some(report(Outcome::Failed, job.attempts_before, Some(error), false, None, 0));
+        if !job.missing.is_empty() {
+            metrics::get().missing_placeholders.with_label_values(&[&action.name]).inc_by(job.missing.len() as u64);
+        }
+        if !job.invalid.is_empty() {
+            return failed(DeliveryError::InvalidRequest(job.invalid.join("; ")));
+        }
+        let size = job.request.size();
+        if size as u64 > delivery.max_request_bytes.0 {
+            return failed(DeliveryError::TooLarge(format!(
+                "rendered request is {size} bytes, over delivery.max_request_bytes ({})",
+                delivery.max_request_bytes.0
+            )));
+        }
+        if delivery.dry_run {
+            return Some(report(Outcome::DryRun, 0, None, false, None, 0));
+        }
+        let url = match reqwest::Url::parse(&job.request.url) {
+            Ok(u) => u,
+            Err(e) => return failed(DeliveryError::InvalidRequest(format!("rendered URL is invalid: {e}"))),
+        };
+        if let Err(refused) = self.policy.check_url(&url) {
+            metrics::get().attempts.with_label_values(&[&action.name, "refused"]).inc();
+            return failed(DeliveryError::DestinationRefused(refused.to_string()));
+        }
+        let policy = RetryPolicy {
+            retry: &delivery.retry,
+            quick_attempts: delivery.quick_attempts,
+            durable: self.stage.is_some(),
+        };
+        let mut attempts = job.attempts_before;
+        let mut in_this_run = 0;
+        loop {
+            attempts += 1;
+            in_this_run += 1;
+            let (attempted, answer) = tokio::select! {
+                _ = self.shutdown.cancelled() => return None,
+                a = self.sender.attempt(&self.config, job.matched.action, job.connection, &job.request, &url) => a,
+            };
+            let reason = match &attempted {
+                Attempted::Error { error, .. } => Some(error.reason()),
+                Attempted::Success => None,
+            };
+            match verdict(&policy, attempted.clone(), attempts, in_this_run, rand::random::<f64>()) {
+                Verdict::Delivered => return Some(report(Outcome::Delivered, attempts, None, false, answer, 0)),
+                Verdict::Failed { error, exhausted } => {
+                    return Some(report(Outcome::Failed, attempts, Some(error), exhausted, answer, 0))
+                }
+                Verdict::LongRetry(delay) => {
+                    let stage = self.stage.as_ref().expect("long retries only with a stage");
+                    let info = self.retry_info(job, attempts, first_ms);
+                    match stage.schedule(&job.inflight.message_copy(), info, delay).await {
+                        Ok(()) => {
+                            metrics::get().retries_scheduled.with_label_values(&[&action.name, "durable"]).inc();
+                            tracing::info!(
+                                action = %action.name,
+                                event_id = %job.inflight.event.id,
+                                webhook_id = job.request.header("webhook-id").unwrap_or(""),
+                                trace_id = job.trace_id(),
+                                attempts,
+                                stage = "durable",
+                                due_in_ms = delay.as_millis() as u64,
+                                reason = reason.as_deref().unwrap_or(""),
+                                "delivery failed; handed to the retry stage"
+                            );
+                            let error = match attempted {
+                                Attempted::Error { error, .. } => Some(error),
+                                Attempted::Success => None,
+                            };
+                            let due = now_ms() + delay.as_millis() as i64;
+                            return Some(report(Outcome::RetryScheduled, attempts, error, false, answer, due));
+                        }
+                        Err(e) => {
+                            tracing::warn!(action = %action.name, error = %e, "the durable retry stage refused; retrying in process");
+                        }
+                    }
+                    self.wait(job, attempts, delay, reason.as_deref()).await?;
+                }
+                Verdict::RetryAfter(delay) => self.wait(job, attempts, delay, reason.as_deref()).await?,
+            }
+        }
+    }
+
+    async fn wait(&self, job: &Job, attempts: u32, delay: Duration, reason: Option<&str>) -> Option<()> {
+        let action = &self.config.actions[job.matched.action];
+        metrics::get().retries_scheduled.with_label_values(&[&action.name, "in_process"]).inc();
+        tracing::info!(
+            action = %action.name,
+            event_id = %job.inflight.event.id,
+            webhook_id = job.request.header("webhook-id").unwrap_or(""),
+            trace_id = job.trace_id(),
+            attempts,
+            delay_ms = delay.as_millis() as u64,
+            reason = reason.unwrap_or(""),
+            "delivery failed; retrying"
+        );
+        tokio::select! {
+            _ = self.shutdown.cancelled() => None,
+            _ = tokio::time::sleep(delay) => Some(()),
+        }
+    }
+
+    /// The result message of a report.
+    pub fn result_message(&self, job: &Job, report: &Report) -> DeliveryResult {
+        let action = &self.config.actions[job.matched.action];
+        let trigger = &self.config.triggers[job.matched.trigger];
+        let mut request = RequestSummary {
+            method: job.request.method.clone(),
+            url: self.masked_url(&job.request.url).to_string(),
+            headers: None,
+            body: None,
+        };
+        if report.status == Outcome::DryRun {
+            let shown = job.request.shown();
+            request.headers = Some(shown.headers);
+            request.body = Some(shown.body);
+        }
+        DeliveryResult {
+            kind: "delivery",
+            event_id: job.inflight.event.id.clone(),
+            object: job.inflight.event.object_key(),
+            trigger: trigger.name.clone(),
+            action: action.name.clone(),
+            status: report.status.as_str(),
+            attempts: report.attempts,
+            http_status: report.answer.as_ref().map(|a| a.status),
+            duration_ms: report.duration.as_millis() as u64,
+            request: Some(request),
+            response_excerpt: report.answer.as_ref().map(|a| excerpt(&a.body)),
+            error: report.error.as_ref().map(|e| error_body(e, report.exhausted, report.attempts)),
+            webhook_id: job.request.header("webhook-id").map(str::to_string),
+            mention: job.matched.mention,
+            missing_placeholders: job.missing.clone(),
+            time: now_rfc3339(),
+        }
+    }
+
+    /// The URL as results show it, secrets masked.
+    fn masked_url(&self, url: &str) -> Arc<str> {
+        let mut cache = self.masked_urls.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(m) = cache.get(url) {
+            return m.clone();
+        }
+        if cache.len() >= MASKED_URLS_KEPT {
+            cache.clear();
+        }
+        let masked: Arc<str> = crate::mask::url(url).into();
+        cache.insert(url.to_string(), masked.clone());
+        masked
+    }
+
+    /// Publishes a report's messages; `Err` when shutdown interrupted them (the outcome is
+    /// then not final: the message is read again after a restart).
+    async fn publish_report(&self, job: &Job, report: &Report) -> Result<(), PublishFailure> {
+        let action = &self.config.actions[job.matched.action];
+        let trigger = &self.config.triggers[job.matched.trigger];
+        // A delivery handed to the retry stage is not over: its result comes when it is.
+        if report.status == Outcome::RetryScheduled {
+            return Ok(());
+        }
+        let key = job.inflight.event.object_key();
+        let m = metrics::get();
+        m.deliveries.with_label_values(&[&action.name, action.kind.as_str(), report.status.as_str()]).inc();
+        m.delivery_duration.with_label_values(&[&action.name]).observe(report.duration.as_secs_f64());
+        let result = self.result_message(job, report);
+        keep_going(self.publisher.response(&key, &result, &self.shutdown).await)?;
+        if let (Some(cb), Some(answer)) = (&action.callback, &report.answer) {
+            if report.status == Outcome::Delivered || cb.when == CallbackWhen::AnyResponse {
+                if let Some(update) = self.callback_update(job, cb, answer) {
+                    m.callback_updates.with_label_values(&[&action.name]).inc();
+                    keep_going(self.publisher.response(&key, &update, &self.shutdown).await)?;
+                }
+            }
+        }
+        if report.status == Outcome::Failed {
+            let error = result.error.clone().unwrap_or(ErrorBody { reason: "failed".into(), detail: String::new() });
+            tracing::warn!(
+                event_id = %job.inflight.event.id,
+                webhook_id = result.webhook_id.as_deref().unwrap_or(""),
+                trace_id = job.trace_id(),
+                http_status = report.answer.as_ref().map(|a| a.status),
+                trigger = %trigger.name,
+                action = %action.name,
+                attempts = report.attempts,
+                reason = %error.reason,
+                detail = %error.detail,
+                "delivery failed for good; dead-lettered"
+            );
+            let letter = DeadLetter {
+                reason: &error.reason,
+                detail: &error.detail,
+                source: &job.inflight.coords,
+                raw: &job.inflight.payload,
+                event_id: Some(&job.inflight.event.id),
+                trigger: Some(&trigger.name),
+                action: Some(&action.name),
+            };
+            keep_going(self.publisher.dead_letter(&key, letter, &self.shutdown).await)?;
+        }
+        Ok(())
+    }
+
+    /// Evaluates a callback mapping over an answer.
+    pub fn callback_update(&self, job: &Job, cb: &Callback, answer: &Answer) -> Option<ObjectUpdate> {
+        let action = &self.config.actions[job.matched.action];
+        let event = &job.inflight.event;
+        let body = serde_json::from_slice::<Value>(&answer.body)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&answer.body).into_owned()));
+        let headers: Map<String, Value> = answer.headers.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
+        let response = json!({"status": answer.status, "headers": headers, "body": body});
+        let object = Value::Object(event.object.clone());
+        let previous = Value::Object(event.previous.clone());
+        let mut fields = Map::new();
+        for (code, expr) in &cb.fields {
+            match expr.eval(&[
+                ("response", &response),
+                ("event", &event.document),
+                ("object", &object),
+                ("previous", &previous),
+            ]) {
+                Ok(v) => {
+                    fields.insert(code.clone(), v);
+                }
+                Err(e) => {
+                    metrics::get().callback_errors.with_label_values(&[&action.name]).inc();
+                    tracing::warn!(action = %action.name, field = %code, error = %e, "callback field failed to evaluate");
+                }
+            }
+        }
+        if fields.is_empty() {
+            return None;
+        }
+        Some(ObjectUpdate {
+            kind: "object_update",
+            event_id: event.id.clone(),
+            trigger: self.config.triggers[job.matched.trigger].name.clone(),
+            action: action.name.clone(),
+            class: event.class.clone(),
+            key: event.key.clone(),
+            fields,
+            time: now_rfc3339(),
+        })
+    }
+}
+
+/// A message the destination refuses for good was logged and counted by the publisher; the
+/// delivery's outcome stands (its result, when that was what failed, cannot be had any other
+/// way). Only an interruption stops here.
+fn keep_going(r: Result<(), PublishFailure>) -> Result<(), PublishFailure> {
+    match r {
+        Err(PublishFailure::Interrupted) => Err(PublishFailure::Interrupted),
+        _ => Ok(()),
+    }
+}
+
+fn error_body(error: &DeliveryError, exhausted: bool, attempts: u32) -> ErrorBody {
+    let detail = error.detail();
+    ErrorBody {
+        reason: error.reason().into_owned(),
+        detail: if exhausted { format!("{detail} (after {attempts} attempts)") } else { detail },
+    }
+}
+
+/// Releases lanes whose parked deliveries never came back, until the dispatcher is gone.
+async fn sweep(dispatcher: std::sync::Weak<Dispatcher>) {
+    let mut tick = tokio::time::interval(SWEEP_INTERVAL);
+    loop {
+        tick.tick().await;
+        let Some(d) = dispatcher.upgrade() else {
+            return;
+        };
+        if d.shutdown.is_cancelled() {
+            return;
+        }
+        let ready = d.parking().sweep(now_ms());
+        for (_, job) in ready {
+            d.submit(job);
+        }
+    }
+}
+
+/// Now, unix milliseconds.
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}

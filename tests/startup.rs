@@ -1,0 +1,241 @@
+//! Start-up, on the binary: a config without triggers is refused by `run` (and warned about
+//! by `check`); a broker unreachable at start means "alive, not ready, retrying" for both
+//! sources, until the broker comes or `startup_timeout` ends it; every log line, fatal
+//! errors included, is one flat JSON object with `--log-format json`.
+
+use std::io::Read as _;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_hookbridge");
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+async fn status(url: &str) -> Option<u16> {
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(2)).build().ok()?;
+    Some(client.get(url).send().await.ok()?.status().as_u16())
+}
+
+async fn wait_status(url: &str, want: u16, within: Duration) {
+    let deadline = Instant::now() + within;
+    while status(url).await != Some(want) {
+        assert!(Instant::now() < deadline, "{url} never answered {want}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Writes `yaml` (with `{dir}` replaced) and starts `hookbridge run` on it with JSON logs.
+fn start(dir: &Path, yaml: &str) -> Child {
+    let config = dir.join("config.yaml");
+    std::fs::write(&config, yaml.replace("{dir}", &dir.display().to_string())).unwrap();
+    Command::new(BIN)
+        .args(["run", "--config", config.to_str().unwrap(), "--log-format", "json"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Waits for the exit; returns the exit code and the log lines, each checked to be one flat
+/// JSON object (fields beside `message`, no nested `fields`).
+fn finish(mut child: Child, within: Duration) -> (Option<i32>, Vec<Value>) {
+    let deadline = Instant::now() + within;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("hookbridge did not exit within {within:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut text = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut text).unwrap();
+    let lines = text
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON log line ({e}): {l}"));
+            assert!(v.get("fields").is_none(), "nested fields: {l}");
+            assert!(v.get("level").is_some() && v.get("message").is_some(), "{l}");
+            v
+        })
+        .collect();
+    (status.code(), lines)
+}
+
+fn sigterm(child: &Child) {
+    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+}
+
+const NO_TRIGGERS: &str = r#"
+source: {type: file, path: "{dir}/events.jsonl"}
+responses: {type: file, path: "{dir}/responses.jsonl"}
+dead_letter: {type: file, path: "{dir}/dead-letter.jsonl"}
+server: {listen: null}
+"#;
+
+#[test]
+fn run_refuses_a_config_without_triggers_and_check_warns() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("events.jsonl"), "{\"not\": \"read\"}\n").unwrap();
+    let (code, logs) = finish(start(dir.path(), NO_TRIGGERS), Duration::from_secs(10));
+    assert_eq!(code, Some(2), "{logs:?}");
+    let refusal = logs.iter().find(|l| l["level"] == "ERROR").expect("an error line");
+    assert!(refusal["message"].as_str().unwrap().contains("allow_no_triggers"), "{refusal}");
+    assert!(refusal["config"].as_str().unwrap().ends_with("config.yaml"), "flat field: {refusal}");
+    // Nothing was read: the event is still there for a config with triggers.
+    assert!(!dir.path().join("dead-letter.jsonl").exists());
+
+    let out = Command::new(BIN)
+        .args(["check", "--config", dir.path().join("config.yaml").to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("warning: no triggers"), "{stderr}");
+
+    // Meant: runs, reads the file, exits 0.
+    let (code, logs) =
+        finish(start(dir.path(), &format!("{NO_TRIGGERS}allow_no_triggers: true\n")), Duration::from_secs(10));
+    assert_eq!(code, Some(0), "{logs:?}");
+    assert!(dir.path().join("dead-letter.jsonl").exists(), "the invalid line was read and dead-lettered");
+}
+
+#[test]
+fn a_fatal_error_is_a_json_log_line() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("events.jsonl"), "").unwrap();
+    // The ops port is taken: the start fails.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let yaml = format!(
+        "{}allow_no_triggers: true\n",
+        NO_TRIGGERS
+            .replace("server: {listen: null}", &format!("server: {{listen: \"{}\"}}", taken.local_addr().unwrap()))
+    );
+    let (code, logs) = finish(start(dir.path(), &yaml), Duration::from_secs(10));
+    assert_eq!(code, Some(1), "{logs:?}");
+    let fatal = logs.iter().find(|l| l["message"] == "fatal error").expect("a fatal error line");
+    assert_eq!(fatal["level"], "ERROR");
+    assert!(fatal["error"].as_str().unwrap().contains("server.listen"), "{fatal}");
+}
+
+fn nats_config(nats_port: u16, ops_port: u16, extra: &str) -> String {
+    format!(
+        r#"
+source: {{type: nats, url: "nats://127.0.0.1:{nats_port}", stream: CHANGES, subjects: ["changes.>"], consumer: hookbridge}}
+responses: {{type: file, path: "{{dir}}/responses.jsonl"}}
+dead_letter: {{type: file, path: "{{dir}}/dead-letter.jsonl"}}
+server: {{listen: "127.0.0.1:{ops_port}"}}
+delivery: {{shutdown_timeout: 2s}}
+allow_no_triggers: true
+{extra}
+"#
+    )
+}
+
+/// A NATS server down at start: the process stays up, `/healthz` 200, `/readyz` 503, and
+/// retries; once nats-server (JetStream) and the stream exist, it becomes ready.
+#[tokio::test(flavor = "multi_thread")]
+async fn nats_unreachable_at_start_is_not_ready_then_ready() {
+    let dir = tempfile::tempdir().unwrap();
+    let (nats_port, ops_port) = (free_port(), free_port());
+    // The stream exists in the server's store before the bridge starts (a missing stream is
+    // the operator's to fix and ends the start at once): create it, then stop the server.
+    let store = tempfile::tempdir().unwrap();
+    let spawn_server = || {
+        Command::new("nats-server")
+            .args(["-js", "-a", "127.0.0.1", "-p", &nats_port.to_string(), "-sd"])
+            .arg(store.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nats-server is installed by scripts/test-deps.sh")
+    };
+    let connect = || async {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match async_nats::connect(format!("nats://127.0.0.1:{nats_port}")).await {
+                Ok(c) => break c,
+                Err(e) => assert!(Instant::now() < deadline, "nats-server: {e}"),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    let mut first = spawn_server();
+    let js = async_nats::jetstream::new(connect().await);
+    js.create_stream(async_nats::jetstream::stream::Config {
+        name: "CHANGES".into(),
+        subjects: vec!["changes.>".into()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    drop(js);
+    let _ = first.kill();
+    let _ = first.wait();
+    let child = start(dir.path(), &nats_config(nats_port, ops_port, ""));
+    let base = format!("http://127.0.0.1:{ops_port}");
+    wait_status(&format!("{base}/healthz"), 200, Duration::from_secs(20)).await;
+    assert_eq!(status(&format!("{base}/readyz")).await, Some(503));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(status(&format!("{base}/healthz")).await, Some(200), "still alive after 2 s");
+    assert_eq!(status(&format!("{base}/readyz")).await, Some(503));
+
+    let mut server = spawn_server();
+    // Retries back off to at most 30 s; the first ones are at 0.5, 1, 2, 4 s.
+    wait_status(&format!("{base}/readyz"), 200, Duration::from_secs(40)).await;
+    sigterm(&child);
+    let (code, logs) = finish(child, Duration::from_secs(15));
+    let _ = server.kill();
+    let _ = server.wait();
+    assert_eq!(code, Some(0), "{logs:?}");
+    let retries = logs.iter().filter(|l| l["message"].as_str().is_some_and(|m| m.contains("retrying"))).count();
+    assert!(retries >= 2, "{logs:?}");
+    assert!(logs.iter().any(|l| l["attempt"].as_u64() >= Some(2)), "attempt numbers are logged");
+}
+
+/// `startup_timeout` ends a start that never gets ready, for NATS and for Kafka alike, with
+/// exit code 1 and the reason in a JSON log line; librdkafka's complaints about the
+/// unreachable broker are rate-limited.
+#[tokio::test(flavor = "multi_thread")]
+async fn startup_timeout_ends_a_start_that_never_gets_ready() {
+    for (name, source) in [
+        (
+            "nats",
+            format!("{{type: nats, url: \"nats://127.0.0.1:{}\", stream: CHANGES, consumer: hookbridge}}", free_port()),
+        ),
+        ("kafka", format!("{{type: kafka, brokers: [\"127.0.0.1:{}\"], group_id: g, topics: [changes]}}", free_port())),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let ops_port = free_port();
+        let yaml = format!(
+            r#"
+source: {source}
+responses: {{type: file, path: "{{dir}}/responses.jsonl"}}
+dead_letter: {{type: file, path: "{{dir}}/dead-letter.jsonl"}}
+server: {{listen: "127.0.0.1:{ops_port}"}}
+delivery: {{shutdown_timeout: 2s}}
+allow_no_triggers: true
+startup_timeout: 4s
+"#
+        );
+        let started = Instant::now();
+        let child = start(dir.path(), &yaml);
+        wait_status(&format!("http://127.0.0.1:{ops_port}/healthz"), 200, Duration::from_secs(10)).await;
+        assert_eq!(status(&format!("http://127.0.0.1:{ops_port}/readyz")).await, Some(503), "{name}");
+        let (code, logs) = finish(child, Duration::from_secs(30));
+        assert_eq!(code, Some(1), "{name}: {logs:?}");
+        assert!(started.elapsed() >= Duration::from_secs(4), "{name}: exited before startup_timeout");
+        let fatal = logs.iter().find(|l| l["message"] == "fatal error").expect("a fatal error line");
+        assert!(fatal["error"].as_str().unwrap().contains("startup_timeout"), "{name}: {fatal}");
+        let librdkafka = logs.iter().filter(|l| l["target"] == "hookbridge::kafka::librdkafka").count();
+        assert!(librdkafka <= 12, "{name}: {librdkafka} librdkafka lines in 4 s: {logs:?}");
+    }
+}
