@@ -159,12 +159,12 @@ fn compile(mut raw: raw::RawConfig) -> Result<Config, ConfigError> {
     if let SourceConfig::Nats { credentials, .. } = &raw.source {
         check_nats_secrets("source.credentials", credentials, &mut problems);
     }
-    compile_nats_retry(&mut raw, &mut problems);
     for (place, message) in
         crate::kafka::topics::check(&raw.source, &[("responses", &raw.responses), ("dead_letter", &raw.dead_letter)])
     {
         problems.add(place, message);
     }
+    compile_nats_retry(&mut raw, &mut problems);
     for (place, dest) in [("responses", &raw.responses), ("dead_letter", &raw.dead_letter)] {
         if let DestinationConfig::Nats { credentials: Some(credentials), .. } = dest {
             check_nats_secrets(&format!("{place}.credentials"), credentials, &mut problems);
