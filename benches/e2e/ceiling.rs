@@ -57,7 +57,8 @@ pub fn prepare(yaml: &str, dir: &Path) -> (std::path::PathBuf, String, usize) {
 
 /// Runs wrk for `seconds` against `url` with `connections` connections.
 pub fn measure(script: &Path, url: &str, body_bytes: usize, connections: usize, seconds: u64) -> Ceiling {
-    let wrk = find_binary("wrk", &[]).expect("wrk not found: scripts/bench.sh installs it (Debian: apt-get install wrk)");
+    let wrk =
+        find_binary("wrk", &[]).expect("wrk not found: scripts/bench.sh installs it (Debian: apt-get install wrk)");
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).min(connections).max(1);
     let out = Command::new(wrk)
         .args(["--latency", "-t", &threads.to_string(), "-c", &connections.to_string()])

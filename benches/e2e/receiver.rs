@@ -157,4 +157,3 @@ async fn handle(State(current): State<Arc<std::sync::RwLock<Arc<Recorder>>>>, ur
     recorder.record(uri.path().starts_with("/slack"), &body);
     "ok"
 }
-
