@@ -23,13 +23,19 @@ use tokio_util::sync::CancellationToken;
 #[path = "e2e/workload.rs"]
 mod workload;
 
-fn config() -> Arc<Config> {
-    let yaml = workload::config(
+/// The benchmark's config; `without_condition` drops the CEL condition of the Slack trigger,
+/// to tell the condition's cost from the rest of matching.
+fn bench_config(without_condition: bool) -> Arc<Config> {
+    let mut yaml = workload::config(
         &workload::Broker::Nats { url: "nats://127.0.0.1:4222" },
         "127.0.0.1:9".parse().expect("address"),
         &workload::Delivery { concurrency: 64, max_in_flight: Some(64) },
         9464,
     );
+    if without_condition {
+        yaml = yaml.replace("    condition: 'object.priority == \"1\"'\n", "");
+        assert!(!yaml.contains("condition:"), "the condition is gone");
+    }
     Arc::new(Config::from_yaml(&yaml).unwrap_or_else(|e| panic!("{e}\n{yaml}")))
 }
 
@@ -41,7 +47,8 @@ fn rendered(config: &Config, event: &hookbridge::event::Event, m: &Match) -> (ho
 }
 
 fn bench(c: &mut Criterion) {
-    let config = config();
+    let config = bench_config(false);
+    let plain = bench_config(true);
     let raw = workload::event(42, 42, workload::now_us());
     let event = parse_event(&raw, None).expect("the benchmark event is valid");
     let (matches, errors) = match_event(&config.triggers, &event);
@@ -60,6 +67,9 @@ fn bench(c: &mut Criterion) {
     group.throughput(Throughput::Elements(1));
     group.bench_function("match 3 triggers (one CEL condition)", |b| {
         b.iter(|| match_event(&config.triggers, black_box(&event)))
+    });
+    group.bench_function("match 3 triggers (no condition)", |b| {
+        b.iter(|| match_event(&plain.triggers, black_box(&event)))
     });
     group.bench_function("render webhook (JSON payload, 17 placeholders)", |b| {
         b.iter(|| rendered(&config, black_box(&event), &webhook).0.body.len())

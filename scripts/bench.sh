@@ -8,7 +8,8 @@
 #   scripts/bench.sh --quick               20,000 events (a couple of minutes)
 #   scripts/bench.sh --perf [...]          also record `perf record -g` of hookbridge during the
 #                                          backlog; reports in target/bench/perf/
-#   scripts/bench.sh --criterion           the criterion benches (hot_path, render) instead
+#   scripts/bench.sh --criterion [NAME]    the criterion benches (hot_path, render) instead, with
+#                                          the same build
 #   scripts/bench.sh [...] -- OPTIONS      passed to the harness: --events N, --concurrency C,
 #                                          --source nats|kafka|both, --max-in-flight M, --help
 set -euo pipefail
@@ -40,13 +41,13 @@ if [ "$criterion" = 0 ] && [ ${#need_apt[@]} -gt 0 ]; then
   apt-get install -y -q --no-install-recommends "${need_apt[@]}" >/dev/null
 fi
 
-if [ "$criterion" = 1 ]; then
-  exec cargo bench --bench hot_path --bench render -- "${harness_args[@]}"
-fi
-
 # Frame pointers, so that `perf record -g` can walk hookbridge's stacks; debug symbols come
-# from the profile. Only the profiling build sees these flags (its own target directory).
+# from the profile. Only the profiling build sees these flags (its own target directory), and
+# the criterion benches use the same build, so one release build serves everything here.
 export RUSTFLAGS="${RUSTFLAGS:-} -C force-frame-pointers=yes"
+if [ "$criterion" = 1 ]; then
+  exec cargo bench --profile profiling --bench hot_path --bench render -- "${harness_args[@]}"
+fi
 cargo bench --profile profiling --bench e2e --no-run
 
 args=()
@@ -60,16 +61,19 @@ status=0
 cargo bench --profile profiling --bench e2e -- "${args[@]}" "${harness_args[@]}" || status=$?
 
 if [ "$perf" = 1 ]; then
+  # perf pads its columns to the longest (Rust) symbol: trim them for reading.
+  trim() { grep -E '^ +[0-9]' | sed -E 's/[[:space:]]+-[[:space:]]+-[[:space:]]*$//' | cut -c1-220; }
   for data in "$perf_dir"/perf-*.data; do
     [ -e "$data" ] || continue
     base="${data%.data}"
-    # Self time by symbol, inclusive time by symbol, and the split by thread and by library.
-    perf report -i "$data" --no-children --sort symbol -g none --stdio --percent-limit 0.5 2>/dev/null >"$base-self.txt" || true
-    perf report -i "$data" --children --sort symbol -g none --stdio --percent-limit 2 2>/dev/null >"$base-children.txt" || true
-    perf report -i "$data" --no-children --sort comm -g none --stdio 2>/dev/null >"$base-threads.txt" || true
-    perf report -i "$data" --no-children --sort dso -g none --stdio --percent-limit 0.5 2>/dev/null >"$base-dso.txt" || true
+    # Self time by symbol, inclusive time by symbol (frame pointers), and the split by thread
+    # and by library.
+    perf report -i "$data" --no-children --sort symbol -g none --stdio --percent-limit 0.3 2>/dev/null | trim >"$base-self.txt" || true
+    perf report -i "$data" --children --sort symbol -g none --stdio --percent-limit 1 2>/dev/null | trim >"$base-children.txt" || true
+    perf report -i "$data" --no-children --sort comm -g none --stdio 2>/dev/null | trim >"$base-threads.txt" || true
+    perf report -i "$data" --no-children --sort dso -g none --stdio --percent-limit 0.5 2>/dev/null | trim >"$base-dso.txt" || true
     echo "bench: profile of $(basename "$base"): $base-{self,children,threads,dso}.txt"
-    grep -E '^ +[0-9]' "$base-self.txt" | head -25 || true
+    head -25 "$base-self.txt"
   done
 fi
 exit "$status"

@@ -180,6 +180,15 @@ pub fn prepare(config: &Config, message: Message) -> Prepared {
     let m = metrics::get();
     let source_type = message.coords.get("type").and_then(|t| t.as_str()).unwrap_or("unknown");
     m.events_received.with_label_values(&[source_type]).inc();
+    // A line cut at `delivery.max_event_bytes` by the file source: too large, said as such.
+    if let Some(cut) = message.coords.get("truncated_at").and_then(serde_json::Value::as_u64) {
+        let size = message.coords.get("line_bytes").and_then(serde_json::Value::as_u64).unwrap_or(cut);
+        let detail = format!(
+            "the line holds {size} bytes, over delivery.max_event_bytes ({cut}); the dead letter carries its beginning"
+        );
+        let work = Work::DeadLetter { reason: "too_large", detail, event: None, retry: None };
+        return Prepared { message, work };
+    }
     let ce = CloudEventHeaders::from_headers(message.headers.iter().map(|(k, v)| (k.as_str(), v.as_slice())));
     let event = match parse_event(&message.payload, ce.as_ref()) {
         Ok(mut e) => {

@@ -63,7 +63,9 @@ pub async fn open_sink(
 /// Opens the configured source.
 pub async fn open_source(config: &Config) -> Result<Box<dyn Source>, StartError> {
     match &config.source {
-        SourceConfig::File { path, follow } => Ok(Box::new(FileSource::new(path, *follow))),
+        SourceConfig::File { path, follow } => {
+            Ok(Box::new(FileSource::new(path, *follow).with_max_event_bytes(config.delivery.max_event_bytes.0)))
+        }
         SourceConfig::Kafka { .. } => crate::kafka::open_source(config).await.map_err(StartError::Source),
         SourceConfig::Nats { .. } => crate::nats::open_source(config).await.map_err(StartError::Source),
     }

@@ -195,6 +195,7 @@ struct Latency {
     /// Events published.
     events: u64,
     p50_ms: Option<f64>,
+    p90_ms: Option<f64>,
     p99_ms: Option<f64>,
     max_ms: Option<f64>,
     /// Deliveries of those events that had not arrived when measuring stopped.
@@ -247,6 +248,10 @@ struct Figures {
     /// mock cluster).
     broker_cpu_s: Option<f64>,
     harness_cpu_s: Option<f64>,
+    /// hookbridge's CPU time over the wall time of the same span: cores it used on average.
+    cpu_cores_used: Option<f64>,
+    /// Share of the machine's CPU time that was busy over that span, all processes.
+    machine_busy_pct: Option<f64>,
     load_average_before: String,
     checks: Checks,
 }
@@ -327,16 +332,14 @@ async fn run_source(mut side: Side, args: &Args, receiver: &Receiver, dir: &Path
     cmd.args(["run", "--config"]).arg(&config_path);
     let harness_before = self_cpu();
     let broker_before = side.broker_pid().and_then(|p| cpu_seconds(&p));
+    let machine_before = procs::machine_jiffies();
     let spawned_us = now_us();
     let mut bridge = Proc::spawn("hookbridge", cmd, &dir.join("hookbridge.log"));
     let pid = bridge.pid_str();
-    let mut perf = args.perf.as_ref().map(|perf_dir| {
-        std::fs::create_dir_all(perf_dir).expect("perf directory");
-        let mut cmd = Command::new("perf");
-        cmd.args(["record", "-g", "-F", "999", "-p", &pid, "-o"]).arg(perf_dir.join(format!("perf-{name}.data")));
-        Proc::spawn("perf", cmd, &perf_dir.join(format!("perf-{name}.log")))
-    });
-
+    // perf attaches once the first delivery is in: by then every long-lived thread exists
+    // (tokio workers, librdkafka's threads), and `perf record -p` follows the threads that
+    // exist when it attaches.
+    let mut perf: Option<Proc> = None;
     // Throughput: until every delivery of the backlog is in.
     let mut rss_by_progress = Vec::new();
     let mut next_mark = 1u32;
@@ -354,6 +357,12 @@ async fn run_source(mut side: Side, args: &Args, receiver: &Receiver, dir: &Path
         if got >= deliveries {
             break;
         }
+        if let (Some(perf_dir), None, true) = (&args.perf, &perf, got > 0) {
+            std::fs::create_dir_all(perf_dir).expect("perf directory");
+            let mut cmd = Command::new("perf");
+            cmd.args(["record", "-g", "-F", "999", "-p", &pid, "-o"]).arg(perf_dir.join(format!("perf-{name}.data")));
+            perf = Some(Proc::spawn("perf", cmd, &perf_dir.join(format!("perf-{name}.log"))));
+        }
         if got != last_seen {
             (last_seen, last_change) = (got, Instant::now());
         }
@@ -361,7 +370,11 @@ async fn run_source(mut side: Side, args: &Args, receiver: &Receiver, dir: &Path
             panic!("[{name}] hookbridge exited with {status} after {got} deliveries:\n{}", bridge.log_tail(40));
         }
         if last_change.elapsed() > Duration::from_secs(60) {
-            panic!("[{name}] no delivery for 60 s, {got} of {deliveries} in:\n{}", bridge.log_tail(40));
+            panic!(
+                "[{name}] no delivery for 60 s, {got} of {deliveries} in; metrics:\n{}\nlog:\n{}",
+                metrics(metrics_port).await,
+                bridge.log_tail(40)
+            );
         }
         if Instant::now() > next_progress {
             eprintln!("[{name}]   {got} of {deliveries}");
@@ -370,6 +383,13 @@ async fn run_source(mut side: Side, args: &Args, receiver: &Receiver, dir: &Path
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let cpu_s = cpu_seconds(&pid);
+    let wall_s = now_us().saturating_sub(spawned_us) as f64 / 1e6;
+    let machine_busy_pct = match (machine_before, procs::machine_jiffies()) {
+        (Some((idle0, total0)), Some((idle1, total1))) if total1 > total0 => {
+            Some(round(100.0 * (1.0 - (idle1 - idle0) as f64 / (total1 - total0) as f64), 1))
+        }
+        _ => None,
+    };
     let peak_rss_mib = vm_mib(&pid, "VmHWM:");
     let harness_cpu_s = delta(self_cpu(), harness_before);
     let broker_cpu_s = delta(side.broker_pid().and_then(|p| cpu_seconds(&p)), broker_before);
@@ -400,6 +420,7 @@ async fn run_source(mut side: Side, args: &Args, receiver: &Receiver, dir: &Path
             events_per_s: round(events_per_s, 1),
             events: sent,
             p50_ms: ms(0.5),
+            p90_ms: ms(0.9),
             p99_ms: ms(0.99),
             max_ms: ms(1.0),
             missing,
@@ -449,9 +470,20 @@ async fn run_source(mut side: Side, args: &Args, receiver: &Receiver, dir: &Path
         cpu_us_per_delivery: cpu_s.map(|c| round(per_delivery(c) * 1e6, 1)),
         broker_cpu_s: broker_cpu_s.map(|c| round(c, 2)),
         harness_cpu_s: harness_cpu_s.map(|c| round(c, 2)),
+        cpu_cores_used: cpu_s.map(|c| round(c / wall_s.max(1e-6), 2)),
+        machine_busy_pct,
         load_average_before,
         checks: Checks { results, results_expected, dead_letters, unsettled, duplicates, exit_status, passed },
     }
+}
+
+/// hookbridge's own metrics (without the help lines), for a run that stalls.
+async fn metrics(port: u16) -> String {
+    let text = match reqwest::get(format!("http://127.0.0.1:{port}/metrics")).await {
+        Ok(r) => r.text().await.unwrap_or_default(),
+        Err(e) => return format!("unavailable: {e}"),
+    };
+    text.lines().filter(|l| l.starts_with("hookbridge_") && !l.contains("_bucket{")).collect::<Vec<_>>().join("\n")
 }
 
 fn opt(v: Option<f64>, places: usize) -> String {
@@ -461,7 +493,7 @@ fn opt(v: Option<f64>, places: usize) -> String {
 fn print_table(runs: &[Figures]) {
     println!();
     println!(
-        "{:<6} {:>12} {:>12} {:>6} {:>8} {:>8} {:>10} {:>9} {:>11} {:>9} {:>7}",
+        "{:<6} {:>12} {:>12} {:>6} {:>8} {:>8} {:>10} {:>9} {:>11} {:>9} {:>6} {:>7}",
         "source",
         "deliveries/s",
         "ceiling r/s",
@@ -472,12 +504,13 @@ fn print_table(runs: &[Figures]) {
         "peak MiB",
         "CPU s/10k",
         "CPU µs/d",
+        "cores",
         "checks"
     );
     for f in runs {
         let l = f.latency.as_ref();
         println!(
-            "{:<6} {:>12.0} {:>12.0} {:>6.3} {:>8} {:>8} {:>10} {:>9} {:>11} {:>9} {:>7}",
+            "{:<6} {:>12.0} {:>12.0} {:>6.3} {:>8} {:>8} {:>10} {:>9} {:>11} {:>9} {:>6} {:>7}",
             f.source,
             f.deliveries_per_s,
             f.ceiling.requests_per_s,
@@ -488,6 +521,7 @@ fn print_table(runs: &[Figures]) {
             opt(f.peak_rss_mib, 1),
             opt(f.cpu_s_per_10k_deliveries, 2),
             opt(f.cpu_us_per_delivery, 0),
+            opt(f.cpu_cores_used, 2),
             if f.checks.passed { "ok" } else { "FAILED" },
         );
     }
@@ -533,6 +567,7 @@ async fn main() {
     let report = json!({
         "date": started.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         "machine": machine(),
+        "event_bytes": workload::event(args.events, args.objects - 1, now_us()).len(),
         "args": args,
         "runs": runs,
     });

@@ -31,6 +31,14 @@ pub fn cpu_seconds(pid: &str) -> Option<f64> {
     Some((utime + stime) / clock_ticks())
 }
 
+/// Jiffies of the whole machine from /proc/stat: (idle + iowait, total).
+pub fn machine_jiffies() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let cpu: Vec<u64> = stat.lines().next()?.split_whitespace().skip(1).filter_map(|v| v.parse().ok()).collect();
+    let idle = cpu.get(3)? + cpu.get(4).copied().unwrap_or(0);
+    Some((idle, cpu.iter().take(8).sum()))
+}
+
 /// A `Vm*` line of /proc/<pid>/status, in MiB.
 pub fn vm_mib(pid: &str, field: &str) -> Option<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
