@@ -161,7 +161,7 @@ async fn a_replica_killed_at_one_third_is_taken_over_by_two_started_together() {
 /// the kill to the next delivery (the group waits for the dead member's session timeout, 6 s
 /// here, before it gives its partitions to the new member).
 ///
-/// `cargo test --release --test kafka duplicates_and_takeover -- --ignored --nocapture`
+/// `cargo test --test kafka duplicates_and_takeover -- --ignored --nocapture`
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "measurement, about a minute: run with --ignored"]
 async fn duplicates_and_takeover_after_sigkill_at_a_steady_rate() {
