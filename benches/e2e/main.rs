@@ -407,7 +407,10 @@ async fn run_source(mut side: Side, args: &Args, receiver: &Receiver, dir: &Path
     let latency = if paced_total > 0 {
         eprintln!("[{name}] latency: {paced_total} events at {events_per_s:.0}/s");
         let pace = Pace { start: Instant::now(), rate: events_per_s, total: paced_total };
-        let sent = side.paced(n, pace).await;
+        let limit = Duration::from_secs(2 * args.latency_secs + 60);
+        let sent = tokio::time::timeout(limit, side.paced(n, pace))
+            .await
+            .unwrap_or_else(|_| panic!("[{name}] paced publishing did not finish within {limit:?}"));
         let target = 2 * (n + sent);
         let deadline = Instant::now() + Duration::from_secs(60);
         while recorder.unique() < target && Instant::now() < deadline {
