@@ -113,7 +113,7 @@ impl Pace {
 
 /// A broker of one run.
 enum Side {
-    Nats(nats::Nats),
+    Nats(Box<nats::Nats>),
     Kafka(kafka::Kafka),
 }
 
@@ -551,7 +551,7 @@ async fn main() {
     for which in sources {
         let store = tempfile::tempdir().expect("temporary directory");
         let side = match which {
-            Which::Nats => Side::Nats(nats::Nats::start(store.path(), args.objects).await),
+            Which::Nats => Side::Nats(Box::new(nats::Nats::start(store.path(), args.objects).await)),
             _ => Side::Kafka(kafka::Kafka::start(args.objects)),
         };
         let dir = base.join(format!("e2e-{}", side.name()));
