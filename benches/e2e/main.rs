@@ -38,7 +38,10 @@ use receiver::{quantile, Receiver, Recorder};
 use workload::{now_us, Broker, Delivery};
 
 #[derive(Parser, Debug, Serialize)]
-#[command(about = "End-to-end benchmark of hookbridge run against the HTTP ceiling of the same receiver")]
+#[command(
+    about = "End-to-end benchmark of hookbridge run against the HTTP ceiling of the same receiver",
+    args_override_self = true
+)]
 struct Args {
     /// Events preloaded per source (each causes two deliveries).
     #[arg(long, default_value_t = 200_000)]
