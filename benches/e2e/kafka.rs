@@ -35,34 +35,27 @@ pub struct Kafka {
     /// Bootstrap servers of the mock cluster.
     pub brokers: String,
     objects: u64,
+    /// The producer of the latency phase, connected (and its idempotent producer id taken)
+    /// during the preload, so that its first records do not wait for that.
+    pacer: FutureProducer,
 }
 
 impl Kafka {
     /// Starts a one-broker mock cluster with the source, retry, results and dead-letter topics.
     pub fn start(objects: u64) -> Kafka {
         let cluster = MockCluster::new(1).expect("a mock cluster");
-        for topic in ["changes", "changes.retry", "responses", "dead-letter"] {
+        for topic in ["changes", "changes.retry", "responses", "dead-letter", "warm-up"] {
             cluster.create_topic(topic, PARTITIONS, 1).expect("create topic");
         }
         let brokers = cluster.bootstrap_servers();
-        Kafka { _cluster: cluster, brokers, objects }
+        let pacer = producer(&brokers, "0");
+        Kafka { _cluster: cluster, brokers, objects, pacer }
     }
 
     fn client(&self) -> ClientConfig {
         let mut c = ClientConfig::new();
         c.set("bootstrap.servers", &self.brokers);
         c
-    }
-
-    fn producer(&self, linger_ms: &str) -> FutureProducer {
-        self.client()
-            .set("enable.idempotence", "true")
-            .set("compression.type", "lz4")
-            .set("linger.ms", linger_ms)
-            .set("batch.size", "1000000")
-            .set("queue.buffering.max.messages", "1000000")
-            .create()
-            .expect("a producer")
     }
 
     /// Queues one record, waiting while the producer's queue is full.
@@ -82,7 +75,7 @@ impl Kafka {
 
     /// Produces events `0..n` keyed by object, each acknowledged before this returns.
     pub async fn preload(&self, n: u64) {
-        let producer = self.producer("100");
+        let producer = producer(&self.brokers, "100");
         let mut acks: VecDeque<DeliveryFuture> = VecDeque::with_capacity(WINDOW);
         for seq in 0..n {
             acks.push_back(Self::send(&producer, seq, seq % self.objects).await);
@@ -94,6 +87,8 @@ impl Kafka {
         for ack in acks {
             ack.await.expect("delivery report").map_err(|(e, _)| e).expect("the broker stores the event");
         }
+        let warm_up = FutureRecord::<str, str>::to("warm-up").payload("{}");
+        self.pacer.send(warm_up, TIMEOUT).await.map_err(|(e, _)| e).expect("the pacing producer is connected");
         let c = self.reader("hookbridge-bench-reader");
         for p in 0..PARTITIONS {
             let (low, high) = c.fetch_watermarks("changes", p, TIMEOUT).expect("watermarks");
@@ -108,7 +103,7 @@ impl Kafka {
     /// Produces events from `first` on at `pace` (no linger: the publish time is the send
     /// time); returns how many.
     pub async fn paced(&self, first: u64, pace: Pace) -> u64 {
-        let producer = self.producer("0");
+        let producer = &self.pacer;
         let mut acks = Vec::new();
         let mut sent = 0;
         let mut tick = tokio::time::interval(Duration::from_millis(2));
@@ -116,7 +111,7 @@ impl Kafka {
             tick.tick().await;
             while sent < pace.due() {
                 let seq = first + sent;
-                acks.push(Self::send(&producer, seq, seq % self.objects).await);
+                acks.push(Self::send(producer, seq, seq % self.objects).await);
                 sent += 1;
             }
         }
@@ -165,4 +160,17 @@ impl Kafka {
             })
             .sum()
     }
+}
+
+/// An idempotent producer of LZ4-compressed batches.
+fn producer(brokers: &str, linger_ms: &str) -> FutureProducer {
+    ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("enable.idempotence", "true")
+        .set("compression.type", "lz4")
+        .set("linger.ms", linger_ms)
+        .set("batch.size", "1000000")
+        .set("queue.buffering.max.messages", "1000000")
+        .create()
+        .expect("a producer")
 }

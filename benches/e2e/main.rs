@@ -38,7 +38,10 @@ use receiver::{quantile, Receiver, Recorder};
 use workload::{now_us, Broker, Delivery};
 
 #[derive(Parser, Debug, Serialize)]
-#[command(about = "End-to-end benchmark of hookbridge run against the HTTP ceiling of the same receiver")]
+#[command(
+    about = "End-to-end benchmark of hookbridge run against the HTTP ceiling of the same receiver",
+    args_override_self = true
+)]
 struct Args {
     /// Passed by `cargo bench`; without it (`cargo test --all-targets` runs bench targets
     /// in test mode) the benchmark does nothing.
@@ -408,7 +411,10 @@ async fn run_source(mut side: Side, args: &Args, receiver: &Receiver, dir: &Path
     let latency = if paced_total > 0 {
         eprintln!("[{name}] latency: {paced_total} events at {events_per_s:.0}/s");
         let pace = Pace { start: Instant::now(), rate: events_per_s, total: paced_total };
-        let sent = side.paced(n, pace).await;
+        let limit = Duration::from_secs(2 * args.latency_secs + 60);
+        let sent = tokio::time::timeout(limit, side.paced(n, pace))
+            .await
+            .unwrap_or_else(|_| panic!("[{name}] paced publishing did not finish within {limit:?}"));
         let target = 2 * (n + sent);
         let deadline = Instant::now() + Duration::from_secs(60);
         while recorder.unique() < target && Instant::now() < deadline {

@@ -16,7 +16,8 @@ use crate::Pace;
 /// Subjects of the results and dead letters.
 pub const RESULTS: &str = "hookbridge.responses";
 pub const DEAD: &str = "hookbridge.dead-letter";
-/// Publishes awaiting their JetStream acknowledgement, at most, while preloading.
+/// Publishes awaiting their JetStream acknowledgement, at most (async-nats lets 5,000 be
+/// pending before `publish` waits for one).
 const WINDOW: usize = 4096;
 
 /// A running nats-server and a JetStream client of it.
@@ -89,7 +90,9 @@ impl Nats {
 
     /// Publishes events from `first` on at `pace`; returns how many.
     pub async fn paced(&self, first: u64, pace: Pace) -> u64 {
-        let mut acks = Vec::new();
+        // The JetStream context lets 5,000 acknowledgements be pending, then makes `publish`
+        // wait: acknowledgements are collected as they come, in a window below that.
+        let mut acks: VecDeque<PublishAckFuture> = VecDeque::new();
         let mut sent = 0;
         let mut tick = tokio::time::interval(Duration::from_millis(2));
         while sent < pace.total() {
@@ -97,13 +100,16 @@ impl Nats {
             while sent < pace.due() {
                 let seq = first + sent;
                 let object = seq % self.objects;
-                acks.push(
+                acks.push_back(
                     self.js
                         .publish(Self::subject(object), event(seq, object, now_us()).into())
                         .await
                         .expect("publish an event"),
                 );
                 sent += 1;
+                if acks.len() >= WINDOW {
+                    acks.pop_front().expect("not empty").await.expect("the stream stores the event");
+                }
             }
         }
         for ack in acks {
