@@ -1,8 +1,17 @@
 //! CEL expressions (`condition`, `callback.fields`), compiled once at load and evaluated
 //! over JSON variables (`event`, `object`, `previous`, `response`).
 
-use cel::{Context, Program};
+use std::sync::{Arc, OnceLock};
+
+use cel::{Context, Env, Program};
 use serde_json::Value;
+
+/// The standard library every evaluation runs with, built once: building it takes longer
+/// than evaluating a typical condition.
+fn stdlib() -> Arc<Env> {
+    static STDLIB: OnceLock<Arc<Env>> = OnceLock::new();
+    STDLIB.get_or_init(|| Arc::new(Env::stdlib())).clone()
+}
 
 /// Longest expression accepted: conditions and callback fields are short.
 const MAX_SOURCE: usize = 4096;
@@ -64,6 +73,9 @@ fn check_size(source: &str) -> Result<(), String> {
 pub struct Expression {
     source: String,
     program: Program,
+    /// The input variables the expression reads: only those are converted to CEL values
+    /// when it is evaluated (a condition on `object` need not convert the whole `event`).
+    reads: Vec<String>,
 }
 
 impl std::fmt::Debug for Expression {
@@ -104,7 +116,8 @@ impl Expression {
                 allowed.join(", ")
             ));
         }
-        Ok(Expression { source: source.to_string(), program })
+        let reads = allowed.iter().filter(|a| references.has_variable(a)).map(|a| a.to_string()).collect();
+        Ok(Expression { source: source.to_string(), program, reads })
     }
 
     /// The expression as written.
@@ -114,8 +127,8 @@ impl Expression {
 
     /// Evaluates with the given variables and returns the result as JSON.
     pub fn eval(&self, vars: &[(&str, &Value)]) -> Result<Value, String> {
-        let mut ctx = Context::default();
-        for (name, value) in vars {
+        let mut ctx = Context::with_env(stdlib());
+        for (name, value) in vars.iter().filter(|(name, _)| self.reads.iter().any(|r| r == name)) {
             ctx.add_variable(*name, *value).map_err(|e| format!("cannot bind {name}: {e}"))?;
         }
         let result = self.program.execute(&ctx).map_err(|e| e.to_string())?;
