@@ -234,7 +234,10 @@ mod tests {
 
     #[test]
     fn only_the_fields_read_are_bound_and_the_result_is_the_same() {
-        assert_eq!(fields_read(r#"object.priority == "1" && has(object.team)"#, "object"), Some(vec!["priority".into(), "team".into()]));
+        assert_eq!(
+            fields_read(r#"object.priority == "1" && has(object.team)"#, "object"),
+            Some(vec!["priority".into(), "team".into()])
+        );
         assert_eq!(fields_read("objects.x == 1 && myobject.y", "object"), Some(vec![]));
         // Anything but a plain field selection binds the whole value.
         for whole in ["size(object) > 1", "object.all(k, k != \"x\")", "object[\"a\"] == 1", "object.x == \"object\""] {

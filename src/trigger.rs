@@ -173,7 +173,8 @@ pub fn match_event(triggers: &[Trigger], event: &Event) -> (Vec<Match>, Vec<Cond
             continue;
         }
         if let Some(cond) = &t.condition {
-            let (object, previous) = *vars.get_or_insert_with(|| (doc("object").unwrap_or(&empty), doc("previous").unwrap_or(&empty)));
+            let (object, previous) =
+                *vars.get_or_insert_with(|| (doc("object").unwrap_or(&empty), doc("previous").unwrap_or(&empty)));
             match cond.eval_bool(&[("event", &event.document), ("object", object), ("previous", previous)]) {
                 Ok(true) => {}
                 Ok(false) => continue,

@@ -53,7 +53,11 @@ impl InFlight {
             coords: message.coords,
             seq,
             retry,
-            settlement: Mutex::new(Settlement { remaining: count, ack: Some(message.ack), room: room.into_iter().collect() }),
+            settlement: Mutex::new(Settlement {
+                remaining: count,
+                ack: Some(message.ack),
+                room: room.into_iter().collect(),
+            }),
         }
     }
 

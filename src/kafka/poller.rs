@@ -132,7 +132,8 @@ impl Poller {
     }
 
     fn poll_main(&mut self) -> Result<(), KafkaError> {
-        let mut wait = if self.paused_main.is_empty() && self.paused_retry.is_empty() { POLL_WAIT } else { PAUSED_POLL_WAIT };
+        let mut wait =
+            if self.paused_main.is_empty() && self.paused_retry.is_empty() { POLL_WAIT } else { PAUSED_POLL_WAIT };
         for _ in 0..BATCH {
             match self.main.poll(wait) {
                 None => break,

@@ -235,7 +235,12 @@ fn touch(client: &Client, held: &HashMap<u64, Subject>, progress: &mut Option<to
 /// changed meanwhile (a publish may have been lost with the old socket), or the confirmation
 /// does not come, every ack of the group is sent again, each with its own confirmation.
 /// An ack sent twice does no harm: the server settles a message once.
-async fn send_batch(client: Client, batch: Vec<(Subject, Outcome)>, ack_wait: Duration, connections: watch::Receiver<u64>) {
+async fn send_batch(
+    client: Client,
+    batch: Vec<(Subject, Outcome)>,
+    ack_wait: Duration,
+    connections: watch::Receiver<u64>,
+) {
     let mut groups: HashMap<&str, Vec<&(Subject, Outcome)>> = HashMap::new();
     for entry in &batch {
         groups.entry(consumer_of(entry.0.as_str())).or_default().push(entry);
