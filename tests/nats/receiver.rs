@@ -3,18 +3,17 @@
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::Router;
 
-/// One request: the object, its per-object sequence number, when it arrived.
+/// One request: the object and its per-object sequence number, in arrival order.
 #[derive(Debug, Clone)]
 pub struct Hit {
     pub key: String,
     pub seq: i64,
-    pub at: Instant,
 }
 
 #[derive(Clone)]
@@ -49,11 +48,7 @@ impl SlowReceiver {
 
 async fn answer(State(s): State<Shared>, body: Bytes) -> &'static str {
     let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-    let hit = Hit {
-        key: v["key"].as_str().unwrap_or_default().to_string(),
-        seq: v["seq"].as_i64().unwrap_or(-1),
-        at: Instant::now(),
-    };
+    let hit = Hit { key: v["key"].as_str().unwrap_or_default().to_string(), seq: v["seq"].as_i64().unwrap_or(-1) };
     s.hits.lock().unwrap().push(hit);
     tokio::time::sleep(s.delay).await;
     "ok"
