@@ -22,10 +22,10 @@ use crate::broker::{Broker, Reader};
 use crate::receiver::{Answer, Hit, ScriptedReceiver};
 use crate::ticket;
 
-/// Eight, not four: the mock cluster keeps at most 5 MiB per partition (it deletes older
-/// records, as retention would), and the retry records of the full run would pass that on
-/// four retry partitions.
-const PARTITIONS: i32 = 8;
+/// Sixteen, not four: the mock cluster keeps at most 5 MiB or 100,000 records per partition
+/// (it deletes older records, as retention would), and the retry records of the full run
+/// pass that on four or eight retry partitions. The run checks that nothing was deleted.
+const PARTITIONS: i32 = 16;
 
 struct Plan {
     objects: i64,
@@ -158,16 +158,27 @@ async fn run(plan: Plan) -> Report {
     }
     let deadline = started + plan.limit;
     while outcomes(&mut dead) < total {
-        assert!(
-            Instant::now() < deadline,
-            "{} of {total} events have an outcome after {:?}\n{}",
-            outcomes(&mut dead),
-            plan.limit,
-            running.iter().map(|r| r.log_tail()).collect::<Vec<_>>().join("\n---\n")
-        );
+        if Instant::now() >= deadline {
+            let mut seen = delivered_ids(&rx.hits());
+            seen.extend(dead_letters(&mut dead).into_iter().map(|(id, _)| id));
+            let missing: Vec<String> = (0..plan.objects)
+                .flat_map(|o| (0..plan.per_object).map(move |s| format!("e-{o}-{s}")))
+                .filter(|id| !seen.contains(id))
+                .take(20)
+                .collect();
+            panic!(
+                "{} of {total} events have an outcome after {:?}; missing (first 20): {missing:?}; retry topic kept from offsets {:?} (above 0: the mock's size limit deleted records)\n{}",
+                seen.len(),
+                plan.limit,
+                broker.start_offsets("changes.retry"),
+                running.iter().map(|r| r.log_tail()).collect::<Vec<_>>().join("\n---\n")
+            );
+        }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let seconds = started.elapsed().as_secs_f64();
+    let deleted: i64 = broker.start_offsets("changes.retry").values().sum();
+    assert_eq!(deleted, 0, "the mock's size limit deleted retry records: the run cannot tell a loss");
     // Everything has an outcome; what is still in the retry topic or in flight would only be
     // a duplicate. Stop, and check the offsets.
     for r in &running {
