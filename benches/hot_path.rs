@@ -13,9 +13,10 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use hookbridge::config::Config;
 use hookbridge::dispatch::{Answer, Dispatcher, InFlight, Job, Outcome, Report};
 use hookbridge::event::parse_event;
-use hookbridge::publish::{FileSink, Publisher};
+use hookbridge::publish::Publisher;
 use hookbridge::render::{plan, Planned};
-use hookbridge::source::{Ack, Message, RetryStage};
+use hookbridge::sink::FileSink;
+use hookbridge::source::{Ack, Coords, Message, RetryStage};
 use hookbridge::trigger::{match_event, Match};
 use tokio_util::sync::CancellationToken;
 
@@ -87,7 +88,13 @@ fn bench(c: &mut Criterion) {
     let message = Message {
         payload: raw.clone(),
         headers: Vec::new(),
-        coords: serde_json::json!({"type": "nats", "stream": "CHANGES", "sequence": 42}),
+        coords: Coords::Nats {
+            stream: "CHANGES".into(),
+            subject: "changes".into(),
+            sequence: 42,
+            delivered: None,
+            retry: None,
+        },
         ack: Ack::none(),
         retry: None,
     };

@@ -13,26 +13,27 @@ use crate::dispatch::{Dispatcher, InFlight, Job};
 use crate::event::Event;
 use crate::output::excerpt;
 use crate::pipeline::{self, RunError};
-use crate::publish::{FileSink, Publisher, Sink};
+use crate::publish::Publisher;
 use crate::render::{plan, Planned};
-use crate::source::file::FileSource;
-use crate::source::{Ack, Message, RetryStage, Source};
+use crate::sink::Sink;
+use crate::source::{Ack, Coords, Message, RetryStage};
 use crate::trigger::Match;
 
 /// Why the bridge could not start or stopped.
 #[derive(Debug, Error)]
 pub enum StartError {
     /// A destination could not be opened.
-    #[error("{place}: {message}")]
+    #[error("{place}: {source}")]
     Destination {
         /// `responses` or `dead_letter`.
         place: &'static str,
         /// What failed.
-        message: String,
+        #[source]
+        source: crate::sink::OpenError,
     },
     /// The source could not be set up.
     #[error("source: {0}")]
-    Source(String),
+    Source(#[from] crate::source::OpenError),
     /// The metrics server could not bind.
     #[error("server.listen: {0}")]
     Server(std::io::Error),
@@ -44,31 +45,13 @@ pub enum StartError {
     Run(#[from] RunError),
 }
 
-/// Opens one destination.
-pub async fn open_sink(
+/// Opens one destination; `place` names it in errors.
+async fn open_sink(
     place: &'static str,
     dest: &DestinationConfig,
     source: &SourceConfig,
 ) -> Result<Arc<dyn Sink>, StartError> {
-    let err = |message: String| StartError::Destination { place, message };
-    match dest {
-        DestinationConfig::File { path } => {
-            Ok(Arc::new(FileSink::open(path).map_err(|e| err(format!("cannot open {path}: {e}")))?))
-        }
-        DestinationConfig::Kafka { .. } => crate::kafka::open_sink(dest, source).await.map_err(err),
-        DestinationConfig::Nats { .. } => crate::nats::open_sink(dest, source).await.map_err(err),
-    }
-}
-
-/// Opens the configured source.
-pub async fn open_source(config: &Config) -> Result<Box<dyn Source>, StartError> {
-    match &config.source {
-        SourceConfig::File { path, follow } => {
-            Ok(Box::new(FileSource::new(path, *follow).with_max_event_bytes(config.delivery.max_event_bytes.0)))
-        }
-        SourceConfig::Kafka { .. } => crate::kafka::open_source(config).await.map_err(StartError::Source),
-        SourceConfig::Nats { .. } => crate::nats::open_source(config).await.map_err(StartError::Source),
-    }
+    crate::sink::open(dest, source).await.map_err(|source| StartError::Destination { place, source })
 }
 
 /// Runs the bridge until the source ends or `shutdown` fires.
@@ -92,7 +75,7 @@ pub async fn run(config: Arc<Config>, shutdown: CancellationToken) -> Result<(),
     let opened = async {
         let responses = open_sink("responses", &config.responses, &config.source).await?;
         let dead_letter = open_sink("dead_letter", &config.dead_letter, &config.source).await?;
-        let source = open_source(&config).await?;
+        let source = crate::source::open(&config, crate::dispatch::max_pending(&config)).await?;
         Ok::<_, StartError>((
             Publisher::new(responses, dead_letter, config.delivery.max_dead_letter_raw.0 as usize),
             source,
@@ -125,7 +108,7 @@ struct Discard;
 
 #[async_trait::async_trait]
 impl Sink for Discard {
-    async fn publish(&self, _key: &str, _payload: &[u8]) -> Result<(), crate::publish::PublishError> {
+    async fn publish(&self, _key: &str, _payload: &[u8]) -> Result<(), crate::sink::PublishError> {
         Ok(())
     }
 }
@@ -202,8 +185,7 @@ pub async fn send_one(
     let publisher =
         Publisher::new(Arc::new(Discard), Arc::new(Discard), config.delivery.max_dead_letter_raw.0 as usize);
     let dispatcher = Dispatcher::new(config.clone(), publisher, RetryStage::InProcess, CancellationToken::new())?;
-    let message =
-        Message { payload: raw, headers: Vec::new(), coords: json!({"type": "send"}), ack: Ack::none(), retry: None };
+    let message = Message { payload: raw, headers: Vec::new(), coords: Coords::Send, ack: Ack::none(), retry: None };
     let inflight = Arc::new(InFlight::new(event, message, 1, None));
     let job = Job {
         inflight,

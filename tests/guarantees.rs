@@ -11,8 +11,9 @@ use common::{event, lines, Receiver, Reply, Run};
 use hookbridge::config::Config;
 use hookbridge::dispatch::Dispatcher;
 use hookbridge::pipeline::{Intake, Intaker};
-use hookbridge::publish::{PublishError, Publisher, Sink};
-use hookbridge::source::{Ack, Message, RetryInfo, RetryStage, Settle};
+use hookbridge::publish::Publisher;
+use hookbridge::sink::{PublishError, Sink};
+use hookbridge::source::{Ack, Coords, Message, RetryInfo, RetryStage, ScheduleError, Settle};
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
@@ -63,7 +64,7 @@ fn message(payload: Vec<u8>, retry: Option<Result<RetryInfo, String>>) -> (Messa
     let m = Message {
         payload,
         headers: Vec::new(),
-        coords: json!({"type": "file", "path": "t", "line": 1}),
+        coords: Coords::File { path: "t".into(), line: 1, truncated_at: None, line_bytes: None },
         ack: Ack::new(move |how| s.lock().unwrap().push(how)),
         retry,
     };
@@ -336,7 +337,7 @@ impl hookbridge::source::DurableRetry for MemoryStage {
         message: &'b Message,
         info: RetryInfo,
         delay: Duration,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + 'c>>
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), ScheduleError>> + Send + 'c>>
     where
         'a: 'c,
         'b: 'c,
@@ -350,7 +351,7 @@ impl hookbridge::source::DurableRetry for MemoryStage {
             retry: Some(Ok(info)),
         };
         self.written.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        let sent = self.tx.send((record, delay)).map_err(|e| e.to_string());
+        let sent = self.tx.send((record, delay)).map_err(|e| ScheduleError::Other(e.to_string()));
         Box::pin(async move { sent })
     }
 }
@@ -410,7 +411,12 @@ async fn through_memory_stage(yaml: &str, events: Vec<Value>, expected: usize) -
             .send(Message {
                 payload: serde_json::to_vec(e).unwrap(),
                 headers: Vec::new(),
-                coords: json!({"type": "kafka", "topic": "changes", "partition": 0, "offset": 100 + offset}),
+                coords: Coords::Kafka {
+                    topic: "changes".into(),
+                    partition: 0,
+                    offset: 100 + offset as i64,
+                    retry: None,
+                },
                 ack: Ack::none(),
                 retry: None,
             })

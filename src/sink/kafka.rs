@@ -6,10 +6,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
-use super::client::{self, Logging};
-use super::KafkaError;
+use super::{PublishError, Sink};
 use crate::config::{DestinationConfig, SourceConfig};
-use crate::publish::{PublishError, Sink};
+use crate::source::kafka::client::{self, Logging};
+use crate::source::kafka::KafkaError;
 
 /// How long a send may wait for room in librdkafka's queue; the delivery itself is bounded
 /// by `message.timeout.ms`.

@@ -2,7 +2,9 @@
 //! it reads to the forwarder without ever waiting for the pipeline, commits the positions
 //! that became final, pauses and resumes partitions around the backlog bound, catches up
 //! retry partitions and releases retry records when due, keeps the retry layout up to date
-//! ([`super::layout`]), and drains on shutdown.
+//! ([`layout`]), and drains on shutdown.
+
+pub(crate) mod layout;
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -14,21 +16,20 @@ use rdkafka::message::{BorrowedMessage, Headers};
 use rdkafka::topic_partition_list::TopicPartitionList;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::Message as _;
-use serde_json::json;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::commit::{commit_async, commit_now, Pacer};
 use super::lag::LagReporter;
-use super::layout::LayoutState;
 use super::offsets::{Ticket, Tp, Tracker};
 use super::rebalance::{MainContext, RetryContext};
 use super::replay::{DeliveryKey, Verdict};
 use super::retry;
-use super::source::{Handover, Shared};
+use super::shared::{Handover, Shared};
 use super::topics::Subscription;
 use super::KafkaError;
-use crate::source::{Ack, Message, Settle};
+use crate::source::{Ack, Coords, Message, Settle};
+use layout::LayoutState;
 
 /// Messages taken from the consumers per poll round, before the housekeeping runs again.
 const BATCH: usize = 500;
@@ -172,7 +173,12 @@ impl Poller {
         let message = Message {
             payload: m.payload().unwrap_or_default().to_vec(),
             headers: headers_of(m),
-            coords: json!({"type": "kafka", "topic": m.topic(), "partition": m.partition(), "offset": m.offset()}),
+            coords: Coords::Kafka {
+                topic: m.topic().into(),
+                partition: m.partition(),
+                offset: m.offset(),
+                retry: None,
+            },
             ack: ack(ticket),
             retry: None,
         };
@@ -201,7 +207,12 @@ impl Poller {
                 let message = Message {
                     payload: m.payload().unwrap_or_default().to_vec(),
                     headers: headers_of(m),
-                    coords: json!({"type": "kafka", "topic": m.topic(), "partition": m.partition(), "offset": m.offset()}),
+                    coords: Coords::Kafka {
+                        topic: m.topic().into(),
+                        partition: m.partition(),
+                        offset: m.offset(),
+                        retry: None,
+                    },
                     ack: ack(ticket),
                     retry: Some(Err(e)),
                 };
