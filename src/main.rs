@@ -6,9 +6,9 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 
-use hookbridge::config::Config;
-use hookbridge::render::render_event;
+use hookbridge::render_event;
 use hookbridge::schema;
+use hookbridge::Config;
 
 /// mimalloc rather than glibc's malloc: every event allocates its parsed document, rendered
 /// requests and results on one thread and frees them on another, which glibc's per-thread
@@ -132,9 +132,9 @@ fn load_logged(path: &Path) -> Result<Config, ExitCode> {
 }
 
 /// Reads one event file; an invalid event is reported and becomes exit code 3.
-fn read_event(path: &Path) -> anyhow::Result<Result<(Vec<u8>, hookbridge::event::Event), ExitCode>> {
+fn read_event(path: &Path) -> anyhow::Result<Result<(Vec<u8>, hookbridge::Event), ExitCode>> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    Ok(match hookbridge::event::parse_event(&bytes, None) {
+    Ok(match hookbridge::parse_event(&bytes, None) {
         Ok(e) => Ok((bytes, e)),
         Err(e) => {
             eprintln!("{}: {} ({})", path.display(), e, e.reason());
@@ -190,12 +190,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::from(2));
             }
             // Every series the config decides exists from the first scrape, at zero.
-            hookbridge::metrics::get().register_config(&config);
+            hookbridge::metrics().register_config(&config);
             let runtime = tokio::runtime::Runtime::new()?;
             runtime.block_on(async move {
                 let shutdown = tokio_util::sync::CancellationToken::new();
                 tokio::spawn(wait_for_signal(shutdown.clone()));
-                hookbridge::runtime::run(config, shutdown).await
+                hookbridge::run(config, shutdown).await
             })?;
             tracing::info!("stopped");
             Ok(ExitCode::SUCCESS)
@@ -213,7 +213,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Err(code) => return Ok(code),
             };
             let runtime = tokio::runtime::Runtime::new()?;
-            let out = runtime.block_on(hookbridge::runtime::send_one(config, parsed, bytes, &action))?;
+            let out = runtime.block_on(hookbridge::send_one(config, parsed, bytes, &action))?;
             println!("{}", serde_json::to_string_pretty(&out)?);
             Ok(if out.succeeded() { ExitCode::SUCCESS } else { ExitCode::from(4) })
         }

@@ -8,12 +8,12 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use common::{event, lines, Receiver, Reply, Run};
-use hookbridge::config::Config;
-use hookbridge::dispatch::Dispatcher;
-use hookbridge::pipeline::{Intake, Intaker};
-use hookbridge::publish::Publisher;
-use hookbridge::sink::{PublishError, Sink};
-use hookbridge::source::{Ack, Coords, Message, RetryInfo, RetryStage, ScheduleError, Settle};
+use hookbridge::internals::dispatch::Dispatcher;
+use hookbridge::internals::pipeline::{Intake, Intaker};
+use hookbridge::internals::publish::Publisher;
+use hookbridge::internals::sink::{PublishError, Sink};
+use hookbridge::internals::source::{Ack, Coords, Message, RetryInfo, RetryStage, ScheduleError, Settle};
+use hookbridge::Config;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
@@ -291,7 +291,7 @@ async fn a_dead_letter_sink_that_never_comes_back_does_not_block_shutdown() {
     .replace("source: {type: file, path: ", "source: {type: file, follow: true, path: ");
     let config = Arc::new(Config::from_yaml(&yaml).unwrap());
     let shutdown = CancellationToken::new();
-    let task = tokio::spawn(hookbridge::runtime::run(config, shutdown.clone()));
+    let task = tokio::spawn(hookbridge::run(config, shutdown.clone()));
     tokio::time::sleep(Duration::from_millis(500)).await;
     let asked = Instant::now();
     shutdown.cancel();
@@ -331,7 +331,7 @@ struct MemoryStage {
     written: std::sync::atomic::AtomicUsize,
 }
 
-impl hookbridge::source::DurableRetry for MemoryStage {
+impl hookbridge::internals::source::DurableRetry for MemoryStage {
     fn schedule<'a, 'b, 'c>(
         &'a self,
         message: &'b Message,

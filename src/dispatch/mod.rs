@@ -22,9 +22,9 @@ use serde_json::{json, Map, Value};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-pub use attempt::{judge_answer, Answer, DEFAULT_CONNECTION_SHARE};
-pub use inflight::{seq_of, InFlight};
-pub use lanes::{Arrival, DeliveryId, LaneKey, Parking, Seq};
+pub use attempt::Answer;
+pub use inflight::InFlight;
+pub use lanes::{Arrival, DeliveryId, LaneKey, Parking};
 pub use verdict::{verdict, Attempted, DeliveryError, Policy as RetryPolicy, Verdict};
 
 use crate::action::Callback;

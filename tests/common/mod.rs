@@ -167,8 +167,8 @@ impl Run {
 
     /// Runs the bridge to the end of the events file.
     pub async fn run(&self, yaml: &str) {
-        let config = Arc::new(hookbridge::config::Config::from_yaml(yaml).unwrap_or_else(|e| panic!("{e}\n{yaml}")));
-        hookbridge::runtime::run(config, tokio_util::sync::CancellationToken::new()).await.unwrap();
+        let config = Arc::new(hookbridge::Config::from_yaml(yaml).unwrap_or_else(|e| panic!("{e}\n{yaml}")));
+        hookbridge::run(config, tokio_util::sync::CancellationToken::new()).await.unwrap();
     }
 
     pub fn responses(&self) -> Vec<Value> {

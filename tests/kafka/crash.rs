@@ -241,8 +241,8 @@ async fn duplicates_and_takeover_after_sigkill_at_a_steady_rate() {
 /// parked delivery goes on from its latest copy.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retry_records_read_again_after_a_crash_are_not_delivered_twice() {
-    use hookbridge::source::kafka::retry::{encode, Origin};
-    use hookbridge::source::RetryInfo;
+    use hookbridge::internals::source::kafka::{encode, Origin};
+    use hookbridge::internals::source::RetryInfo;
     use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
     use rdkafka::producer::FutureRecord;
     use rdkafka::topic_partition_list::{Offset, TopicPartitionList};

@@ -84,7 +84,7 @@ impl FaultRun {
             Duration::from_secs(90),
             || self.rx.distinct_delivered() >= total,
             || {
-                let m = hookbridge::metrics::get();
+                let m = hookbridge::metrics();
                 format!(
                     "{} of {total} delivered, {} requests; pending {} in flight {} publish errors {:?}",
                     self.rx.distinct_delivered(),

@@ -481,7 +481,7 @@ async fn cloudevents_binary_mode_from_ce_headers() {
     let (headers, result) = &results[0];
     assert_eq!(result["event_id"], "ce-42", "the event id comes from ce-id: {result}");
     assert_eq!(result["status"], "delivered");
-    assert_eq!(headers.get(hookbridge::sink::nats::KEY_HEADER).map(|v| v.as_str()), Some("UserRequest::7"));
+    assert_eq!(headers.get(hookbridge::internals::sink::KEY_HEADER).map(|v| v.as_str()), Some("UserRequest::7"));
     assert!(headers.get("Nats-Msg-Id").is_some());
     let seen = rx.seen();
     assert_eq!(seen.len(), 1);

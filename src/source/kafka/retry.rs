@@ -329,11 +329,13 @@ impl<T> Waiting<T> {
     }
 
     /// How many are waiting.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.items.len()
     }
 
     /// Whether none is waiting.
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.items.is_empty()
     }
