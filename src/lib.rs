@@ -28,8 +28,8 @@
 //!
 //! Small on purpose: what the `hookbridge` binary needs — load a [`Config`], [`run`] it,
 //! [`send_one`] action, [`render_event`], [`parse_event`], the shipped [`schema`]s — and the
-//! error types that decide its exit codes ([`ConfigError`], [`StartError`], [`SendError`],
-//! [`EventError`]). Everything else is private to the crate; `internals` (hidden from the
+//! error types whose [`ExitStatus`] decides its [`Exit`] code ([`ConfigError`],
+//! [`StartError`], [`SendError`], [`EventError`], and [`SendReport`] for `send`). Everything else is private to the crate; `internals` (hidden from the
 //! docs, not a stable API) re-exports what benchmarks and white-box tests drive directly.
 
 mod action;
@@ -37,6 +37,7 @@ mod config;
 mod connection;
 mod dispatch;
 mod event;
+mod exit;
 mod expr;
 mod markup;
 mod mask;
@@ -59,9 +60,10 @@ mod trigger;
 
 pub use config::{Config, ConfigError};
 pub use event::{parse_event, Event, EventError};
+pub use exit::{Exit, ExitStatus};
 pub use metrics::{get as metrics, Metrics};
 pub use render::{render_event, RenderOutput};
-pub use runtime::{run, send_one, SendError, SendReport, StartError};
+pub use runtime::{run, send_one, SendError, SendOutcome, SendReport, StartError};
 
 /// What benchmarks, fuzz targets and white-box integration tests drive directly: not a
 /// stable API, hidden from the docs. Paths mirror the crate's modules.

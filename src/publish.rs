@@ -151,7 +151,7 @@ mod tests {
             }
             if let Some(limit) = self.limit {
                 if payload.len() > limit {
-                    return Err(PublishError::TooLarge { size: payload.len(), detail: "max payload".into() });
+                    return Err(PublishError::TooLarge { size: payload.len(), source: "max payload".into() });
                 }
             }
             self.taken.lock().unwrap().push(payload.to_vec());

@@ -9,7 +9,7 @@ use thiserror::Error;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, DestinationConfig, SourceConfig};
-use crate::dispatch::{Dispatcher, InFlight, Job};
+use crate::dispatch::{Dispatcher, InFlight, Job, Outcome};
 use crate::event::Event;
 use crate::output::excerpt;
 use crate::pipeline::{self, RunError};
@@ -130,9 +130,25 @@ pub enum SendError {
     Interrupted,
 }
 
+/// How `send` ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendOutcome {
+    /// The endpoint took the request.
+    Delivered,
+    /// Rendered and not sent (`delivery.dry_run`).
+    DryRun,
+    /// Refused or retries exhausted.
+    Failed,
+    /// Not sent (disabled, no test connection, a condition).
+    Skipped,
+}
+
 /// What `send` reports: the outcome, the request, the answer and any callback update.
 #[derive(Debug, serde::Serialize)]
 pub struct SendReport {
+    /// How it ended (the `status` of `result`).
+    #[serde(skip)]
+    pub outcome: SendOutcome,
     /// The delivery result, as `run` would publish it.
     pub result: Value,
     /// The request, secrets masked.
@@ -144,13 +160,6 @@ pub struct SendReport {
     /// The callback update the answer yields.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub callback_update: Option<Value>,
-}
-
-impl SendReport {
-    /// Whether the action was delivered (or rendered, in a dry run).
-    pub fn succeeded(&self) -> bool {
-        matches!(self.result.get("status").and_then(Value::as_str), Some("delivered" | "dry_run"))
-    }
 }
 
 /// Sends one action for one event now, whatever the triggers say, and returns what a user
@@ -175,6 +184,7 @@ pub async fn send_one(
         Planned::Send { request, connection, missing, invalid } => (request, connection, missing, invalid),
         Planned::Skip(reason) => {
             return Ok(SendReport {
+                outcome: SendOutcome::Skipped,
                 result: json!({"status": "skipped", "reason": reason}),
                 request: None,
                 response: None,
@@ -200,7 +210,14 @@ pub async fn send_one(
     };
     let report = dispatcher.deliver(&job).await.ok_or(SendError::Interrupted)?;
     let result = serde_json::to_value(dispatcher.result_message(&job, &report)).expect("results serialize");
-    let mut out = SendReport { result, request: Some(job.request.shown()), response: None, callback_update: None };
+    let outcome = match report.status {
+        Outcome::Delivered => SendOutcome::Delivered,
+        Outcome::DryRun => SendOutcome::DryRun,
+        // No durable stage here: a retry scheduled cannot happen, and would not be a delivery.
+        Outcome::Failed | Outcome::RetryScheduled => SendOutcome::Failed,
+    };
+    let mut out =
+        SendReport { outcome, result, request: Some(job.request.shown()), response: None, callback_update: None };
     if let Some(answer) = &report.answer {
         let headers: serde_json::Map<String, Value> =
             answer.headers.iter().map(|(k, v)| (k.clone(), json!(v))).collect();

@@ -68,7 +68,7 @@ fn classify(size: usize, error: KafkaError) -> PublishError {
     };
     match code {
         Some(C::MessageSizeTooLarge | C::InvalidMessageSize | C::MessageBatchTooLarge) => {
-            PublishError::TooLarge { size, detail: error.to_string() }
+            PublishError::TooLarge { size, source: error.into() }
         }
         Some(
             C::TopicAuthorizationFailed
@@ -76,7 +76,7 @@ fn classify(size: usize, error: KafkaError) -> PublishError {
             | C::UnknownTopicOrPartition
             | C::UnknownTopic
             | C::InvalidRecord,
-        ) => PublishError::Refused(error.to_string()),
-        _ => PublishError::Unavailable(error.to_string()),
+        ) => PublishError::Refused(error.into()),
+        _ => PublishError::Unavailable(error.into()),
     }
 }

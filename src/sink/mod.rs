@@ -29,19 +29,40 @@ pub enum PublishError {
     #[error("write failed: {0}")]
     Io(#[from] std::io::Error),
     /// The message is larger than the destination accepts.
-    #[error("the message ({size} bytes) is larger than the destination accepts: {detail}")]
+    #[error("the message ({size} bytes) is larger than the destination accepts: {source}")]
     TooLarge {
         /// Serialized size.
         size: usize,
         /// What the broker said.
-        detail: String,
+        #[source]
+        source: BrokerError,
     },
     /// The destination refuses this message for good (not authorised, no such topic or stream).
     #[error("refused: {0}")]
-    Refused(String),
+    Refused(#[source] BrokerError),
     /// The destination is away or did not acknowledge in time; worth trying again.
     #[error("unavailable: {0}")]
-    Unavailable(String),
+    Unavailable(#[source] BrokerError),
+}
+
+/// What a broker said when it did not take a message: its client's own error, kept typed.
+#[derive(Debug, Error)]
+pub enum BrokerError {
+    /// librdkafka's answer.
+    #[error(transparent)]
+    Kafka(#[from] KafkaError),
+    /// The JetStream client's answer.
+    #[error("{}", crate::source::nats::connect::error_chain(.0))]
+    Nats(#[from] async_nats::jetstream::context::PublishError),
+    /// What the sink saw itself (a reconnection before the acknowledgement, say).
+    #[error("{0}")]
+    Other(String),
+}
+
+impl From<&str> for BrokerError {
+    fn from(text: &str) -> BrokerError {
+        BrokerError::Other(text.to_string())
+    }
 }
 
 impl PublishError {

@@ -81,9 +81,9 @@ impl Sink for NatsSink {
             .jetstream
             .publish_with_headers(self.subject.clone(), headers, payload.to_vec().into())
             .await
-            .map_err(|e| classify(payload.len(), &e))?;
+            .map_err(|e| classify(payload.len(), e))?;
         tokio::select! {
-            acked = ack => acked.map(|_| ()).map_err(|e| classify(payload.len(), &e)),
+            acked = ack => acked.map(|_| ()).map_err(|e| classify(payload.len(), e)),
             // An acknowledgement in flight when the connection dropped never arrives: rather
             // than wait out the timeout (and stall the lane behind it), fail now so the
             // publisher sends again; the message id makes the second copy a no-op.
@@ -93,18 +93,16 @@ impl Sink for NatsSink {
 }
 
 /// Which publish errors cannot pass by sending the same message again.
-fn classify(size: usize, e: &async_nats::jetstream::context::PublishError) -> PublishError {
+fn classify(size: usize, e: async_nats::jetstream::context::PublishError) -> PublishError {
     use async_nats::jetstream::context::PublishErrorKind as K;
-    let detail = error_chain(e);
+    let detail = error_chain(&e);
+    let too_large = detail.contains("maximum payload") || detail.contains("message size exceeds");
+    let refused = detail.contains("Permissions Violation") || detail.contains("permissions violation");
     match e.kind() {
-        K::MaxPayloadExceeded => PublishError::TooLarge { size, detail },
-        _ if detail.contains("maximum payload") || detail.contains("message size exceeds") => {
-            PublishError::TooLarge { size, detail }
-        }
-        _ if detail.contains("Permissions Violation") || detail.contains("permissions violation") => {
-            PublishError::Refused(detail)
-        }
-        _ => PublishError::Unavailable(detail),
+        K::MaxPayloadExceeded => PublishError::TooLarge { size, source: e.into() },
+        _ if too_large => PublishError::TooLarge { size, source: e.into() },
+        _ if refused => PublishError::Refused(e.into()),
+        _ => PublishError::Unavailable(e.into()),
     }
 }
 
