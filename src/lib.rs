@@ -27,7 +27,8 @@
 //! # Public API
 //!
 //! Small on purpose: what the `hookbridge` binary needs — load a [`Config`], [`run`] it,
-//! [`send_one`] action, [`render_event`], [`parse_event`], the shipped [`schema`]s — and the
+//! [`send_one`] action, [`render_event`], [`parse_event`], the shipped [`schema`]s, the
+//! optional OpenTelemetry export ([`telemetry`]) — and the
 //! error types whose [`ExitStatus`] decides its [`Exit`] code ([`ConfigError`],
 //! [`StartError`], [`SendError`], [`EventError`], and [`SendReport`] for `send`). Everything else is private to the crate; `internals` (hidden from the
 //! docs, not a stable API) re-exports what benchmarks and white-box tests drive directly.
@@ -54,6 +55,7 @@ pub mod schema;
 mod server;
 mod sink;
 mod source;
+pub mod telemetry;
 mod template;
 mod trace;
 mod trigger;

@@ -227,12 +227,18 @@ impl Dispatcher {
             None => Arrival::Go(job),
             Some(_) => {
                 let (key, id, now) = (job.lane(), job.id(), now_ms());
+                let inflight = Arc::clone(&job.inflight);
                 let mut parking = self.parking();
-                if job.returning {
+                let arrival = if job.returning {
                     parking.arrive_returning(&key, id, job, now)
                 } else {
                     parking.arrive_new(&key, id, job, now)
+                };
+                drop(parking);
+                if matches!(arrival, Arrival::Held) {
+                    inflight.hold();
                 }
+                arrival
             }
         };
         match arrival {
@@ -495,6 +501,11 @@ impl Dispatcher {
         m.deliveries.with_label_values(&[&action.name, action.kind.as_str(), report.status.as_str()]).inc();
         m.delivery_duration.with_label_values(&[&action.name]).observe(report.duration.as_secs_f64());
         let result = self.result_message(job, report);
+        crate::telemetry::record_delivery(
+            job.request.header("traceparent"),
+            job.inflight.event.trace.as_ref(),
+            &result,
+        );
         keep_going(self.publisher.response(&key, &result, &self.shutdown).await)?;
         if let (Some(cb), Some(answer)) = (&action.callback, &report.answer) {
             if report.status == Outcome::Delivered || cb.when == CallbackWhen::AnyResponse {
