@@ -28,7 +28,7 @@ use super::retry;
 use super::shared::{Handover, Shared};
 use super::topics::Subscription;
 use super::KafkaError;
-use crate::source::{Ack, Coords, Message, Settle};
+use crate::source::{Ack, Coords, Message, RetryInfo, Settle};
 use layout::LayoutState;
 
 /// Messages taken from the consumers per poll round, before the housekeeping runs again.
@@ -170,18 +170,7 @@ impl Poller {
         let Some(ticket) = tracker.read(&tp, generation, m.offset()) else {
             return;
         };
-        let message = Message {
-            payload: m.payload().unwrap_or_default().to_vec(),
-            headers: headers_of(m),
-            coords: Coords::Kafka {
-                topic: m.topic().into(),
-                partition: m.partition(),
-                offset: m.offset(),
-                retry: None,
-            },
-            ack: ack(ticket),
-            retry: None,
-        };
+        let message = as_message(m, ticket, None);
         let offset = m.offset();
         let _ = self.fwd.send(Handover { message, tracker: tracker.clone(), tp, generation, offset });
     }
@@ -204,18 +193,7 @@ impl Poller {
             Ok(r) => r,
             Err(e) => {
                 // Handed over as it is: the pipeline dead-letters it with the reason.
-                let message = Message {
-                    payload: m.payload().unwrap_or_default().to_vec(),
-                    headers: headers_of(m),
-                    coords: Coords::Kafka {
-                        topic: m.topic().into(),
-                        partition: m.partition(),
-                        offset: m.offset(),
-                        retry: None,
-                    },
-                    ack: ack(ticket),
-                    retry: Some(Err(e)),
-                };
+                let message = as_message(m, ticket, Some(Err(e)));
                 let _ =
                     self.fwd.send(Handover { message, tracker: tracker.clone(), tp, generation, offset: m.offset() });
                 return;
@@ -337,6 +315,17 @@ impl Poller {
 fn ack(ticket: Ticket) -> Ack {
     let hold = ticket.holder();
     Ack::with_hold(move |how| ticket.settle(how == Settle::Done), hold)
+}
+
+/// A record as the pipeline sees it, with its own coordinates.
+fn as_message(m: &BorrowedMessage<'_>, ticket: Ticket, retry: Option<Result<RetryInfo, String>>) -> Message {
+    Message {
+        payload: m.payload().unwrap_or_default().to_vec(),
+        headers: headers_of(m),
+        coords: Coords::Kafka { topic: m.topic().into(), partition: m.partition(), offset: m.offset(), retry: None },
+        ack: ack(ticket),
+        retry,
+    }
 }
 
 fn headers_of(m: &BorrowedMessage<'_>) -> Vec<(String, Vec<u8>)> {

@@ -283,13 +283,7 @@ impl Feed<'_> {
         // attempts are counted per action, in the retry records of the actions that failed.
         let held = self.keeper.hold(self.ids.fetch_add(1, Ordering::Relaxed), reply, room);
         Some(Message {
-            coords: Coords::Nats {
-                stream: stream.clone(),
-                subject: msg.subject.to_string(),
-                sequence,
-                delivered: Some(delivered),
-                retry: None,
-            },
+            coords: coords_of(&msg, stream, sequence, delivered),
             headers: headers_of(&msg),
             payload: msg.message.payload.to_vec(),
             // The ack is settled by the pipeline only once every outcome for this message is
@@ -316,13 +310,7 @@ impl Feed<'_> {
                 tracing::warn!(%reason, stream = %stream, sequence, "nats: unreadable retry record");
                 let held = self.keeper.hold(id, reply, room);
                 return Some(Message {
-                    coords: Coords::Nats {
-                        stream: stream.clone(),
-                        subject: msg.subject.to_string(),
-                        sequence,
-                        delivered: Some(delivered),
-                        retry: None,
-                    },
+                    coords: coords_of(&msg, stream.clone(), sequence, delivered),
                     headers: headers_of(&msg),
                     payload,
                     ack: Ack::new(move |how| held.settle(how)),
@@ -357,6 +345,11 @@ impl Feed<'_> {
             retry: Some(Ok(returned.info)),
         })
     }
+}
+
+/// A message's own coordinates in its stream.
+fn coords_of(msg: &JsMessage, stream: String, sequence: u64, delivered: u64) -> Coords {
+    Coords::Nats { stream, subject: msg.subject.to_string(), sequence, delivered: Some(delivered), retry: None }
 }
 
 /// The stream, which must exist.
