@@ -30,12 +30,19 @@ pub struct InFlight {
 struct Settlement {
     remaining: usize,
     ack: Option<Ack>,
-    _permit: Option<OwnedSemaphorePermit>,
+    /// The read-ahead this message holds (events and bytes), given back with its ack.
+    room: Vec<OwnedSemaphorePermit>,
 }
 
 impl InFlight {
-    /// Takes the message apart; `count` deliveries must complete before its ack is settled.
-    pub fn new(event: Event, message: Message, count: usize, permit: Option<OwnedSemaphorePermit>) -> InFlight {
+    /// Takes the message apart; `count` deliveries must complete before its ack is settled
+    /// and the read-ahead `room` it holds is given back.
+    pub fn new(
+        event: Event,
+        message: Message,
+        count: usize,
+        room: impl IntoIterator<Item = OwnedSemaphorePermit>,
+    ) -> InFlight {
         let seq = seq_of(&message.coords);
         let retry = message.retry.and_then(Result::ok);
         InFlight {
@@ -45,7 +52,11 @@ impl InFlight {
             coords: message.coords,
             seq,
             retry,
-            settlement: Mutex::new(Settlement { remaining: count, ack: Some(message.ack), _permit: permit }),
+            settlement: Mutex::new(Settlement {
+                remaining: count,
+                ack: Some(message.ack),
+                room: room.into_iter().collect(),
+            }),
         }
     }
 
@@ -63,7 +74,7 @@ impl InFlight {
                 ack.settle(Settle::Done);
                 metrics::get().events_pending.dec();
             }
-            s._permit = None;
+            s.room.clear();
         }
     }
 

@@ -109,7 +109,7 @@ fn classify(size: usize, e: async_nats::jetstream::context::PublishError) -> Pub
 /// A stable id for a message's bytes.
 fn message_id(payload: &[u8]) -> String {
     let digest = Sha256::digest(payload);
-    digest.iter().take(16).map(|b| format!("{b:02x}")).collect()
+    crate::request::hex(&digest[..16])
 }
 
 /// Header values cannot hold line breaks.

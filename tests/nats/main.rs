@@ -182,19 +182,16 @@ struct Stats {
     order_violations: usize,
     /// First deliveries that came after a later event of the same object.
     late_first: usize,
-    /// When the last event was delivered for the first time.
-    last_new: Option<Instant>,
 }
 
 fn stats(hits: &[Seen]) -> Stats {
     let mut seen = HashSet::new();
     let mut highest: HashMap<&str, i64> = HashMap::new();
-    let mut s = Stats { unique: 0, duplicates: 0, order_violations: 0, late_first: 0, last_new: None };
+    let mut s = Stats { unique: 0, duplicates: 0, order_violations: 0, late_first: 0 };
     for h in hits {
         let first = seen.insert((h.key.as_str(), h.seq));
         if first {
             s.unique += 1;
-            s.last_new = Some(h.at);
         } else {
             s.duplicates += 1;
         }
@@ -211,14 +208,13 @@ fn stats(hits: &[Seen]) -> Stats {
     s
 }
 
-fn report(label: &str, s: &Stats, started: Instant) -> f64 {
-    let secs = (s.last_new.expect("something was delivered") - started).as_secs_f64();
-    let rate = s.unique as f64 / secs;
+/// The delivery counts of a run, for the test log. Throughput is not measured here: the
+/// end-to-end benchmark (`scripts/bench.sh`, BENCHMARKS.md) does that on a quiet machine.
+fn report(label: &str, s: &Stats) {
     eprintln!(
-        "NATS FIGURES | {label}: {} events delivered in {secs:.2} s = {rate:.0} events/s end to end; duplicates {}; order violations {} (first deliveries out of order: {})",
+        "nats run | {label}: {} events delivered; duplicates {}; order violations {} (first deliveries out of order: {})",
         s.unique, s.duplicates, s.order_violations, s.late_first
     );
-    rate
 }
 
 /// One replica, no faults: all events through a receiver answering after `delay`, SIGTERM
@@ -231,14 +227,13 @@ async fn single_replica_run(delay: Duration, label: &str) -> Stats {
     let rx = Receiver::slow(delay).await;
     let dir = tempfile::tempdir().unwrap();
     // No consumer exists: the bridge creates it.
-    let started = Instant::now();
     let mut bridge = Bridge::start(dir.path(), "single", &config(&nats.url(), &rx.url("/hook"), ORDERED_DELIVERY), &[]);
     wait_until(Duration::from_secs(90), "every event delivered", || stats(&rx.seen()).unique == EVENTS).await;
     // SIGTERM right away: the last deliveries and their acks are still in flight.
     let status = bridge.terminate(Duration::from_secs(30)).await;
     assert!(status.success(), "bridge exited with {status}:\n{}", bridge.log());
     let s = stats(&rx.seen());
-    report(label, &s, started);
+    report(label, &s);
     assert_eq!(consumer_counts(&js).await, (0, 0), "nothing pending or unacked after SIGTERM");
     let results = read_stream(&js, "RESULTS").await;
     assert_eq!(results.len(), EVENTS, "one result per event, each acknowledged by the stream");
@@ -306,9 +301,9 @@ async fn ordered_events_survive_kill_replicas_and_server_restart() {
     nats.restart().await;
     wait_until(Duration::from_secs(90), "every event delivered", || stats(&rx.seen()).unique == EVENTS).await;
     let s = stats(&rx.seen());
-    report("kill -9 at 1/3, 2 replicas, nats-server restart at 2/3", &s, started);
+    report("kill -9 at 1/3, 2 replicas, nats-server restart at 2/3", &s);
     eprintln!(
-        "NATS FIGURES |   killed after {at_kill} events ({killed_after:.1?}); nats-server restarted after {at_restart} ({restarted_after:.1?}); consumer ack_wait 5 s, so the new replicas wait 5.5 s before their first pull"
+        "nats run |   killed after {at_kill} events ({killed_after:.1?}); nats-server restarted after {at_restart} ({restarted_after:.1?}); consumer ack_wait 5 s, so the new replicas wait 5.5 s before their first pull"
     );
     // The killed replica's messages come back after ack_wait; then everything is acked.
     wait_consumer_drained(&js, Duration::from_secs(60)).await;
@@ -382,9 +377,9 @@ async fn partitioned_subjects_keep_per_object_order_across_a_crash() {
     nats.restart().await;
     wait_until(Duration::from_secs(90), "every event delivered", || stats(&rx.seen()).unique == EVENTS).await;
     let s = stats(&rx.seen());
-    report("2 subject buckets x 1 replica, kill -9 of one, nats-server restart", &s, started);
+    report("2 subject buckets x 1 replica, kill -9 of one, nats-server restart", &s);
     eprintln!(
-        "NATS FIGURES |   bucket 0 killed after {at_kill} events ({killed_after:.1?}) and restarted; nats-server restarted after {at_restart} ({restarted_after:.1?}), when bucket 0 was two thirds done; consumer ack_wait 5 s"
+        "nats run |   bucket 0 killed after {at_kill} events ({killed_after:.1?}) and restarted; nats-server restarted after {at_restart} ({restarted_after:.1?}), when bucket 0 was two thirds done; consumer ack_wait 5 s"
     );
     for bucket in 0..2 {
         wait_drained(&js, &format!("hookbridge-p{bucket}"), Duration::from_secs(30)).await;

@@ -37,6 +37,10 @@ const BATCH: usize = 500;
 const MIN_SHARE: usize = 32;
 /// How long a poll waits when nothing is there.
 const POLL_WAIT: Duration = Duration::from_millis(50);
+/// How long a poll waits while flow control holds partitions paused: the backlog drains in
+/// milliseconds at full speed, and a resume that waits out [`POLL_WAIT`] leaves the pipeline
+/// without work meanwhile.
+const PAUSED_POLL_WAIT: Duration = Duration::from_millis(2);
 /// How often the retry group's positions are committed again even when they did not
 /// move: the group has no members, so the broker would expire positions left untouched
 /// for `offsets.retention.minutes`.
@@ -129,7 +133,8 @@ impl Poller {
     }
 
     fn poll_main(&mut self) -> Result<(), KafkaError> {
-        let mut wait = POLL_WAIT;
+        let mut wait =
+            if self.paused_main.is_empty() && self.paused_retry.is_empty() { POLL_WAIT } else { PAUSED_POLL_WAIT };
         for _ in 0..BATCH {
             match self.main.poll(wait) {
                 None => break,
@@ -335,7 +340,9 @@ fn headers_of(m: &BorrowedMessage<'_>) -> Vec<(String, Vec<u8>)> {
 }
 
 /// Pauses each partition whose share of the backlog is full and resumes it once its share
-/// has drained by half. Every owned partition gets an equal share of `bound` (at least
+/// has drained by a quarter: a pause drops what librdkafka had fetched ahead for the
+/// partition, so a resume must fetch again, and waiting for half the share to drain left the
+/// pipeline idle while it did. Every owned partition gets an equal share of `bound` (at least
 /// [`MIN_SHARE`]), so the total stays bounded and one busy partition cannot keep the others
 /// waiting (librdkafka returns a fetch partition by partition). Partitions are known with
 /// their generation: a partition assigned again starts unpaused, as librdkafka has it.
@@ -359,7 +366,7 @@ fn throttle<C: ConsumerContext>(
         if !paused.contains(&key) && n >= share {
             let _ = pause.add_partition(&key.0.topic, key.0.partition);
             paused.insert(key);
-        } else if paused.contains(&key) && n <= share / 2 {
+        } else if paused.contains(&key) && n <= share * 3 / 4 {
             let _ = resume.add_partition(&key.0.topic, key.0.partition);
             paused.remove(&key);
         }

@@ -2,7 +2,7 @@
 //! consumer, and never blocks on the pipeline: messages go to a forwarder task through an
 //! unbounded queue whose size is bounded by pausing each partition whose share of the
 //! backlog (messages read and not settled) is full, and resuming it when its share has
-//! drained by half. So the group sees a live member however slow the endpoints are, and
+//! drained by a quarter. So the group sees a live member however slow the endpoints are, and
 //! memory stays bounded.
 //!
 //! Positions are committed only up to the first message whose outcomes are not all final
