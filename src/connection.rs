@@ -84,8 +84,6 @@ impl std::fmt::Debug for SigningKey {
 pub struct Connection {
     /// Name in the config.
     pub name: String,
-    /// Informational application type.
-    pub application: Option<String>,
     /// Endpoint URL.
     pub url: Template,
     /// iTop REST API version.
@@ -211,7 +209,6 @@ pub fn compile(name: &str, raw: &ConnectionConfig, problems: &mut Problems) -> O
     }
     Some(Connection {
         name: name.to_string(),
-        application: raw.application.clone(),
         url: url?,
         api_version: raw.api_version.clone().unwrap_or_else(|| "1.3".into()),
         auth: auth?,

@@ -48,11 +48,6 @@ pub enum RunError {
 /// Messages parsed, matched and rendered at once, ahead of the one being handed over.
 const PREPARE_AHEAD: usize = 64;
 
-/// How many events may be read ahead of their final outcomes, at most.
-pub fn max_pending(config: &Config) -> usize {
-    (config.delivery.concurrency * 4).clamp(64, 16_384)
-}
-
 /// How many bytes of messages (payload and headers) may be read ahead of their final
 /// outcomes, at most, in KiB. The event count alone would let large events take
 /// `max_pending` times their size; a parsed and rendered event takes a few times its bytes,
@@ -109,7 +104,7 @@ pub async fn run(
     let delivery_stop = CancellationToken::new();
     let redelivers = source.redelivers_unsettled();
     let dispatcher = Dispatcher::new(config.clone(), publisher.clone(), source.retry_stage(), delivery_stop.clone())?;
-    let limit = max_pending(&config);
+    let limit = crate::dispatch::max_pending(&config);
     let pending = Arc::new(Semaphore::new(limit));
     let bytes = Arc::new(Semaphore::new(READ_AHEAD_KIB));
     let (tx, rx) = mpsc::channel::<Message>(256);
@@ -207,11 +202,9 @@ enum Work {
 /// The part of the intake that needs no I/O: parse, match, render. Runs in parallel.
 pub fn prepare(config: &Config, message: Message) -> Prepared {
     let m = metrics::get();
-    let source_type = message.coords.get("type").and_then(|t| t.as_str()).unwrap_or("unknown");
-    m.events_received.with_label_values(&[source_type]).inc();
+    m.events_received.with_label_values(&[message.coords.kind()]).inc();
     // A line cut at `delivery.max_event_bytes` by the file source: too large, said as such.
-    if let Some(cut) = message.coords.get("truncated_at").and_then(serde_json::Value::as_u64) {
-        let size = message.coords.get("line_bytes").and_then(serde_json::Value::as_u64).unwrap_or(cut);
+    if let Some((cut, size)) = message.coords.truncation() {
         let detail = format!(
             "the line holds {size} bytes, over delivery.max_event_bytes ({cut}); the dead letter carries its beginning"
         );

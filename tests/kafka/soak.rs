@@ -19,7 +19,7 @@ use serde_json::json;
 
 use crate::bridge::{webhook_body_from, Process, Setup};
 use crate::broker::{Broker, Reader};
-use crate::receiver::{Answer, Hit, ScriptedReceiver};
+use crate::common::{Receiver, Reply, Seen};
 use crate::ticket;
 
 /// Sixteen, not four: the mock cluster keeps at most 5 MiB or 100,000 records per partition
@@ -59,17 +59,17 @@ struct Report {
 }
 
 /// The chaos receiver: 30 % 500, 5 % 429 with `Retry-After: 1`, 2 % hang, else 200.
-async fn chaos_receiver() -> ScriptedReceiver {
-    ScriptedReceiver::start(Duration::from_millis(2), |_, _, _| {
+async fn chaos_receiver() -> Receiver {
+    Receiver::scripted(Duration::from_millis(2), |_, _, _| {
         let r: f64 = rand::random();
         if r < 0.30 {
-            Answer::Status(500)
+            Reply::status(500)
         } else if r < 0.35 {
-            Answer::TooMany(1)
+            Reply::too_many(1)
         } else if r < 0.37 {
-            Answer::Hang
+            Reply::Hang
         } else {
-            Answer::Ok
+            Reply::ok()
         }
     })
     .await
@@ -105,7 +105,7 @@ fn dead_letters(reader: &mut Reader) -> HashSet<(String, String)> {
 }
 
 /// Events delivered (answered 2xx), as event ids `e-{object}-{seq}`.
-fn delivered_ids(hits: &[Hit]) -> HashSet<String> {
+fn delivered_ids(hits: &[Seen]) -> HashSet<String> {
     hits.iter().filter(|h| h.delivered()).map(|h| format!("e-{}-{}", &h.key[2..], h.seq)).collect()
 }
 
@@ -129,11 +129,11 @@ async fn run(plan: Plan) -> Report {
     let mut dead = broker.reader("dead-letter");
     let started = Instant::now();
     let mut generation = 0;
-    let mut running = vec![replica(&broker, dir.path(), "r0", &rx.url())];
+    let mut running = vec![replica(&broker, dir.path(), "r0", &rx.url("/hook"))];
     // When each replica was killed.
     let mut killed: HashMap<String, Instant> = HashMap::new();
     let outcomes = |dead: &mut Reader| {
-        let mut ids = delivered_ids(&rx.hits());
+        let mut ids = delivered_ids(&rx.seen());
         ids.extend(dead_letters(dead).into_iter().map(|(id, _)| id));
         ids.len()
     };
@@ -152,7 +152,7 @@ async fn run(plan: Plan) -> Report {
         running = (0..count)
             .map(|_| {
                 generation += 1;
-                replica(&broker, dir.path(), &format!("r{generation}"), &rx.url())
+                replica(&broker, dir.path(), &format!("r{generation}"), &rx.url("/hook"))
             })
             .collect();
     }
@@ -190,7 +190,7 @@ async fn run(plan: Plan) -> Report {
     let ends = broker.end_offsets("changes");
     assert_eq!(broker.committed("chaos", "changes"), ends, "committed offsets vs end offsets");
 
-    let hits = rx.hits();
+    let hits = rx.seen();
     let delivered = delivered_ids(&hits);
     let letters = dead_letters(&mut dead);
     // An event delivered and also dead-lettered. One case cannot be told apart by anyone:

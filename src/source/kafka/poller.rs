@@ -2,7 +2,9 @@
 //! it reads to the forwarder without ever waiting for the pipeline, commits the positions
 //! that became final, pauses and resumes partitions around the backlog bound, catches up
 //! retry partitions and releases retry records when due, keeps the retry layout up to date
-//! ([`super::layout`]), and drains on shutdown.
+//! ([`layout`]), and drains on shutdown.
+
+pub(crate) mod layout;
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -14,21 +16,20 @@ use rdkafka::message::{BorrowedMessage, Headers};
 use rdkafka::topic_partition_list::TopicPartitionList;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::Message as _;
-use serde_json::json;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::commit::{commit_async, commit_now, Pacer};
 use super::lag::LagReporter;
-use super::layout::LayoutState;
 use super::offsets::{Ticket, Tp, Tracker};
 use super::rebalance::{MainContext, RetryContext};
 use super::replay::{DeliveryKey, Verdict};
 use super::retry;
-use super::source::{Handover, Shared};
+use super::shared::{Handover, Shared};
 use super::topics::Subscription;
 use super::KafkaError;
-use crate::source::{Ack, Message, Settle};
+use crate::source::{Ack, Coords, Message, RetryInfo, Settle};
+use layout::LayoutState;
 
 /// Messages taken from the consumers per poll round, before the housekeeping runs again.
 const BATCH: usize = 500;
@@ -174,13 +175,7 @@ impl Poller {
         let Some(ticket) = tracker.read(&tp, generation, m.offset()) else {
             return;
         };
-        let message = Message {
-            payload: m.payload().unwrap_or_default().to_vec(),
-            headers: headers_of(m),
-            coords: json!({"type": "kafka", "topic": m.topic(), "partition": m.partition(), "offset": m.offset()}),
-            ack: ack(ticket),
-            retry: None,
-        };
+        let message = as_message(m, ticket, None);
         let offset = m.offset();
         let _ = self.fwd.send(Handover { message, tracker: tracker.clone(), tp, generation, offset });
     }
@@ -203,13 +198,7 @@ impl Poller {
             Ok(r) => r,
             Err(e) => {
                 // Handed over as it is: the pipeline dead-letters it with the reason.
-                let message = Message {
-                    payload: m.payload().unwrap_or_default().to_vec(),
-                    headers: headers_of(m),
-                    coords: json!({"type": "kafka", "topic": m.topic(), "partition": m.partition(), "offset": m.offset()}),
-                    ack: ack(ticket),
-                    retry: Some(Err(e)),
-                };
+                let message = as_message(m, ticket, Some(Err(e)));
                 let _ =
                     self.fwd.send(Handover { message, tracker: tracker.clone(), tp, generation, offset: m.offset() });
                 return;
@@ -331,6 +320,17 @@ impl Poller {
 fn ack(ticket: Ticket) -> Ack {
     let hold = ticket.holder();
     Ack::with_hold(move |how| ticket.settle(how == Settle::Done), hold)
+}
+
+/// A record as the pipeline sees it, with its own coordinates.
+fn as_message(m: &BorrowedMessage<'_>, ticket: Ticket, retry: Option<Result<RetryInfo, String>>) -> Message {
+    Message {
+        payload: m.payload().unwrap_or_default().to_vec(),
+        headers: headers_of(m),
+        coords: Coords::Kafka { topic: m.topic().into(), partition: m.partition(), offset: m.offset(), retry: None },
+        ack: ack(ticket),
+        retry,
+    }
 }
 
 fn headers_of(m: &BorrowedMessage<'_>) -> Vec<(String, Vec<u8>)> {
