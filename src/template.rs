@@ -38,6 +38,7 @@ enum Root {
     Trigger,
     Action,
     AppUrl,
+    ModulesUrl,
 }
 
 /// What a placeholder asks of its root.
@@ -55,14 +56,25 @@ enum Expr {
     Head(String),
     /// `head_html(log)`: newest case-log entry, as HTML.
     HeadHtml(String),
-    /// `name()`.
-    Name,
-    /// `hyperlink()`.
-    Hyperlink,
-    /// `url()`.
-    Url,
-    /// `$APP_URL$`, `$trigger->name$`, `$action->name$`.
+    /// `name()`, of the object or of the external key the path leads to.
+    Name(Vec<String>),
+    /// `hyperlink()`, `hyperlink(portal)`…: an HTML link to the object.
+    Hyperlink(Vec<String>, Link),
+    /// `url()`, `url(portal)`…: the link's address alone.
+    Url(Vec<String>, Link),
+    /// `$APP_URL$`, `$MODULES_URL$`, `$trigger->name$`, `$action->name$`.
     Whole,
+}
+
+/// Which page of the emitting application a link opens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Link {
+    /// The console's details page (`pages/UI.php?operation=details`).
+    Console,
+    /// The portal's view page (`hyperlink(portal)`, `hyperlink(itop-portal-view)`).
+    PortalView,
+    /// The portal's edit page (`hyperlink(itop-portal-edit)`).
+    PortalEdit,
 }
 
 /// One parsed placeholder.
@@ -101,9 +113,16 @@ pub enum Escape {
     Url,
     /// CR and LF replaced by spaces, so a value cannot add a header.
     Header,
+    /// `application/x-www-form-urlencoded`: every byte but the unreserved ones
+    /// percent-encoded, a space as `+`, so a value cannot add or cut a field.
+    Form,
+    /// XML character data and attribute values: `& < > " '` as entities, and characters
+    /// XML 1.0 cannot carry dropped.
+    Xml,
     /// A chat service's markup escaping; told where the value comes from, because only a
-    /// mentioned contact's own values may carry a mention.
-    Markup(fn(&str, Origin) -> String),
+    /// mentioned contact's own values may carry a mention, and whether the value is HTML
+    /// (`html(…)`, `head_html(…)`, `hyperlink()`), which is the only HTML a message takes.
+    Markup(fn(&str, Origin, bool) -> String),
 }
 
 /// Where a substituted value comes from.
@@ -210,7 +229,7 @@ impl Template {
             match segment {
                 Segment::Text(t) => out.push_str(t),
                 Segment::Placeholder(p) => {
-                    let text = resolve_text(p, ctx);
+                    let Rendered { text, html } = resolve_text(p, ctx);
                     match escape {
                         Escape::None => out.push_str(&text),
                         // A value of `.` or `..` is a dot-segment, which URL parsing resolves
@@ -233,9 +252,11 @@ impl Template {
                             c if crate::connection::is_header_control(c) => None,
                             c => Some(c),
                         })),
+                        Escape::Form => out.push_str(&form_encode(&text)),
+                        Escape::Xml => xml_escape_into(&mut out, &text),
                         Escape::Markup(f) => {
                             let origin = if p.root == Root::Mentioned { Origin::Mentioned } else { Origin::Event };
-                            out.push_str(&f(&text, origin))
+                            out.push_str(&f(&text, origin, html))
                         }
                     }
                 }
@@ -256,6 +277,30 @@ impl Template {
             }
         }
         Value::String(self.render(ctx, Escape::None))
+    }
+}
+
+/// Percent-encodes `text` as a form field name or value (`application/x-www-form-urlencoded`):
+/// unreserved characters and `*` stay, a space becomes `+`, every other byte `%XX`.
+pub fn form_encode(text: &str) -> String {
+    const FORM: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'*');
+    utf8_percent_encode(text, FORM).to_string().replace("%20", "+")
+}
+
+/// Escapes `text` for XML character data and quoted attribute values; characters XML 1.0
+/// cannot carry at all (most C0 controls, U+FFFE, U+FFFF) are dropped.
+pub fn xml_escape_into(out: &mut String, text: &str) {
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            '\t' | '\n' | '\r' => out.push(c),
+            c if (c as u32) < 0x20 || c == '\u{FFFE}' || c == '\u{FFFF}' => {}
+            c => out.push(c),
+        }
     }
 }
 
@@ -411,30 +456,96 @@ const ROOTS: [(&str, Root); 7] = [
     ("action", Root::Action),
 ];
 
+/// Every placeholder form, as `check` lists them when one is unknown.
+pub const KNOWN_FORMS: &str = "$this->attribute$, $this->external_key->attribute$, $this->id$, \
+$this->html(attribute)$, $this->text(attribute)$, $this->label(attribute)$, $this->head(case_log)$, \
+$this->head_html(case_log)$, $this->name()$, $this->hyperlink()$, $this->hyperlink(portal)$, \
+$this->hyperlink(itop-portal-view)$, $this->hyperlink(itop-portal-edit)$, $this->url()$, $this->url(portal)$ \
+(functions also after an external key: $this->org_id->hyperlink()$), $current_contact->attribute$, \
+$current_user->attribute$, $mentioned->attribute$, $previous->attribute$, $trigger->name$, $action->name$, \
+$APP_URL$, $MODULES_URL$";
+
+/// Whether the text between two `$` is meant as a placeholder: it starts with a letter or
+/// `_` and holds only what placeholders are made of (no space outside parentheses). `$5`,
+/// `$ 10 $` or JSON such as `"$ref": "$defs"` are text.
 fn looks_like_placeholder(inner: &str) -> bool {
-    inner == "APP_URL" || ROOTS.iter().any(|(name, _)| inner.strip_prefix(name).is_some_and(|r| r.starts_with("->")))
+    if ROOTS.iter().any(|(name, _)| inner.strip_prefix(name).is_some_and(|r| r.starts_with("->"))) {
+        return true;
+    }
+    let mut depth = 0usize;
+    inner.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+        && inner.len() <= 256
+        && inner.chars().all(|c| match c {
+            '(' => {
+                depth += 1;
+                true
+            }
+            ')' => {
+                depth = depth.saturating_sub(1);
+                true
+            }
+            ' ' | ',' => depth > 0,
+            c => c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '>'),
+        })
+}
+
+/// A hint for forms people write that iTop does not have.
+fn unknown_hint(inner: &str) -> String {
+    let suggestion = match inner {
+        "current_contact_name" => Some("$current_contact->name$"),
+        "current_contact_firstname" => Some("$current_contact->first_name$"),
+        "current_contact_email" => Some("$current_contact->email$"),
+        "current_contact_id" => Some("$current_contact->id$"),
+        "current_date" | "current_time" | "current_datetime" => {
+            return "iTop has no date or time placeholder; ".to_string()
+        }
+        _ => None,
+    };
+    suggestion.map(|s| format!("did you mean {s}? ")).unwrap_or_default()
 }
 
 fn parse_placeholder(inner: &str) -> Result<Placeholder, TemplateError> {
     let source = format!("${inner}$");
     let err = |message: &str| TemplateError { placeholder: source.clone(), message: message.to_string() };
-    if inner == "APP_URL" {
-        return Ok(Placeholder { source, root: Root::AppUrl, expr: Expr::Whole });
+    match inner {
+        "APP_URL" => return Ok(Placeholder { source, root: Root::AppUrl, expr: Expr::Whole }),
+        "MODULES_URL" => return Ok(Placeholder { source, root: Root::ModulesUrl, expr: Expr::Whole }),
+        _ => {}
     }
-    let (name, root) = ROOTS
-        .iter()
-        .find(|(name, _)| inner.strip_prefix(name).is_some_and(|r| r.starts_with("->")))
-        .copied()
-        .ok_or_else(|| err("unknown root"))?;
+    let Some((name, root)) =
+        ROOTS.iter().find(|(name, _)| inner.strip_prefix(name).is_some_and(|r| r.starts_with("->"))).copied()
+    else {
+        return Err(err(&format!("unknown placeholder; {}known forms: {KNOWN_FORMS}", unknown_hint(inner))));
+    };
     let rest = &inner[name.len() + 2..];
     let expr = if let Some(open) = rest.find('(') {
-        let verb = &rest[..open];
+        // `a->b->verb(arg)`: the verb applies to the external key `a->b` leads to.
+        let (prefix, verb) = match rest[..open].rfind("->") {
+            Some(i) => (&rest[..i], &rest[i + 2..open]),
+            None => ("", &rest[..open]),
+        };
+        let prefix = if prefix.is_empty() {
+            Vec::new()
+        } else {
+            parse_path(prefix).ok_or_else(|| err("expected attribute codes joined by '->' before the function"))?
+        };
         let arg = rest[open + 1..].strip_suffix(')').ok_or_else(|| err("a verb's argument must end with ')'"))?.trim();
         let path = || {
-            parse_path(arg)
-                .ok_or_else(|| err("the argument must be an attribute code such as `status` or `team_id->name`"))
+            let mut p = prefix.clone();
+            p.extend(
+                parse_path(arg)
+                    .ok_or_else(|| err("the argument must be an attribute code such as `status` or `team_id->name`"))?,
+            );
+            Ok::<_, TemplateError>(p)
         };
-        let no_arg = |e: Expr| if arg.is_empty() { Ok(e) } else { Err(err(&format!("{verb}() takes no argument"))) };
+        let link = |verb: &str| match arg {
+            "" => Ok(Link::Console),
+            "portal" | "itop-portal-view" => Ok(Link::PortalView),
+            "itop-portal-edit" => Ok(Link::PortalEdit),
+            other => Err(err(&format!(
+                "{verb}({other}) is not known (known: {verb}(), {verb}(portal), {verb}(itop-portal-view), {verb}(itop-portal-edit))"
+            ))),
+        };
         let expr = match verb {
             "html" => Expr::Html(path()?),
             "text" => Expr::Text(path()?),
@@ -442,7 +553,7 @@ fn parse_placeholder(inner: &str) -> Result<Placeholder, TemplateError> {
             "head" | "head_html" => {
                 let p = path()?;
                 let [code] = p.as_slice() else {
-                    return Err(err(&format!("{verb}() takes one case-log attribute code")));
+                    return Err(err(&format!("{verb}() takes one case-log attribute code of the object")));
                 };
                 if verb == "head" {
                     Expr::Head(code.clone())
@@ -450,17 +561,18 @@ fn parse_placeholder(inner: &str) -> Result<Placeholder, TemplateError> {
                     Expr::HeadHtml(code.clone())
                 }
             }
-            "name" => no_arg(Expr::Name)?,
-            "hyperlink" => no_arg(Expr::Hyperlink)?,
-            "url" => no_arg(Expr::Url)?,
+            "name" if arg.is_empty() => Expr::Name(prefix),
+            "name" => return Err(err("name() takes no argument")),
+            "hyperlink" => Expr::Hyperlink(prefix, link(verb)?),
+            "url" => Expr::Url(prefix, link(verb)?),
             _ => {
                 return Err(err(&format!(
-                    "unknown verb {verb:?} (known: html, text, label, head, head_html, name, hyperlink, url)"
+                    "unknown function {verb:?} (known: html, text, label, head, head_html, name, hyperlink, url); known forms: {KNOWN_FORMS}"
                 )))
             }
         };
         if root != Root::This {
-            return Err(err("verbs apply to $this-> only"));
+            return Err(err("functions apply to $this-> only"));
         }
         expr
     } else {
@@ -483,6 +595,13 @@ fn parse_path(text: &str) -> Option<Vec<String>> {
     parts.iter().all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')).then_some(parts)
 }
 
+/// A substituted value and whether it is HTML (only `html(…)`, `head_html(…)` and
+/// `hyperlink(…)` are).
+struct Rendered {
+    text: String,
+    html: bool,
+}
+
 /// The map a root's paths walk.
 fn root_map<'a>(root: Root, ctx: &RenderContext<'a>) -> Option<&'a Map<String, Value>> {
     match root {
@@ -491,7 +610,7 @@ fn root_map<'a>(root: Root, ctx: &RenderContext<'a>) -> Option<&'a Map<String, V
         Root::CurrentUser => Some(&ctx.event.actor.user),
         Root::Mentioned => ctx.mentioned,
         Root::Previous => Some(&ctx.event.previous),
-        Root::Trigger | Root::Action | Root::AppUrl => None,
+        Root::Trigger | Root::Action | Root::AppUrl | Root::ModulesUrl => None,
     }
 }
 
@@ -499,11 +618,25 @@ fn walk<'a>(root: Root, path: &[String], ctx: &RenderContext<'a>) -> Option<Cow<
     if root == Root::This && path.len() == 1 && path[0] == "id" && !ctx.event.object.contains_key("id") {
         return Some(Cow::Owned(Value::String(ctx.event.key.clone())));
     }
-    let mut current = root_map(root, ctx)?.get(path.first()?)?;
+    let first = path.first()?;
+    let mut current = match root_map(root, ctx)?.get(first) {
+        Some(v) => v,
+        None if root == Root::This && path.len() == 1 => {
+            // The object does not carry its case log: the entry this change added stands for it.
+            let log = ctx.event.log.as_ref().filter(|l| &l.attribute == first)?;
+            return Some(Cow::Owned(serde_json::json!({"entries": [log.entry.clone()]})));
+        }
+        None => return None,
+    };
     for segment in &path[1..] {
         current = current.as_object()?.get(segment)?;
     }
     Some(Cow::Borrowed(current))
+}
+
+/// Whether the event declares the attribute `path` leads to as HTML (`formats`).
+fn declared_html(root: Root, path: &[String], event: &Event) -> bool {
+    matches!(root, Root::This | Root::Previous) && event.is_html(path)
 }
 
 fn resolve<'a>(p: &Placeholder, ctx: &RenderContext<'a>) -> Option<Cow<'a, Value>> {
@@ -520,33 +653,95 @@ fn resolve<'a>(p: &Placeholder, ctx: &RenderContext<'a>) -> Option<Cow<'a, Value
     found
 }
 
-fn resolve_text(p: &Placeholder, ctx: &RenderContext<'_>) -> String {
+fn resolve_text(p: &Placeholder, ctx: &RenderContext<'_>) -> Rendered {
     let event = ctx.event;
-    let text = match &p.expr {
-        Expr::Path(_) => return resolve(p, ctx).map(|v| value_text(&v)).unwrap_or_default(),
+    let text = |t: String| (t, false);
+    let found: Option<(String, bool)> = match &p.expr {
+        Expr::Path(path) => {
+            let html = declared_html(p.root, path, event);
+            let text = resolve(p, ctx).map(|v| plain_text(&v, html)).unwrap_or_default();
+            return Rendered { text, html: false };
+        }
         Expr::Whole => match p.root {
-            Root::Trigger => Some(ctx.trigger.to_string()),
-            Root::Action => Some(ctx.action.to_string()),
-            _ => event.app_url(),
+            Root::Trigger => Some(text(ctx.trigger.to_string())),
+            Root::Action => Some(text(ctx.action.to_string())),
+            Root::ModulesUrl => event.modules_url().map(text),
+            _ => event.app_url().map(text),
         },
-        Expr::Html(path) => walk(p.root, path, ctx).map(|v| value_html(&v)),
-        Expr::Text(path) => walk(p.root, path, ctx).map(|v| markup::html_to_text(&value_text(&v))),
+        Expr::Html(path) => {
+            walk(p.root, path, ctx).map(|v| (value_html(&v, declared_html(p.root, path, event)), true))
+        }
+        Expr::Text(path) => walk(p.root, path, ctx).map(|v| text(plain_text(&v, declared_html(p.root, path, event)))),
         Expr::Label(path) => {
             let label = (path.len() == 1).then(|| event.labels.values.get(&path[0])).flatten().map(value_text);
-            label.or_else(|| walk(p.root, path, ctx).map(|v| value_text(&v)))
+            label.or_else(|| walk(p.root, path, ctx).map(|v| value_text(&v))).map(text)
         }
-        Expr::Head(code) => newest_entry(event, code).map(|e| entry_text(e, false)),
-        Expr::HeadHtml(code) => newest_entry(event, code).map(|e| entry_text(e, true)),
-        Expr::Name => Some(object_name(event)),
-        Expr::Url => object_url(event),
-        Expr::Hyperlink => object_url(event).map(|url| {
-            format!("<a href=\"{}\">{}</a>", markup::html_escape(&url), markup::html_escape(&object_name(event)))
+        Expr::Head(code) => newest_entry(event, code).map(|e| text(entry_text(e, false))),
+        Expr::HeadHtml(code) => newest_entry(event, code).map(|e| (entry_text(e, true), true)),
+        Expr::Name(prefix) => target(prefix, ctx).map(|t| text(t.name)),
+        Expr::Url(prefix, link) => target(prefix, ctx).and_then(|t| link_url(event, &t, *link)).map(text),
+        Expr::Hyperlink(prefix, link) => target(prefix, ctx).and_then(|t| {
+            link_url(event, &t, *link).map(|url| {
+                (format!("<a href=\"{}\">{}</a>", markup::html_escape(&url), markup::html_escape(&t.name)), true)
+            })
         }),
     };
-    text.unwrap_or_else(|| {
-        ctx.report_missing(p);
-        String::new()
-    })
+    match found {
+        Some((text, html)) => Rendered { text, html },
+        None => {
+            ctx.report_missing(p);
+            Rendered { text: String::new(), html: false }
+        }
+    }
+}
+
+/// An object a link or name placeholder designates.
+struct Target {
+    class: String,
+    id: String,
+    name: String,
+}
+
+/// The triggering object, or the external key `prefix` leads to (which must carry its
+/// `id` and its `class` or `finalclass`).
+fn target(prefix: &[String], ctx: &RenderContext<'_>) -> Option<Target> {
+    let event = ctx.event;
+    if prefix.is_empty() {
+        return Some(Target { class: event.class.clone(), id: event.key.clone(), name: object_name(event) });
+    }
+    let value = walk(Root::This, prefix, ctx)?;
+    let map = value.as_object()?;
+    let id = map.get("id").map(value_text).filter(|s| !s.is_empty())?;
+    let class = ["class", "finalclass"].iter().find_map(|k| map.get(*k).and_then(Value::as_str))?.to_string();
+    let name = ["friendlyname", "name"]
+        .iter()
+        .find_map(|k| map.get(*k).filter(|v| !v.is_null()).map(value_text))
+        .unwrap_or_else(|| id.clone());
+    Some(Target { class, id, name })
+}
+
+/// The address of a link to `t`: the console's details page from `source.url`, or a
+/// portal page from `source.portal_url`, as iTop builds them.
+fn link_url(event: &Event, t: &Target, link: Link) -> Option<String> {
+    let class = utf8_percent_encode(&t.class, URL_COMPONENT);
+    let id = utf8_percent_encode(&t.id, URL_COMPONENT);
+    match link {
+        Link::Console => {
+            event.app_url().map(|base| format!("{base}pages/UI.php?operation=details&class={class}&id={id}"))
+        }
+        Link::PortalView | Link::PortalEdit => {
+            let portal = event.source.portal_url.as_deref().filter(|u| !u.is_empty())?;
+            let page = if link == Link::PortalView { "view" } else { "edit" };
+            // The portal's route is the path after its entry point; its query stays last.
+            let (base, query) = portal.split_once('?').map_or((portal, None), |(b, q)| (b, Some(q)));
+            let mut url = format!("{}/object/{page}/{class}/{id}", base.trim_end_matches('/'));
+            if let Some(q) = query {
+                url.push('?');
+                url.push_str(q);
+            }
+            Some(url)
+        }
+    }
 }
 
 /// The friendly name of the triggering object.
@@ -559,18 +754,13 @@ pub fn object_name(event: &Event) -> String {
 
 /// The object's details page in the emitting application.
 pub fn object_url(event: &Event) -> Option<String> {
-    event.app_url().map(|base| {
-        format!(
-            "{base}pages/UI.php?operation=details&class={}&id={}",
-            utf8_percent_encode(&event.class, URL_COMPONENT),
-            utf8_percent_encode(&event.key, URL_COMPONENT)
-        )
-    })
+    let t = Target { class: event.class.clone(), id: event.key.clone(), name: String::new() };
+    link_url(event, &t, Link::Console)
 }
 
 fn newest_entry<'a>(event: &'a Event, code: &str) -> Option<&'a Value> {
-    let log = event.object.get(code)?;
-    log.get("entries").and_then(|e| e.as_array()).and_then(|a| a.first()).or_else(|| {
+    let carried = event.object.get(code).and_then(|l| l.get("entries")).and_then(Value::as_array);
+    carried.and_then(|a| a.first()).or_else(|| {
         // The entry added by this change, when the object does not carry the log.
         event.log.as_ref().filter(|l| l.attribute == code).map(|l| &l.entry)
     })
@@ -612,9 +802,19 @@ pub fn value_text(value: &Value) -> String {
     }
 }
 
-fn value_html(value: &Value) -> String {
+/// A value as plain text, an HTML attribute's markup converted to text.
+pub fn plain_text(value: &Value, html: bool) -> String {
     match value {
-        Value::String(s) if markup::looks_like_html(s) => s.clone(),
+        Value::String(s) if html => markup::html_to_text(s),
+        other => value_text(other),
+    }
+}
+
+/// A value as HTML: an HTML attribute as it is, a case log's entries in their HTML form,
+/// any other value escaped.
+fn value_html(value: &Value, html: bool) -> String {
+    match value {
+        Value::String(s) if html => s.clone(),
         Value::Object(map) if map.contains_key("entries") => map["entries"]
             .as_array()
             .map(|entries| entries.iter().map(|e| entry_text(e, true)).collect::<Vec<_>>().join("<hr>"))
