@@ -214,6 +214,30 @@ impl Template {
         self.segments.iter().all(|s| matches!(s, Segment::Text(_)))
     }
 
+    /// The text written around the placeholders, in order.
+    pub fn literals(&self) -> impl Iterator<Item = &str> {
+        self.segments.iter().filter_map(|s| match s {
+            Segment::Text(t) => Some(t.as_str()),
+            Segment::Placeholder(_) => None,
+        })
+    }
+
+    /// Every part in order: written text as `Ok`, placeholders as `Err`.
+    pub fn parts(&self) -> impl Iterator<Item = Result<&str, &Placeholder>> {
+        self.segments.iter().map(|s| match s {
+            Segment::Text(t) => Ok(t.as_str()),
+            Segment::Placeholder(p) => Err(p),
+        })
+    }
+
+    /// The template is exactly one placeholder, nothing around it.
+    pub fn single_placeholder(&self) -> Option<&Placeholder> {
+        match self.segments.as_slice() {
+            [Segment::Placeholder(p)] => Some(p),
+            _ => None,
+        }
+    }
+
     /// The placeholders, in order.
     pub fn placeholders(&self) -> impl Iterator<Item = &Placeholder> {
         self.segments.iter().filter_map(|s| match s {

@@ -5,6 +5,7 @@
 pub mod chat;
 pub mod google_chat;
 pub mod itop;
+pub mod payload;
 pub mod rocketchat;
 pub mod slack;
 pub mod teams;

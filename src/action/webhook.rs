@@ -2,9 +2,9 @@
 
 use crate::config::raw::{ActionConfig, HttpMethod};
 use crate::config::Problems;
-use crate::template::{Escape, JsonTemplate, RenderContext, Template};
+use crate::template::{RenderContext, Template};
 
-use super::{headers_field, json_field, template_field};
+use super::{headers_field, template_field};
 
 /// A compiled webhook action.
 #[derive(Debug)]
@@ -21,38 +21,42 @@ pub struct WebhookSpec {
     pub content_type: String,
 }
 
-/// A payload: JSON (placeholders substituted into the parsed tree) or any other text.
-#[derive(Debug)]
-pub enum Payload {
-    /// `application/json` or `*+json`.
-    Json(JsonTemplate),
-    /// Any other content type, rendered as text.
-    Text(Template),
-}
+pub use super::payload::Payload;
 
 /// Whether a content type is JSON.
 pub fn is_json(content_type: &str) -> bool {
-    let essence = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-    essence == "application/json" || essence.ends_with("+json")
+    super::payload::Encoding::of(content_type) == Some(super::payload::Encoding::Json)
 }
 
 /// Checks and compiles a webhook action's fields.
 pub fn compile(place: &str, raw: &ActionConfig, problems: &mut Problems) -> Option<WebhookSpec> {
-    let content_type = raw.content_type.clone().unwrap_or_else(|| "application/json".into());
+    // A Content-Type among the headers is the payload's type: honoured, or refused when
+    // `content_type` says otherwise, never silently replaced.
+    let header_type = raw
+        .headers
+        .iter()
+        .flatten()
+        .find(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+        .map(|(k, v)| (k.clone(), v.clone()));
+    let content_type = match (&raw.content_type, &header_type) {
+        (Some(ct), Some((k, v))) if !ct.eq_ignore_ascii_case(v) => {
+            problems.add(
+                format!("{place}.headers.{k}"),
+                format!("{v:?} contradicts content_type {ct:?}: give the type once, in content_type"),
+            );
+            ct.clone()
+        }
+        (Some(ct), _) => ct.clone(),
+        (None, Some((_, v))) => v.clone(),
+        (None, None) => "application/json".into(),
+    };
     if reqwest::header::HeaderValue::from_str(&content_type).is_err() || !content_type.contains('/') {
         problems.add(format!("{place}.content_type"), format!("{content_type:?} is not a media type"));
     }
     let method = raw.method.unwrap_or_default();
     let payload = match &raw.payload {
         None | Some(serde_json::Value::Null) => None,
-        Some(v) if is_json(&content_type) => Some(Payload::Json(json_field(place, "payload", v, problems)?)),
-        Some(serde_json::Value::String(text)) => {
-            Some(Payload::Text(template_field(place, "payload", Some(text), problems)?))
-        }
-        Some(_) => {
-            problems.add(format!("{place}.payload"), format!("a {content_type} payload must be written as text"));
-            return None;
-        }
+        Some(v) => Some(super::payload::compile(place, &content_type, v, problems)?),
     };
     if payload.is_some() && matches!(method, HttpMethod::Get | HttpMethod::Head) {
         problems.add(format!("{place}.payload"), format!("a {} request carries no payload", method.as_str()));
@@ -61,13 +65,9 @@ pub fn compile(place: &str, raw: &ActionConfig, problems: &mut Problems) -> Opti
         Some(p) => Some(template_field(place, "path", Some(p), problems)?),
         None => None,
     };
-    Some(WebhookSpec {
-        method,
-        path,
-        headers: headers_field(place, raw.headers.as_ref(), problems),
-        payload,
-        content_type,
-    })
+    let mut headers = headers_field(place, raw.headers.as_ref(), problems);
+    headers.retain(|(k, _)| k != "content-type");
+    Some(WebhookSpec { method, path, headers, payload, content_type })
 }
 
 impl WebhookSpec {
@@ -75,10 +75,7 @@ impl WebhookSpec {
     pub fn body(&self, ctx: &RenderContext<'_>) -> (Option<String>, Vec<u8>) {
         match &self.payload {
             None => (None, Vec::new()),
-            Some(Payload::Json(t)) => {
-                (Some(self.content_type.clone()), serde_json::to_vec(&t.render(ctx)).unwrap_or_default())
-            }
-            Some(Payload::Text(t)) => (Some(self.content_type.clone()), t.render(ctx, Escape::None).into_bytes()),
+            Some(p) => (Some(self.content_type.clone()), p.render(ctx)),
         }
     }
 }

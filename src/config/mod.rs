@@ -220,6 +220,7 @@ fn compile(mut raw: raw::RawConfig) -> Result<Config, ConfigError> {
             }
         }
     }
+    check_connection_content_types(&actions, &connections, &mut problems);
     let mut triggers = Vec::new();
     let mut trigger_names = HashMap::new();
     for (i, t) in raw.triggers.iter().enumerate() {
@@ -258,6 +259,34 @@ fn compile(mut raw: raw::RawConfig) -> Result<Config, ConfigError> {
         allow_no_triggers: raw.allow_no_triggers,
         startup_timeout: raw.startup_timeout.map(|d| d.0),
     })
+}
+
+/// A connection's Content-Type header is honoured only where it agrees with what the
+/// action sends; anywhere else it would be replaced, so `check` refuses it.
+fn check_connection_content_types(actions: &[Action], connections: &[Connection], problems: &mut Problems) {
+    for a in actions {
+        let sent = match &a.spec {
+            action::Spec::Webhook(w) if w.payload.is_none() => continue,
+            action::Spec::Webhook(w) => w.content_type.as_str(),
+            action::Spec::Itop(_) => "application/x-www-form-urlencoded",
+            _ => "application/json",
+        };
+        for c in std::iter::once(a.connection).chain(a.test_connection) {
+            let Some(conn) = connections.get(c) else { continue };
+            let Some((_, t)) = conn.headers.iter().find(|(k, _)| k == "content-type") else { continue };
+            let written: String = t.literals().collect();
+            if !written.trim().eq_ignore_ascii_case(sent) {
+                problems.add(
+                    format!("connections.{}.headers.content-type", conn.name),
+                    format!(
+                        "{written:?} differs from the {sent} that the {} action {:?} sends: set the type on the action (content_type), not on the connection",
+                        a.kind.as_str(),
+                        a.name
+                    ),
+                );
+            }
+        }
+    }
 }
 
 fn check_delivery(d: &DeliveryConfig, problems: &mut Problems) {
