@@ -88,6 +88,8 @@ pub struct Connection {
     pub application: Option<String>,
     /// Endpoint URL.
     pub url: Template,
+    /// How the URL is written: fixed, with placeholders, or a whole-URL placeholder.
+    pub url_form: UrlForm,
     /// iTop REST API version.
     pub api_version: String,
     /// Authentication.
@@ -111,6 +113,29 @@ pub struct Connection {
     pub chat: bool,
 }
 
+/// How a connection's URL is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UrlForm {
+    /// No placeholder: checked once, at load.
+    Fixed,
+    /// Placeholders inside a written URL: their values are percent-encoded.
+    Template,
+    /// One placeholder yielding the whole URL (`$this->team_id->webhook_url$`): scheme,
+    /// host and destination are checked on every request.
+    FromObject,
+}
+
+impl UrlForm {
+    /// The name `check` and `render` show.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UrlForm::Fixed => "fixed",
+            UrlForm::Template => "template",
+            UrlForm::FromObject => "whole_url_from_placeholder",
+        }
+    }
+}
+
 /// Header names hookbridge sets itself and a connection may not override.
 pub const RESERVED_HEADERS: [&str; 5] =
     ["webhook-id", "webhook-timestamp", "webhook-signature", "content-length", "host"];
@@ -127,9 +152,13 @@ pub fn compile(name: &str, raw: &ConnectionConfig, problems: &mut Problems) -> O
         }
     };
     let static_url = url.as_ref().filter(|t| t.is_static()).map(|_| raw.url.as_str());
+    let whole = url.as_ref().is_some_and(|t| t.single_placeholder().is_some());
     // Only a URL's placeholder-free prefix can be checked here; the rest is checked per request.
     let prefix = raw.url.split('$').next().unwrap_or("");
-    if !(prefix.starts_with("http://") || prefix.starts_with("https://")) {
+    if whole {
+        // The whole URL comes from the object (`$this->team_id->webhook_url$`): its scheme,
+        // host and destination are checked on every request.
+    } else if !(prefix.starts_with("http://") || prefix.starts_with("https://")) {
         problems.add(format!("{place}.url"), "must start with http:// or https://");
     } else if let Some(u) = static_url {
         if let Err(e) = reqwest::Url::parse(u) {
@@ -212,6 +241,11 @@ pub fn compile(name: &str, raw: &ConnectionConfig, problems: &mut Problems) -> O
     Some(Connection {
         name: name.to_string(),
         application: raw.application.clone(),
+        url_form: match &url {
+            Some(t) if t.is_static() => UrlForm::Fixed,
+            Some(_) if whole => UrlForm::FromObject,
+            _ => UrlForm::Template,
+        },
         url: url?,
         api_version: raw.api_version.clone().unwrap_or_else(|| "1.3".into()),
         auth: auth?,

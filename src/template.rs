@@ -170,6 +170,11 @@ impl<'a> RenderContext<'a> {
         self.invalid.borrow().clone()
     }
 
+    /// Records why the rendered request must not be sent.
+    pub fn refuse(&self, why: String) {
+        self.invalid.borrow_mut().push(why);
+    }
+
     /// Placeholders that resolved to nothing, as written.
     pub fn missing(&self) -> Vec<String> {
         self.missing.borrow().iter().cloned().collect()
@@ -302,6 +307,11 @@ impl Template {
         }
         Value::String(self.render(ctx, Escape::None))
     }
+}
+
+/// Percent-encodes `text` as one URL component (path segment, query value).
+pub fn url_encode(text: &str) -> String {
+    utf8_percent_encode(text, URL_COMPONENT).to_string()
 }
 
 /// Percent-encodes `text` as a form field name or value (`application/x-www-form-urlencoded`):

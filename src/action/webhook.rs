@@ -80,15 +80,52 @@ impl WebhookSpec {
     }
 }
 
-/// Appends a rendered path to a URL: exactly one `/` between them, and a path starting
-/// with `?` or `&` extends the query.
+/// Appends a rendered path to a URL: exactly one `/` between them, the path before the
+/// URL's query (`https://h/hooks?token=x` + `a/b` = `https://h/hooks/a/b?token=x`), and a
+/// path starting with `?` or `&` (or holding a query) extends the query.
 pub fn join_path(url: &str, path: &str) -> String {
     if path.is_empty() {
         return url.to_string();
     }
-    if path.starts_with('?') || path.starts_with('&') {
-        let sep = if url.contains('?') { '&' } else { '?' };
-        return format!("{url}{sep}{}", &path[1..]);
+    let (base, base_query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
+    let (path, path_query) = match path.strip_prefix(['?', '&']) {
+        Some(q) => ("", Some(q)),
+        None => path.split_once('?').map_or((path, None), |(p, q)| (p, Some(q))),
+    };
+    let mut out = if path.is_empty() {
+        base.to_string()
+    } else {
+        format!("{}/{}", base.trim_end_matches('/'), path.trim_start_matches('/'))
+    };
+    let query: Vec<&str> = [base_query, path_query].into_iter().flatten().filter(|q| !q.is_empty()).collect();
+    if !query.is_empty() {
+        out.push('?');
+        out.push_str(&query.join("&"));
     }
-    format!("{}/{}", url.trim_end_matches('/'), path.trim_start_matches('/'))
+    out
+}
+
+/// A path that is one placeholder: the value's `/` separate segments, each segment is
+/// percent-encoded, and a value that would leave the connection's URL (a scheme, `.` or
+/// `..` segments, an empty segment) makes the request invalid.
+pub fn path_value(value: &str, source: &str, ctx: &RenderContext<'_>) -> String {
+    if value.contains("://") || value.starts_with("//") {
+        ctx.refuse(format!("{source} renders {value:?}: a path cannot name another site"));
+        return String::new();
+    }
+    let trimmed = value.strip_prefix('/').unwrap_or(value);
+    let last = trimmed.split('/').count() - 1;
+    let mut out = String::with_capacity(value.len());
+    for (i, segment) in trimmed.split('/').enumerate() {
+        // An empty segment drops a level of the path, a dot segment climbs one; only a
+        // trailing `/` is harmless.
+        if matches!(segment, "." | "..") || (segment.is_empty() && i < last) {
+            ctx.refuse(format!("{source} renders {value:?}, whose segment {segment:?} cannot be a path segment"));
+        }
+        if i > 0 {
+            out.push('/');
+        }
+        out.push_str(&crate::template::url_encode(segment));
+    }
+    out
 }

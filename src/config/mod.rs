@@ -147,6 +147,23 @@ impl Config {
         )
     }
 
+    /// What `check` tells about a valid config besides "ok": connections whose whole URL
+    /// comes from the event, with how it is checked.
+    pub fn notes(&self) -> Vec<String> {
+        self.connections
+            .iter()
+            .filter(|c| c.url_form == connection::UrlForm::FromObject)
+            .map(|c| {
+                let source = c.url.single_placeholder().map(|p| p.source()).unwrap_or_default();
+                format!(
+                    "connections.{}.url: whole URL from the placeholder {source}, checked on every request \
+                     (http or https, a host, no credentials, the destination policy)",
+                    c.name
+                )
+            })
+            .collect()
+    }
+
     /// The action with this name.
     pub fn action_index(&self, name: &str) -> Option<usize> {
         self.actions.iter().position(|a| a.name == name)
