@@ -12,6 +12,9 @@ bash scripts/test-deps.sh
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
 cargo test --locked --all-targets 2>&1 | tee target/test-output.txt
+# The optional OpenTelemetry exporter (feature `otlp`): lints and its own test.
+cargo clippy --locked --features otlp --all-targets -- -D warnings
+cargo test --locked --features otlp --test otlp
 # Memory per event, measured on the release binary (tests/memory.rs).
 cargo build --release --locked
 HOOKBRIDGE_BIN=target/release/hookbridge cargo test --locked --test memory

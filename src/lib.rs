@@ -42,6 +42,7 @@ pub mod runtime;
 pub mod schema;
 pub mod server;
 pub mod source;
+pub mod telemetry;
 pub mod template;
 pub mod trace;
 pub mod trigger;

@@ -88,14 +88,22 @@ enum SchemaKind {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
-    match run(cli) {
+    let export = hookbridge::telemetry::Export::from_vars(|name| std::env::var(name).ok());
+    // Traces are an aid, not part of delivery: a missing exporter is said, never fatal.
+    let telemetry = hookbridge::telemetry::Telemetry::start(export).unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "traces are not exported");
+        hookbridge::telemetry::Telemetry::disabled()
+    });
+    let code = match run(cli) {
         Ok(code) => code,
         Err(e) => {
             // Through the logger, so that `--log-format json` keeps every line JSON.
             tracing::error!(error = %format!("{e:#}"), "fatal error");
             ExitCode::from(1)
         }
-    }
+    };
+    telemetry.shutdown();
+    code
 }
 
 fn init_logging(format: LogFormat) {

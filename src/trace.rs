@@ -8,6 +8,7 @@ use std::fmt;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TraceParent {
     trace_id: String,
+    span_id: String,
     flags: String,
 }
 
@@ -26,7 +27,11 @@ impl TraceParent {
             && hex(parent, 16)
             && parent.bytes().any(|b| b != b'0')
             && hex(flags, 2);
-        valid.then(|| TraceParent { trace_id: trace_id.to_string(), flags: flags.to_string() })
+        valid.then(|| TraceParent {
+            trace_id: trace_id.to_string(),
+            span_id: parent.to_string(),
+            flags: flags.to_string(),
+        })
     }
 
     /// The first valid `traceparent` among message headers: a plain `traceparent` header,
@@ -44,6 +49,17 @@ impl TraceParent {
     /// The trace id, for logs.
     pub fn trace_id(&self) -> &str {
         &self.trace_id
+    }
+
+    /// The span id the header names: the caller's span for an event's `traceparent`, the
+    /// delivery's own span for the one hookbridge sends.
+    pub fn span_id(&self) -> &str {
+        &self.span_id
+    }
+
+    /// Whether the caller sampled the trace (flag bit 0).
+    pub fn sampled(&self) -> bool {
+        u8::from_str_radix(&self.flags, 16).is_ok_and(|f| f & 1 == 1)
     }
 
     /// The `traceparent` of a request made on this trace: the same trace, a new span.
@@ -67,6 +83,9 @@ mod tests {
     fn parses_valid_and_refuses_the_rest() {
         let t = TraceParent::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").unwrap();
         assert_eq!(t.trace_id(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(t.span_id(), "00f067aa0ba902b7");
+        assert!(t.sampled());
+        assert!(!TraceParent::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00").unwrap().sampled());
         assert_eq!(t.child(0xabc), "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000abc-01");
         for bad in [
             "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",

@@ -489,6 +489,11 @@ impl Dispatcher {
         m.deliveries.with_label_values(&[&action.name, action.kind.as_str(), report.status.as_str()]).inc();
         m.delivery_duration.with_label_values(&[&action.name]).observe(report.duration.as_secs_f64());
         let result = self.result_message(job, report);
+        crate::telemetry::record_delivery(
+            job.request.header("traceparent"),
+            job.inflight.event.trace.as_ref(),
+            &result,
+        );
         keep_going(self.publisher.response(&key, &result, &self.shutdown).await)?;
         if let (Some(cb), Some(answer)) = (&action.callback, &report.answer) {
             if report.status == Outcome::Delivered || cb.when == CallbackWhen::AnyResponse {
