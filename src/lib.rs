@@ -27,7 +27,7 @@ pub mod dispatch;
 pub mod event;
 pub mod expr;
 pub mod kafka;
-pub mod markup;
+pub mod rich_text;
 pub mod mask;
 pub mod metrics;
 pub mod nats;

@@ -15,7 +15,7 @@ use serde_json::{Map, Value};
 use thiserror::Error;
 
 use crate::event::Event;
-use crate::markup;
+use crate::rich_text as markup;
 
 /// A placeholder that does not parse.
 #[derive(Debug, Clone, Error, PartialEq, Eq)]
@@ -122,7 +122,18 @@ pub enum Escape {
     /// A chat service's markup escaping; told where the value comes from, because only a
     /// mentioned contact's own values may carry a mention, and whether the value is HTML
     /// (`html(…)`, `head_html(…)`, `hyperlink()`), which is the only HTML a message takes.
-    Markup(fn(&str, Origin, bool) -> String),
+    Markup(fn(&str, Origin, ValueKind) -> String),
+}
+
+/// What a substituted value holds, for the chat markup escaping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ValueKind {
+    /// Text: shown as written, never read as markup.
+    Text,
+    /// HTML from the event (an attribute declared HTML, a case-log entry): parsed as HTML.
+    Html,
+    /// Well-formed HTML written here (a link, an escaped text value).
+    OwnHtml,
 }
 
 /// Where a substituted value comes from.
@@ -258,7 +269,7 @@ impl Template {
             match segment {
                 Segment::Text(t) => out.push_str(t),
                 Segment::Placeholder(p) => {
-                    let Rendered { text, html } = resolve_text(p, ctx);
+                    let Rendered { text, kind } = resolve_text(p, ctx);
                     match escape {
                         Escape::None => out.push_str(&text),
                         // A value of `.` or `..` is a dot-segment, which URL parsing resolves
@@ -285,7 +296,7 @@ impl Template {
                         Escape::Xml => xml_escape_into(&mut out, &text),
                         Escape::Markup(f) => {
                             let origin = if p.root == Root::Mentioned { Origin::Mentioned } else { Origin::Event };
-                            out.push_str(&f(&text, origin, html))
+                            out.push_str(&f(&text, origin, kind))
                         }
                     }
                 }
@@ -633,7 +644,7 @@ fn parse_path(text: &str) -> Option<Vec<String>> {
 /// `hyperlink(…)` are).
 struct Rendered {
     text: String,
-    html: bool,
+    kind: ValueKind,
 }
 
 /// The map a root's paths walk.
@@ -689,12 +700,12 @@ fn resolve<'a>(p: &Placeholder, ctx: &RenderContext<'a>) -> Option<Cow<'a, Value
 
 fn resolve_text(p: &Placeholder, ctx: &RenderContext<'_>) -> Rendered {
     let event = ctx.event;
-    let text = |t: String| (t, false);
-    let found: Option<(String, bool)> = match &p.expr {
+    let text = |t: String| (t, ValueKind::Text);
+    let found: Option<(String, ValueKind)> = match &p.expr {
         Expr::Path(path) => {
             let html = declared_html(p.root, path, event);
             let text = resolve(p, ctx).map(|v| plain_text(&v, html)).unwrap_or_default();
-            return Rendered { text, html: false };
+            return Rendered { text, kind: ValueKind::Text };
         }
         Expr::Whole => match p.root {
             Root::Trigger => Some(text(ctx.trigger.to_string())),
@@ -703,7 +714,7 @@ fn resolve_text(p: &Placeholder, ctx: &RenderContext<'_>) -> Rendered {
             _ => event.app_url().map(text),
         },
         Expr::Html(path) => {
-            walk(p.root, path, ctx).map(|v| (value_html(&v, declared_html(p.root, path, event)), true))
+            walk(p.root, path, ctx).map(|v| value_html(&v, declared_html(p.root, path, event)))
         }
         Expr::Text(path) => walk(p.root, path, ctx).map(|v| text(plain_text(&v, declared_html(p.root, path, event)))),
         Expr::Label(path) => {
@@ -711,20 +722,20 @@ fn resolve_text(p: &Placeholder, ctx: &RenderContext<'_>) -> Rendered {
             label.or_else(|| walk(p.root, path, ctx).map(|v| value_text(&v))).map(text)
         }
         Expr::Head(code) => newest_entry(event, code).map(|e| text(entry_text(e, false))),
-        Expr::HeadHtml(code) => newest_entry(event, code).map(|e| (entry_text(e, true), true)),
+        Expr::HeadHtml(code) => newest_entry(event, code).map(|e| entry_html(e)),
         Expr::Name(prefix) => target(prefix, ctx).map(|t| text(t.name)),
         Expr::Url(prefix, link) => target(prefix, ctx).and_then(|t| link_url(event, &t, *link)).map(text),
         Expr::Hyperlink(prefix, link) => target(prefix, ctx).and_then(|t| {
             link_url(event, &t, *link).map(|url| {
-                (format!("<a href=\"{}\">{}</a>", markup::html_escape(&url), markup::html_escape(&t.name)), true)
+                (format!("<a href=\"{}\">{}</a>", markup::html_escape(&url), markup::html_escape(&t.name)), ValueKind::OwnHtml)
             })
         }),
     };
     match found {
-        Some((text, html)) => Rendered { text, html },
+        Some((text, kind)) => Rendered { text, kind },
         None => {
             ctx.report_missing(p);
-            Rendered { text: String::new(), html: false }
+            Rendered { text: String::new(), kind: ValueKind::Text }
         }
     }
 }
@@ -846,14 +857,24 @@ pub fn plain_text(value: &Value, html: bool) -> String {
 
 /// A value as HTML: an HTML attribute as it is, a case log's entries in their HTML form,
 /// any other value escaped.
-fn value_html(value: &Value, html: bool) -> String {
+fn value_html(value: &Value, html: bool) -> (String, ValueKind) {
     match value {
-        Value::String(s) if html => s.clone(),
-        Value::Object(map) if map.contains_key("entries") => map["entries"]
-            .as_array()
-            .map(|entries| entries.iter().map(|e| entry_text(e, true)).collect::<Vec<_>>().join("<hr>"))
-            .unwrap_or_default(),
-        other => markup::html_escape(&value_text(other)),
+        Value::String(s) if html => (s.clone(), ValueKind::Html),
+        Value::Object(map) if map.contains_key("entries") => {
+            let entries = map["entries"].as_array().map(Vec::as_slice).unwrap_or_default();
+            let parts: Vec<(String, ValueKind)> = entries.iter().map(entry_html).collect();
+            let kind = if parts.iter().any(|(_, k)| *k == ValueKind::Html) { ValueKind::Html } else { ValueKind::OwnHtml };
+            (parts.into_iter().map(|(t, _)| t).collect::<Vec<_>>().join("<hr>"), kind)
+        }
+        other => (markup::html_escape(&value_text(other)), ValueKind::OwnHtml),
+    }
+}
+
+/// A case-log entry as HTML: its `message_html`, else its `message` escaped.
+fn entry_html(entry: &Value) -> (String, ValueKind) {
+    match entry.get("message_html").and_then(Value::as_str) {
+        Some(html) => (html.to_string(), ValueKind::Html),
+        None => (entry_text(entry, true), ValueKind::OwnHtml),
     }
 }
 

@@ -161,8 +161,8 @@ pub(crate) fn buttons(spec: &ChatSpec, event: &Event) -> Vec<Button> {
 /// surrounds it: the character before a placeholder cannot turn it into markup
 /// (`<$this->site$|open>` with `!channel` is written `&lt;!channel|open&gt;`).
 pub(crate) mod richtext {
-    use crate::markup;
-    use crate::template::Origin;
+    use crate::rich_text as markup;
+    use crate::template::{Origin, ValueKind};
 
     const VALUE_START: char = '\u{E000}';
     const VALUE_END: char = '\u{E001}';
@@ -232,16 +232,22 @@ pub(crate) mod richtext {
     /// The template escape for chat messages: fences a substituted value (see the module
     /// documentation). HTML values (`html(…)` of an HTML attribute, `head_html(…)`,
     /// `hyperlink()`) stay HTML; every other value is text, HTML-escaped whatever it holds.
-    pub fn mark_value(value: &str, origin: Origin, html: bool) -> String {
+    pub fn mark_value(value: &str, origin: Origin, kind: ValueKind) -> String {
         let clean: String = value.chars().filter(|c| !('\u{E000}'..='\u{E004}').contains(c)).collect();
-        let inner = if html { clean } else { markup::html_escape(&clean) };
+        let inner = match kind {
+            ValueKind::Text => markup::html_escape(&clean),
+            // The event's HTML is parsed as browsers do, so that the converter below only
+            // ever reads well-formed markup.
+            ValueKind::Html => markup::html::normalise(&clean),
+            ValueKind::OwnHtml => clean,
+        };
         let start = if origin == Origin::Mentioned { MENTIONED_START } else { VALUE_START };
         format!("{start}{inner}{VALUE_END}")
     }
 
     /// [`mark_value`] for a plain-text value.
     pub fn mark_text(value: &str, origin: Origin) -> String {
-        mark_value(value, origin, false)
+        mark_value(value, origin, ValueKind::Text)
     }
 
     /// A value shown on its own (a field, a name), converted like a placeholder's value.
@@ -1301,7 +1307,7 @@ pub(crate) mod richtext {
 
         /// An HTML value from the event (`$this->html(…)$` of an HTML attribute).
         fn evh(text: &str) -> String {
-            mark_value(text, Origin::Event, true)
+            mark_value(text, Origin::Event, ValueKind::Html)
         }
 
         fn msg(parts: &[(&str, bool)]) -> String {
