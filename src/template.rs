@@ -406,7 +406,13 @@ pub enum JsonTemplateError {
 impl JsonTemplate {
     /// Parses JSON text strictly (single quotes, trailing commas and comments are errors),
     /// then compiles the placeholders in its strings.
+    ///
+    /// A placeholder written as a whole JSON value without quotes (`{"id": $this->id$}`, as
+    /// iTop users often write) is read as if quoted: it keeps a number, boolean or null type
+    /// and is a string otherwise.
     pub fn parse_text(text: &str) -> Result<JsonTemplate, JsonTemplateError> {
+        let quoted = quote_bare_placeholders(text);
+        let text = quoted.as_deref().unwrap_or(text);
         let value: Value = serde_json::from_str(text).map_err(|e| JsonTemplateError::Syntax {
             line: e.line(),
             column: e.column(),
@@ -485,6 +491,49 @@ impl JsonTemplate {
             }
         }
     }
+}
+
+/// `text` with every placeholder that stands outside a JSON string put in quotes, or `None`
+/// when there is none (positions in error messages then stay the user's).
+fn quote_bare_placeholders(text: &str) -> Option<String> {
+    let mut out = String::new();
+    let mut copied = 0;
+    let mut in_string = false;
+    let mut escaped = false;
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+        } else if b == b'"' {
+            in_string = true;
+        } else if b == b'$' {
+            if let Some(end) = text[i + 1..].find('$') {
+                let inner = &text[i + 1..i + 1 + end];
+                if looks_like_placeholder(inner) {
+                    out.push_str(&text[copied..i]);
+                    out.push('"');
+                    out.push_str(&text[i..i + end + 2]);
+                    out.push('"');
+                    i += end + 2;
+                    copied = i;
+                    continue;
+                }
+            }
+        }
+        i += 1;
+    }
+    if copied == 0 {
+        return None;
+    }
+    out.push_str(&text[copied..]);
+    Some(out)
 }
 
 fn strip_position(message: &str) -> &str {
@@ -583,13 +632,15 @@ fn parse_placeholder(inner: &str) -> Result<Placeholder, TemplateError> {
             );
             Ok::<_, TemplateError>(p)
         };
-        let link = |verb: &str| match arg {
+        let link = |verb: &str| {
+            match arg {
             "" => Ok(Link::Console),
             "portal" | "itop-portal-view" => Ok(Link::PortalView),
             "itop-portal-edit" => Ok(Link::PortalEdit),
             other => Err(err(&format!(
                 "{verb}({other}) is not known (known: {verb}(), {verb}(portal), {verb}(itop-portal-view), {verb}(itop-portal-edit))"
             ))),
+        }
         };
         let expr = match verb {
             "html" => Expr::Html(path()?),
@@ -713,9 +764,7 @@ fn resolve_text(p: &Placeholder, ctx: &RenderContext<'_>) -> Rendered {
             Root::ModulesUrl => event.modules_url().map(text),
             _ => event.app_url().map(text),
         },
-        Expr::Html(path) => {
-            walk(p.root, path, ctx).map(|v| value_html(&v, declared_html(p.root, path, event)))
-        }
+        Expr::Html(path) => walk(p.root, path, ctx).map(|v| value_html(&v, declared_html(p.root, path, event))),
         Expr::Text(path) => walk(p.root, path, ctx).map(|v| text(plain_text(&v, declared_html(p.root, path, event)))),
         Expr::Label(path) => {
             let label = (path.len() == 1).then(|| event.labels.values.get(&path[0])).flatten().map(value_text);
@@ -727,7 +776,10 @@ fn resolve_text(p: &Placeholder, ctx: &RenderContext<'_>) -> Rendered {
         Expr::Url(prefix, link) => target(prefix, ctx).and_then(|t| link_url(event, &t, *link)).map(text),
         Expr::Hyperlink(prefix, link) => target(prefix, ctx).and_then(|t| {
             link_url(event, &t, *link).map(|url| {
-                (format!("<a href=\"{}\">{}</a>", markup::html_escape(&url), markup::html_escape(&t.name)), ValueKind::OwnHtml)
+                (
+                    format!("<a href=\"{}\">{}</a>", markup::html_escape(&url), markup::html_escape(&t.name)),
+                    ValueKind::OwnHtml,
+                )
             })
         }),
     };
@@ -863,7 +915,8 @@ fn value_html(value: &Value, html: bool) -> (String, ValueKind) {
         Value::Object(map) if map.contains_key("entries") => {
             let entries = map["entries"].as_array().map(Vec::as_slice).unwrap_or_default();
             let parts: Vec<(String, ValueKind)> = entries.iter().map(entry_html).collect();
-            let kind = if parts.iter().any(|(_, k)| *k == ValueKind::Html) { ValueKind::Html } else { ValueKind::OwnHtml };
+            let kind =
+                if parts.iter().any(|(_, k)| *k == ValueKind::Html) { ValueKind::Html } else { ValueKind::OwnHtml };
             (parts.into_iter().map(|(t, _)| t).collect::<Vec<_>>().join("<hr>"), kind)
         }
         other => (markup::html_escape(&value_text(other)), ValueKind::OwnHtml),

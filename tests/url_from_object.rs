@@ -14,9 +14,7 @@ use serde_json::json;
 async fn the_url_comes_from_the_object_and_is_checked_per_request() {
     let rx = Receiver::ok().await;
     let run = Run::new();
-    let team = |url: &str, path: &str| {
-        json!({"object": {"ref": "R-1", "title": "t", "api_path": path, "team_id": {"id": 5, "name": "Ops", "webhook_url": url}}})
-    };
+    let team = |url: &str, path: &str| json!({"object": {"ref": "R-1", "title": "t", "api_path": path, "team_id": {"id": 5, "name": "Ops", "webhook_url": url}}});
     run.write_events(&lines(&[
         event("good", "1", team(&rx.url("/hooks/ops?token=abc"), "tickets/R 1/comments")),
         event("ftp", "2", team("ftp://files.example.com/x", "tickets/R-2")),
@@ -41,7 +39,9 @@ triggers:
     let config = Config::from_yaml(&yaml).unwrap();
     let notes = config.notes();
     assert_eq!(notes.len(), 1);
-    assert!(notes[0].starts_with("connections.per-team.url: whole URL from the placeholder $this->team_id->webhook_url$"));
+    assert!(
+        notes[0].starts_with("connections.per-team.url: whole URL from the placeholder $this->team_id->webhook_url$")
+    );
     run.run(&yaml).await;
 
     // The good one arrives where the object says, its path value's `/` kept, the space encoded.
@@ -78,7 +78,11 @@ triggers:
   - {name: created, on: create, class: Ticket, actions: [per-team, fixed, templated]}
 "#;
     let config = Config::from_yaml(yaml).unwrap();
-    let e = event("e1", "1", json!({"object": {"ref": "R-1", "team_id": {"id": 5, "name": "Ops / L1", "webhook_url": "https://hooks.slack.com/services/T0/B0/SECRET"}}}));
+    let e = event(
+        "e1",
+        "1",
+        json!({"object": {"ref": "R-1", "team_id": {"id": 5, "name": "Ops / L1", "webhook_url": "https://hooks.slack.com/services/T0/B0/SECRET"}}}),
+    );
     let e = parse_event(e.to_string().as_bytes(), None).unwrap();
     let out = serde_json::to_value(render_event(&config, &e, None)).unwrap();
     let m = out["matched"].as_array().unwrap();

@@ -235,6 +235,22 @@ pub(crate) fn compile_chat(
         problems.add(format!("{place}.other_actions_codes"), "other_actions: specify needs at least one stimulus code");
     }
     let attributes_from = raw.attributes_from.unwrap_or_default();
+    let fits = match (raw.kind, attributes_from) {
+        (_, AttributesFrom::None | AttributesFrom::List) => true,
+        (ActionKind::Slack, AttributesFrom::Slack) | (ActionKind::Teams, AttributesFrom::Msteams) => true,
+        _ => false,
+    };
+    if !fits {
+        let own = if raw.kind == ActionKind::Teams { "msteams" } else { "slack" };
+        problems.add(
+            format!("{place}.attributes_from"),
+            format!(
+                "{:?} is not a list a {} action shows: none, list or {own}",
+                format!("{attributes_from:?}").to_lowercase(),
+                raw.kind.as_str()
+            ),
+        );
+    }
     if attributes_from != AttributesFrom::None && presentation.is_empty() {
         problems.add(
             format!("{place}.attributes_from"),
@@ -322,7 +338,9 @@ fn whole_url(t: &Template, ctx: &RenderContext<'_>) -> String {
     let problem = match reqwest::Url::parse(&text) {
         _ if text.is_empty() => Some("is empty".to_string()),
         Err(e) => Some(format!("is not a URL ({e})")),
-        Ok(u) if !matches!(u.scheme(), "http" | "https") => Some(format!("has the scheme {:?}, not http or https", u.scheme())),
+        Ok(u) if !matches!(u.scheme(), "http" | "https") => {
+            Some(format!("has the scheme {:?}, not http or https", u.scheme()))
+        }
         Ok(u) if u.host_str().is_none_or(str::is_empty) => Some("has no host".to_string()),
         Ok(u) if !u.username().is_empty() || u.password().is_some() => Some("carries credentials".to_string()),
         Ok(_) => None,

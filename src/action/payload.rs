@@ -117,7 +117,9 @@ pub fn compile(place: &str, content_type: &str, value: &Value, problems: &mut Pr
             }
             Some(Payload::Xml(t))
         }
-        (Encoding::Text, Value::String(text)) => Some(Payload::Text(template_field(place, "payload", Some(text), problems)?)),
+        (Encoding::Text, Value::String(text)) => {
+            Some(Payload::Text(template_field(place, "payload", Some(text), problems)?))
+        }
         (_, _) => {
             let hint = if encoding == Encoding::Form { " or as a mapping of fields" } else { "" };
             problems.add(field, format!("a {content_type} payload must be written as text{hint}"));
@@ -140,7 +142,11 @@ impl Payload {
             Payload::FormFields(fields) => fields
                 .iter()
                 .map(|(k, v)| {
-                    format!("{}={}", form_encode(&k.render(ctx, Escape::None)), form_encode(&v.render(ctx, Escape::None)))
+                    format!(
+                        "{}={}",
+                        form_encode(&k.render(ctx, Escape::None)),
+                        form_encode(&v.render(ctx, Escape::None))
+                    )
                 })
                 .collect::<Vec<_>>()
                 .join("&")

@@ -130,6 +130,16 @@ impl Config {
         normalise_yes_no(&mut value);
         schema_problems(&value, &mut problems, &expanded);
         if !problems.is_empty() {
+            // The semantic problems too, when the document still reads: one pass shows them all.
+            if let Ok(raw) = serde_json::from_value::<raw::RawConfig>(value.clone()) {
+                if let Err(ConfigError::Invalid { problems: more }) = compile(raw) {
+                    for p in more {
+                        if !problems.0.iter().any(|q| q.place == p.place) {
+                            problems.0.push(p);
+                        }
+                    }
+                }
+            }
             return Err(expanded.redact(ConfigError::Invalid { problems: problems.0 }));
         }
         let raw: Result<raw::RawConfig, _> = serde_json::from_value(value).map_err(|e| ConfigError::Invalid {
@@ -548,13 +558,9 @@ fn schema_problems(value: &Value, problems: &mut Problems, expanded: &Expanded) 
         let instance = value.pointer(&pointer).unwrap_or(&Value::Null);
         // A value from the environment is not shown: it is often a secret.
         let hide = expanded.under(&pointer);
-        let message = variant_problems(e.schema_path().as_str(), instance, hide).unwrap_or_else(|| {
-            if hide {
-                e.masked().to_string()
-            } else {
-                e.to_string()
-            }
-        });
+        let message = variant_problems(e.schema_path().as_str(), instance, hide)
+            .or_else(|| forbidden_field(e.schema_path().as_str()))
+            .unwrap_or_else(|| if hide { e.masked().to_string() } else { e.to_string() });
         problems.add(schema::place(&pointer), message);
     }
 }
@@ -591,6 +597,14 @@ fn variant_problems(schema_path: &str, instance: &Value, hide: bool) -> Option<S
         })
         .collect();
     (!messages.is_empty()).then(|| messages.join("; "))
+}
+
+/// A field another action type owns is a `not: {}` schema whose description says so
+/// ("not a field of a slack action"): that sentence, rather than the validator's.
+fn forbidden_field(schema_path: &str) -> Option<String> {
+    let parent = schema_path.strip_suffix("/not")?;
+    let root: Value = serde_json::from_str(schema::CONFIG).ok()?;
+    root.pointer(parent)?.get("description")?.as_str().map(str::to_string)
 }
 
 fn resolve_ref<'a>(root: &'a Value, v: &'a Value) -> &'a Value {
