@@ -5,23 +5,29 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
+# Build outputs are cached between runs, as a CI cache would keep them: a fresh machine
+# builds everything once, later runs from any clone rebuild only what changed. Cargo keeps
+# the cache correct (it rebuilds whatever a source, flag or lock file changed).
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/hookbridge/target}"
+mkdir -p "$CARGO_TARGET_DIR"
 
 bash scripts/test-deps.sh
 # The image cannot be built here (no container engine); its Dockerfile is linted.
 "${HOOKBRIDGE_TOOLS:-$HOME/.cache/hookbridge-tools}/hadolint-venv/bin/hadolint" Dockerfile
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
-cargo test --locked --all-targets 2>&1 | tee target/test-output.txt
+cargo test --locked --all-targets 2>&1 | tee "$CARGO_TARGET_DIR/test-output.txt"
 # The optional OpenTelemetry exporter (feature `otlp`): lints and its own test.
 cargo clippy --locked --features otlp --all-targets -- -D warnings
 cargo test --locked --features otlp --test otlp
 # Memory per event, measured on the release binary (tests/memory.rs).
 cargo build --release --locked
-HOOKBRIDGE_BIN=target/release/hookbridge cargo test --locked --test memory
-# Fuzz targets: `cargo test` above replays their kept corpus (tests/fuzz_corpus.rs); where
-# cargo-fuzz is installed, each target also gets a few seconds of libFuzzer.
-if command -v cargo-fuzz >/dev/null 2>&1; then
-  bash scripts/fuzz.sh "${FUZZ_SECONDS:-5}"
+HOOKBRIDGE_BIN="$CARGO_TARGET_DIR/release/hookbridge" cargo test --locked --test memory
+# Fuzz targets: `cargo test` above replays their kept corpus (tests/fuzz_corpus.rs). With
+# FUZZ_SECONDS set (and cargo-fuzz installed), each target also gets that long of libFuzzer;
+# off by default, as the instrumented release build alone takes longer than the suite.
+if [ -n "${FUZZ_SECONDS:-}" ] && command -v cargo-fuzz >/dev/null 2>&1; then
+  bash scripts/fuzz.sh "$FUZZ_SECONDS"
 fi
 bash scripts/check-helm.sh
 if [ -f scripts/check-chat-payloads.sh ]; then

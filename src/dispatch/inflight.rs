@@ -68,6 +68,13 @@ impl InFlight {
         }
     }
 
+    /// The message waits in lane parking (see [`Ack::with_hold`]).
+    pub fn hold(&self) {
+        if let Some(ack) = self.settlement.lock().unwrap_or_else(|p| p.into_inner()).ack.as_mut() {
+            ack.hold();
+        }
+    }
+
     /// A copy of the message for the durable retry stage, without its acknowledgement.
     pub fn message_copy(&self) -> Message {
         Message {

@@ -221,12 +221,18 @@ impl Dispatcher {
             None => Arrival::Go(job),
             Some(_) => {
                 let (key, id, now) = (job.lane(), job.id(), now_ms());
+                let inflight = Arc::clone(&job.inflight);
                 let mut parking = self.parking();
-                if job.returning {
+                let arrival = if job.returning {
                     parking.arrive_returning(&key, id, job, now)
                 } else {
                     parking.arrive_new(&key, id, job, now)
+                };
+                drop(parking);
+                if matches!(arrival, Arrival::Held) {
+                    inflight.hold();
                 }
+                arrival
             }
         };
         match arrival {

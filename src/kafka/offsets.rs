@@ -12,7 +12,7 @@
 //! it again from the committed position, so nothing is lost and nothing is committed on
 //! behalf of a partition this replica no longer owns.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Instant;
@@ -70,6 +70,8 @@ struct Part {
     in_flight: usize,
     /// Handed to the pipeline and not settled: what a revoke waits for.
     handed: usize,
+    /// Offsets held by lane parking: still open, no longer counted in `in_flight`.
+    held: BTreeSet<i64>,
 }
 
 /// Where a message that is not final is.
@@ -134,6 +136,7 @@ impl Tracker {
             changed: false,
             in_flight: 0,
             handed: 0,
+            held: BTreeSet::new(),
         };
         inner.parts.insert(tp, part);
         generation
@@ -206,9 +209,26 @@ impl Tracker {
         if was == Some(State::Handed) {
             part.handed = part.handed.saturating_sub(1);
         }
-        part.in_flight = part.in_flight.saturating_sub(1);
+        if !part.held.remove(&offset) {
+            part.in_flight = part.in_flight.saturating_sub(1);
+        }
         drop(inner);
         self.settled.notify_all();
+    }
+
+    /// The message at `offset` waits in lane parking: it stays open (its position is not
+    /// released) but leaves the partition's read-ahead count, which the poller compares with
+    /// the partition's share of the backlog. Parking bounds what it holds by itself; counting
+    /// it here too would pause the retry partition whose next records are the ones that free
+    /// the held messages, and the lanes would wait for their stale limit.
+    fn hold(&self, tp: &Tp, generation: u64, offset: i64) {
+        let mut inner = self.lock();
+        let Some(part) = inner.parts.get_mut(tp).filter(|p| p.generation == generation) else {
+            return;
+        };
+        if part.open.contains_key(&offset) && part.held.insert(offset) {
+            part.in_flight = part.in_flight.saturating_sub(1);
+        }
     }
 
     /// Stops taking work from `tps`; outcomes of what is in flight still count.
@@ -321,6 +341,14 @@ impl Ticket {
     pub fn generation(&self) -> u64 {
         self.generation
     }
+
+    /// What tells the tracker that the message is held by lane parking
+    /// ([`crate::source::Ack::with_hold`]).
+    pub fn holder(&self) -> impl FnOnce() + Send + 'static {
+        let (tracker, tp, generation, offset) =
+            (Arc::clone(&self.tracker), self.tp.clone(), self.generation, self.offset);
+        move || tracker.hold(&tp, generation, offset)
+    }
 }
 
 impl Drop for Ticket {
@@ -362,6 +390,28 @@ mod tests {
         assert_eq!(nexts(t.take_storable()), vec![(tp(), 14)]);
         assert!(t.take_storable().is_empty(), "nothing changed since");
         assert_eq!(t.backlog(), 0);
+    }
+
+    #[test]
+    fn a_held_message_keeps_the_position_but_leaves_the_read_ahead_count() {
+        let t = Tracker::new();
+        let g = t.assign(tp());
+        let a = t.read(&tp(), g, 0).unwrap();
+        let b = t.read(&tp(), g, 1).unwrap();
+        let hold = a.holder();
+        hold();
+        assert_eq!(t.backlog(), 1, "only the one being worked on counts");
+        let again = b.holder();
+        again();
+        assert_eq!(t.backlog(), 0);
+        b.settle(true);
+        assert_eq!(t.backlog(), 0, "settling a held message does not count it twice");
+        assert_eq!(nexts(t.positions(None)), vec![(tp(), 0)], "the held one still holds the position");
+        a.settle(true);
+        assert_eq!(nexts(t.positions(None)), vec![(tp(), 2)]);
+        let c = t.read(&tp(), g, 2).unwrap();
+        assert_eq!(t.backlog(), 1);
+        drop(c);
     }
 
     #[test]

@@ -324,7 +324,8 @@ impl Poller {
 /// The acknowledgement of a message: final outcomes release its offset; anything else
 /// (a redelivery request, or dropping it unsettled) keeps the position before it.
 fn ack(ticket: Ticket) -> Ack {
-    Ack::new(move |how| ticket.settle(how == Settle::Done))
+    let hold = ticket.holder();
+    Ack::with_hold(move |how| ticket.settle(how == Settle::Done), hold)
 }
 
 fn headers_of(m: &BorrowedMessage<'_>) -> Vec<(String, Vec<u8>)> {

@@ -26,22 +26,40 @@ pub enum Settle {
 
 /// Releases a message's source position; dropping it unsettled leaves the message to be
 /// delivered again (after a restart or rebalance).
-pub struct Ack(Option<Box<dyn FnOnce(Settle) + Send>>);
+pub struct Ack {
+    settle: Option<Box<dyn FnOnce(Settle) + Send>>,
+    hold: Option<Box<dyn FnOnce() + Send>>,
+}
 
 impl Ack {
     /// An acknowledgement that runs `f`.
     pub fn new(f: impl FnOnce(Settle) + Send + 'static) -> Ack {
-        Ack(Some(Box::new(f)))
+        Ack { settle: Some(Box::new(f)), hold: None }
+    }
+
+    /// As [`Ack::new`], with `hold` told when the message waits in the dispatcher's bounded
+    /// holding area (lane parking) rather than being worked on: a source that limits its
+    /// read-ahead per partition stops counting it there, so that held messages cannot stop
+    /// the reading of the very records that would free them.
+    pub fn with_hold(f: impl FnOnce(Settle) + Send + 'static, hold: impl FnOnce() + Send + 'static) -> Ack {
+        Ack { settle: Some(Box::new(f)), hold: Some(Box::new(hold)) }
     }
 
     /// An acknowledgement with nothing to release (a file has no position to commit).
     pub fn none() -> Ack {
-        Ack(None)
+        Ack { settle: None, hold: None }
+    }
+
+    /// The message is held (see [`Ack::with_hold`]); told once at most.
+    pub fn hold(&mut self) {
+        if let Some(f) = self.hold.take() {
+            f();
+        }
     }
 
     /// Settles the message.
     pub fn settle(mut self, how: Settle) {
-        if let Some(f) = self.0.take() {
+        if let Some(f) = self.settle.take() {
             f(how);
         }
     }

@@ -355,3 +355,60 @@ async fn a_failing_action_never_sends_the_succeeding_one_again() {
     assert_eq!(letters.len(), events);
     assert!(letters.iter().all(|d| d["action"] == "failing"));
 }
+
+/// Deliveries held behind a failing first one (lane parking) must not stop the reading of
+/// the retry partition: the record that frees them, the first one parked again, sits behind
+/// them. With held messages counted in the partition's read-ahead share, the partition was
+/// paused with the share full of held messages, and the lane waited for its 10-minute stale
+/// limit (the full chaos soak delivered 9 events/s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliveries_held_behind_a_failing_one_do_not_stall_the_retry_partition() {
+    const EVENTS: i64 = 200;
+    let broker = Broker::start();
+    // Eight partitions: a read-ahead bound of 64 + 4 × 64 = 512 shared by eight retry
+    // partitions is a share of 64, while parking may hold 128; the lane is in one partition.
+    broker.create_topics(&["changes", "changes.retry"], 8);
+    broker.create_topics(&["responses", "dead-letter"], 1);
+    let failures_left = Arc::new(std::sync::atomic::AtomicUsize::new(4));
+    let left = failures_left.clone();
+    let rx = crate::receiver::ScriptedReceiver::start(Duration::ZERO, move |_, seq, _| {
+        let fail = seq == 0 && left.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok();
+        if fail {
+            crate::receiver::Answer::Status(500)
+        } else {
+            crate::receiver::Answer::Ok
+        }
+    })
+    .await;
+    let setup = Setup {
+        brokers: &broker.addr,
+        group: "held",
+        topic: "changes",
+        delivery: "concurrency: 64, quick_attempts: 1, retry: {max_attempts: 100, initial: 300ms, max: 300ms, multiplier: 1, jitter: 0}",
+        body: webhook_body(&rx.url()),
+        listen: None,
+    };
+    let producer = broker.producer();
+    for seq in 0..EVENTS {
+        let record = ticket(&format!("a{seq}"), "A", json!({"ref": "R-A", "seq": seq}));
+        broker.produce(&producer, "changes", "A", &record, &[]).await;
+    }
+    let bridge = InProcess::start(&setup.yaml());
+    wait_until(
+        "every event of the lane delivered",
+        Duration::from_secs(60),
+        || rx.distinct_delivered() as i64 >= EVENTS,
+        || format!("{} of {EVENTS} delivered", rx.distinct_delivered()),
+    )
+    .await;
+    bridge.stop().await;
+    assert_eq!(failures_left.load(Ordering::SeqCst), 0, "the first delivery failed 4 times");
+    let delivered: Vec<i64> = rx.hits().iter().filter(|h| h.delivered()).map(|h| h.seq).collect();
+    let mut first_seen = Vec::new();
+    for s in delivered {
+        if !first_seen.contains(&s) {
+            first_seen.push(s);
+        }
+    }
+    assert_eq!(first_seen, (0..EVENTS).collect::<Vec<_>>(), "the lane's deliveries in source order");
+}
