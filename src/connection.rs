@@ -108,9 +108,19 @@ pub struct Connection {
     pub signing_keys: Vec<SigningKey>,
     /// The forward proxy requests go through (`delivery.proxy`).
     pub proxy: Option<crate::net::ProxySettings>,
+    /// Loopback and private destinations are allowed for this connection.
+    pub allow_private_network: bool,
     /// A chat action uses it (or its `application` is a chat service): its URL is the
     /// credential, and is shown as its host only.
     pub chat: bool,
+}
+
+impl Connection {
+    /// The destination policy for this connection: the global one, opened to private
+    /// ranges when the connection allows them.
+    pub fn policy(&self, global: crate::net::Policy) -> crate::net::Policy {
+        crate::net::Policy { allow_private: global.allow_private || self.allow_private_network }
+    }
 }
 
 /// How a connection's URL is written.
@@ -256,6 +266,7 @@ pub fn compile(name: &str, raw: &ConnectionConfig, problems: &mut Problems) -> O
         tls: raw.tls.clone(),
         signing_keys,
         proxy: None,
+        allow_private_network: raw.allow_private_network,
         chat: matches!(
             raw.application.as_deref().map(str::to_ascii_lowercase).as_deref(),
             Some("slack" | "rocketchat" | "google_chat" | "teams" | "mattermost" | "discord")

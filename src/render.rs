@@ -113,7 +113,8 @@ pub fn render_event(config: &Config, event: &Event, only_action: Option<&str>) -
                     url_form = Some(conn.url_form.as_str());
                     refused = invalid;
                     // The destination policy as `run` applies it to an address in the URL.
-                    let policy = crate::net::Policy { allow_private: config.delivery.allow_private_networks };
+                    let policy =
+                        conn.policy(crate::net::Policy { allow_private: config.delivery.allow_private_networks });
                     if let Ok(url) = reqwest::Url::parse(&request.url) {
                         if let Err(e) = policy.check_url(&url) {
                             refused.push(e.to_string());

@@ -44,6 +44,8 @@ pub struct Action {
     pub spec: Spec,
     /// Attribute updates taken from the answer.
     pub callback: Option<Callback>,
+    /// This action's backoff policy, replacing `delivery.retry`.
+    pub retry: Option<crate::config::RetryConfig>,
 }
 
 /// The type-specific part of an action.
@@ -135,6 +137,9 @@ pub fn compile(
         }
         Callback { when: cb.when, fields }
     });
+    if let Some(r) = &raw.retry {
+        crate::config::check_retry(&format!("{place}.retry"), r, problems);
+    }
     if problems.0.len() > before {
         return None;
     }
@@ -146,6 +151,7 @@ pub fn compile(
         test_connection,
         spec: spec?,
         callback,
+        retry: raw.retry.clone(),
     })
 }
 

@@ -316,34 +316,37 @@ fn check_connection_content_types(actions: &[Action], connections: &[Connection]
     }
 }
 
+/// Checks a backoff policy (`delivery.retry` or an action's `retry`) at `place`.
+pub(crate) fn check_retry(place: &str, r: &RetryConfig, problems: &mut Problems) {
+    if r.max_attempts == 0 {
+        problems.add(format!("{place}.max_attempts"), "must be at least 1");
+    }
+    if r.multiplier < 1.0 {
+        problems.add(format!("{place}.multiplier"), "must be at least 1");
+    }
+    if !r.multiplier.is_finite() {
+        problems.add(format!("{place}.multiplier"), "must be a finite number");
+    }
+    if !(0.0..=1.0).contains(&r.jitter) {
+        problems.add(format!("{place}.jitter"), "must be between 0 and 1");
+    }
+    if r.initial > r.max {
+        problems.add(format!("{place}.initial"), format!("must not exceed {place}.max"));
+    }
+    for (field, value) in [("initial", r.initial.0), ("max", r.max.0)] {
+        crate::connection::check_duration(&format!("{place}.{field}"), value, problems);
+    }
+}
+
 fn check_delivery(d: &DeliveryConfig, problems: &mut Problems) {
     if d.concurrency == 0 {
         problems.add("delivery.concurrency", "must be at least 1");
     }
-    if d.retry.max_attempts == 0 {
-        problems.add("delivery.retry.max_attempts", "must be at least 1");
-    }
-    if d.retry.multiplier < 1.0 {
-        problems.add("delivery.retry.multiplier", "must be at least 1");
-    }
-    if !(0.0..=1.0).contains(&d.retry.jitter) {
-        problems.add("delivery.retry.jitter", "must be between 0 and 1");
-    }
-    if d.retry.initial > d.retry.max {
-        problems.add("delivery.retry.initial", "must not exceed delivery.retry.max");
-    }
+    check_retry("delivery.retry", &d.retry, problems);
     if d.quick_attempts == 0 {
         problems.add("delivery.quick_attempts", "must be at least 1");
     }
-    if !d.retry.multiplier.is_finite() {
-        problems.add("delivery.retry.multiplier", "must be a finite number");
-    }
-    for (place, value) in [
-        ("delivery.timeout", d.timeout.0),
-        ("delivery.shutdown_timeout", d.shutdown_timeout.0),
-        ("delivery.retry.initial", d.retry.initial.0),
-        ("delivery.retry.max", d.retry.max.0),
-    ] {
+    for (place, value) in [("delivery.timeout", d.timeout.0), ("delivery.shutdown_timeout", d.shutdown_timeout.0)] {
         crate::connection::check_duration(place, value, problems);
     }
     if d.max_request_bytes.0 == 0 {
