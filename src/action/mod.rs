@@ -241,11 +241,12 @@ pub(crate) fn compile_chat(
         problems.add(format!("{place}.other_actions_codes"), "other_actions: specify needs at least one stimulus code");
     }
     let attributes_from = raw.attributes_from.unwrap_or_default();
-    let fits = match (raw.kind, attributes_from) {
-        (_, AttributesFrom::None | AttributesFrom::List) => true,
-        (ActionKind::Slack, AttributesFrom::Slack) | (ActionKind::Teams, AttributesFrom::Msteams) => true,
-        _ => false,
-    };
+    let fits = matches!(
+        (raw.kind, attributes_from),
+        (_, AttributesFrom::None | AttributesFrom::List)
+            | (ActionKind::Slack, AttributesFrom::Slack)
+            | (ActionKind::Teams, AttributesFrom::Msteams)
+    );
     if !fits {
         let own = if raw.kind == ActionKind::Teams { "msteams" } else { "slack" };
         problems.add(

@@ -426,7 +426,9 @@ mod tests {
     fn the_exact_colour_is_a_valid_one_pixel_png() {
         use base64::Engine as _;
         let uri = pixel_png_data_uri("FF8800");
-        let png = base64::engine::general_purpose::STANDARD.decode(uri.strip_prefix("data:image/png;base64,").unwrap()).unwrap();
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(uri.strip_prefix("data:image/png;base64,").unwrap())
+            .unwrap();
         assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
         // Every chunk's CRC checks out, and the pixel is #FF8800.
         let mut at = 8;
