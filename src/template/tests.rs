@@ -198,7 +198,13 @@ fn strict_json_errors_are_explained() {
     assert!(e.to_string().contains("trailing comma"), "{e}");
     let e = JsonTemplate::parse_text("{\"a\": 1 // note\n}").unwrap_err();
     assert!(e.to_string().contains("comments are not JSON"), "{e}");
-    let e = JsonTemplate::parse_text("{\"a\": $this->ref$}").unwrap_err();
+    // An unquoted placeholder standing for a whole value is read as if quoted.
+    let t = JsonTemplate::parse_text("{\"a\": $this->ref$, \"n\": $this->priority$}").unwrap();
+    let e = event();
+    let ctx = RenderContext::new(&e, "t", "a", None);
+    assert_eq!(t.render(&ctx), json!({"a": "R-42", "n": 2}));
+    // Anything else around it is still refused, with the position.
+    let e = JsonTemplate::parse_text("{\"a\": x$this->ref$}").unwrap_err();
     assert!(e.to_string().starts_with("line 1 column 7"), "{e}");
 }
 
