@@ -86,6 +86,8 @@ pub struct Connection {
     pub name: String,
     /// Endpoint URL.
     pub url: Template,
+    /// How the URL is written: fixed, with placeholders, or a whole-URL placeholder.
+    pub url_form: UrlForm,
     /// iTop REST API version.
     pub api_version: String,
     /// Authentication.
@@ -104,9 +106,42 @@ pub struct Connection {
     pub signing_keys: Vec<SigningKey>,
     /// The forward proxy requests go through (`delivery.proxy`).
     pub proxy: Option<crate::net::ProxySettings>,
+    /// Loopback and private destinations are allowed for this connection.
+    pub allow_private_network: bool,
     /// A chat action uses it (or its `application` is a chat service): its URL is the
     /// credential, and is shown as its host only.
     pub chat: bool,
+}
+
+impl Connection {
+    /// The destination policy for this connection: the global one, opened to private
+    /// ranges when the connection allows them.
+    pub fn policy(&self, global: crate::net::Policy) -> crate::net::Policy {
+        crate::net::Policy { allow_private: global.allow_private || self.allow_private_network }
+    }
+}
+
+/// How a connection's URL is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UrlForm {
+    /// No placeholder: checked once, at load.
+    Fixed,
+    /// Placeholders inside a written URL: their values are percent-encoded.
+    Template,
+    /// One placeholder yielding the whole URL (`$this->team_id->webhook_url$`): scheme,
+    /// host and destination are checked on every request.
+    FromObject,
+}
+
+impl UrlForm {
+    /// The name `check` and `render` show.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UrlForm::Fixed => "fixed",
+            UrlForm::Template => "template",
+            UrlForm::FromObject => "whole_url_from_placeholder",
+        }
+    }
 }
 
 /// Header names hookbridge sets itself and a connection may not override.
@@ -125,9 +160,13 @@ pub fn compile(name: &str, raw: &ConnectionConfig, problems: &mut Problems) -> O
         }
     };
     let static_url = url.as_ref().filter(|t| t.is_static()).map(|_| raw.url.as_str());
+    let whole = url.as_ref().is_some_and(|t| t.single_placeholder().is_some());
     // Only a URL's placeholder-free prefix can be checked here; the rest is checked per request.
     let prefix = raw.url.split('$').next().unwrap_or("");
-    if !(prefix.starts_with("http://") || prefix.starts_with("https://")) {
+    if whole {
+        // The whole URL comes from the object (`$this->team_id->webhook_url$`): its scheme,
+        // host and destination are checked on every request.
+    } else if !(prefix.starts_with("http://") || prefix.starts_with("https://")) {
         problems.add(format!("{place}.url"), "must start with http:// or https://");
     } else if let Some(u) = static_url {
         if let Err(e) = reqwest::Url::parse(u) {
@@ -209,6 +248,11 @@ pub fn compile(name: &str, raw: &ConnectionConfig, problems: &mut Problems) -> O
     }
     Some(Connection {
         name: name.to_string(),
+        url_form: match &url {
+            Some(t) if t.is_static() => UrlForm::Fixed,
+            Some(_) if whole => UrlForm::FromObject,
+            _ => UrlForm::Template,
+        },
         url: url?,
         api_version: raw.api_version.clone().unwrap_or_else(|| "1.3".into()),
         auth: auth?,
@@ -219,6 +263,7 @@ pub fn compile(name: &str, raw: &ConnectionConfig, problems: &mut Problems) -> O
         tls: raw.tls.clone(),
         signing_keys,
         proxy: None,
+        allow_private_network: raw.allow_private_network,
         chat: matches!(
             raw.application.as_deref().map(str::to_ascii_lowercase).as_deref(),
             Some("slack" | "rocketchat" | "google_chat" | "teams" | "mattermost" | "discord")

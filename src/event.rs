@@ -67,6 +67,23 @@ pub struct SourceApp {
     /// Base URL for hyperlinks and buttons, e.g. `https://itop.example.com/`.
     #[serde(default)]
     pub url: Option<String>,
+    /// The user portal's address, for `$this->hyperlink(portal)$`, e.g.
+    /// `https://itop.example.com/pages/exec.php?exec_module=itop-portal-base&exec_page=index.php&portal_id=itop-portal`.
+    #[serde(default)]
+    pub portal_url: Option<String>,
+    /// The modules' root, for `$MODULES_URL$` (default: `url` + `env-production/`).
+    #[serde(default)]
+    pub modules_url: Option<String>,
+}
+
+/// How an attribute's text is to be read (`formats` in the event).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AttributeFormat {
+    /// Plain text (the default): shown as written, never read as markup.
+    Text,
+    /// HTML (iTop's HTML attributes: CKEditor output).
+    Html,
 }
 
 /// Display labels.
@@ -121,6 +138,8 @@ struct Wire {
     source: Option<SourceApp>,
     #[serde(default)]
     labels: Labels,
+    #[serde(default)]
+    formats: std::collections::HashMap<String, AttributeFormat>,
 }
 
 /// A parsed, schema-valid object-change event.
@@ -160,6 +179,9 @@ pub struct Event {
     pub source: SourceApp,
     /// Display labels.
     pub labels: Labels,
+    /// Attributes whose text is HTML, by attribute path (`description`, `team_id->notes`);
+    /// every other value is plain text.
+    pub formats: std::collections::HashMap<String, AttributeFormat>,
     /// The event as JSON, for expressions (`event` in CEL).
     pub document: Arc<Value>,
     /// The W3C trace the event belongs to, when it came with one.
@@ -175,6 +197,24 @@ impl Event {
     /// Whether the final class or an ancestor is `class`.
     pub fn is_a(&self, class: &str) -> bool {
         self.class == class || self.ancestors.iter().any(|a| a == class)
+    }
+
+    /// Whether the event declares the attribute at `path` (`team_id->notes`) as HTML.
+    pub fn is_html(&self, path: &[String]) -> bool {
+        if self.formats.is_empty() {
+            return false;
+        }
+        let key = path.join("->");
+        self.formats.get(&key) == Some(&AttributeFormat::Html)
+    }
+
+    /// `$MODULES_URL$`: `source.modules_url`, else the application's `env-production/`.
+    pub fn modules_url(&self) -> Option<String> {
+        match self.source.modules_url.as_deref().filter(|u| !u.is_empty()) {
+            Some(u) if u.ends_with('/') => Some(u.to_string()),
+            Some(u) => Some(format!("{u}/")),
+            None => self.app_url().map(|base| format!("{base}env-production/")),
+        }
     }
 
     /// The application's base URL with exactly one trailing slash, if known.
@@ -379,6 +419,7 @@ fn from_wire(w: Wire, document: Value) -> Event {
         context: w.context,
         source: w.source.unwrap_or_default(),
         labels: w.labels,
+        formats: w.formats,
         document: Arc::new(document),
         trace: None,
     }

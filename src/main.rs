@@ -172,6 +172,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     c.actions.len(),
                     c.triggers.len()
                 );
+                for note in c.notes() {
+                    println!("  {note}");
+                }
                 ExitCode::SUCCESS
             }
             Err(code) => code,

@@ -61,7 +61,8 @@ pub enum Verdict {
     Never(&'static str),
 }
 
-const PRIVATE_HINT: &str = " (set delivery.allow_private_networks to allow)";
+const PRIVATE_HINT: &str =
+    " (set delivery.allow_private_networks, or the connection's allow_private_network, to allow)";
 
 impl Policy {
     /// Checks one address.
@@ -557,8 +558,13 @@ impl Clients {
         let mut cache: HashMap<String, reqwest::Client> = HashMap::new();
         let mut by_connection = Vec::with_capacity(connections.len());
         for c in connections {
-            let key =
-                format!("{}|{}", tls_key(&c.tls), c.proxy.as_ref().map(ProxySettings::cache_key).unwrap_or_default());
+            let policy = c.policy(policy);
+            let key = format!(
+                "{}|{}|{}",
+                tls_key(&c.tls),
+                c.proxy.as_ref().map(ProxySettings::cache_key).unwrap_or_default(),
+                policy.allow_private
+            );
             let client = match cache.get(&key) {
                 Some(client) => client.clone(),
                 None => {

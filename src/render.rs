@@ -74,6 +74,12 @@ pub struct RenderedMatch {
     pub request: Option<ShownRequest>,
     /// Placeholders that resolved to nothing.
     pub missing_placeholders: Vec<String>,
+    /// How the connection URL is written: `fixed`, `template` (values percent-encoded) or
+    /// `whole_url_from_placeholder` (checked per request).
+    pub url_form: Option<&'static str>,
+    /// Why the request would not be sent (a URL from the object that is not an http(s)
+    /// URL, a refused destination, a value that changes the path).
+    pub refused: Vec<String>,
 }
 
 /// `render`'s whole output for one event.
@@ -97,11 +103,24 @@ pub fn render_event(config: &Config, event: &Event, only_action: Option<&str>) -
         .filter(|m| only_action.is_none_or(|a| config.actions[m.action].name == a))
         .map(|m| {
             let action = &config.actions[m.action];
+            let mut url_form = None;
+            let mut refused = Vec::new();
             let (connection, skipped, request, missing) = match plan(config, event, m) {
-                Planned::Send { request, connection, missing, .. } => {
+                Planned::Send { request, connection, missing, invalid } => {
                     let mut request = request;
-                    request.stamp(&config.connections[connection].signing_keys, chrono::Utc::now().timestamp());
-                    (Some(config.connections[connection].name.clone()), None, Some(request.shown()), missing)
+                    let conn = &config.connections[connection];
+                    request.stamp(&conn.signing_keys, chrono::Utc::now().timestamp());
+                    url_form = Some(conn.url_form.as_str());
+                    refused = invalid;
+                    // The destination policy as `run` applies it to an address in the URL.
+                    let policy =
+                        conn.policy(crate::net::Policy { allow_private: config.delivery.allow_private_networks });
+                    if let Ok(url) = reqwest::Url::parse(&request.url) {
+                        if let Err(e) = policy.check_url(&url) {
+                            refused.push(e.to_string());
+                        }
+                    }
+                    (Some(conn.name.clone()), None, Some(request.shown()), missing)
                 }
                 Planned::Skip(reason) => (None, Some(reason), None, Vec::new()),
             };
@@ -113,6 +132,8 @@ pub fn render_event(config: &Config, event: &Event, only_action: Option<&str>) -
                 skipped,
                 request,
                 missing_placeholders: missing,
+                url_form,
+                refused,
             }
         })
         .collect();

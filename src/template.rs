@@ -5,17 +5,15 @@
 //! No crate parses iTop's placeholder grammar, so it is written here; it is small and
 //! fully covered by the tests below.
 
-use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::BTreeSet;
-use std::fmt::Write as _;
 
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde_json::{Map, Value};
 use thiserror::Error;
 
 use crate::event::Event;
-use crate::markup;
+use crate::rich_text as markup;
 
 /// A placeholder that does not parse.
 #[derive(Debug, Clone, Error, PartialEq, Eq)]
@@ -38,6 +36,7 @@ enum Root {
     Trigger,
     Action,
     AppUrl,
+    ModulesUrl,
 }
 
 /// What a placeholder asks of its root.
@@ -55,14 +54,25 @@ enum Expr {
     Head(String),
     /// `head_html(log)`: newest case-log entry, as HTML.
     HeadHtml(String),
-    /// `name()`.
-    Name,
-    /// `hyperlink()`.
-    Hyperlink,
-    /// `url()`.
-    Url,
-    /// `$APP_URL$`, `$trigger->name$`, `$action->name$`.
+    /// `name()`, of the object or of the external key the path leads to.
+    Name(Vec<String>),
+    /// `hyperlink()`, `hyperlink(portal)`…: an HTML link to the object.
+    Hyperlink(Vec<String>, Link),
+    /// `url()`, `url(portal)`…: the link's address alone.
+    Url(Vec<String>, Link),
+    /// `$APP_URL$`, `$MODULES_URL$`, `$trigger->name$`, `$action->name$`.
     Whole,
+}
+
+/// Which page of the emitting application a link opens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Link {
+    /// The console's details page (`pages/UI.php?operation=details`).
+    Console,
+    /// The portal's view page (`hyperlink(portal)`, `hyperlink(itop-portal-view)`).
+    PortalView,
+    /// The portal's edit page (`hyperlink(itop-portal-edit)`).
+    PortalEdit,
 }
 
 /// One parsed placeholder.
@@ -101,9 +111,27 @@ pub enum Escape {
     Url,
     /// CR and LF replaced by spaces, so a value cannot add a header.
     Header,
+    /// `application/x-www-form-urlencoded`: every byte but the unreserved ones
+    /// percent-encoded, a space as `+`, so a value cannot add or cut a field.
+    Form,
+    /// XML character data and attribute values: `& < > " '` as entities, and characters
+    /// XML 1.0 cannot carry dropped.
+    Xml,
     /// A chat service's markup escaping; told where the value comes from, because only a
-    /// mentioned contact's own values may carry a mention.
-    Markup(fn(&str, Origin) -> String),
+    /// mentioned contact's own values may carry a mention, and whether the value is HTML
+    /// (`html(…)`, `head_html(…)`, `hyperlink()`), which is the only HTML a message takes.
+    Markup(fn(&str, Origin, ValueKind) -> String),
+}
+
+/// What a substituted value holds, for the chat markup escaping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ValueKind {
+    /// Text: shown as written, never read as markup.
+    Text,
+    /// HTML from the event (an attribute declared HTML, a case-log entry): parsed as HTML.
+    Html,
+    /// Well-formed HTML written here (a link, an escaped text value).
+    OwnHtml,
 }
 
 /// Where a substituted value comes from.
@@ -151,6 +179,11 @@ impl<'a> RenderContext<'a> {
         self.invalid.borrow().clone()
     }
 
+    /// Records why the rendered request must not be sent.
+    pub fn refuse(&self, why: String) {
+        self.invalid.borrow_mut().push(why);
+    }
+
     /// Placeholders that resolved to nothing, as written.
     pub fn missing(&self) -> Vec<String> {
         self.missing.borrow().iter().cloned().collect()
@@ -195,6 +228,30 @@ impl Template {
         self.segments.iter().all(|s| matches!(s, Segment::Text(_)))
     }
 
+    /// The text written around the placeholders, in order.
+    pub fn literals(&self) -> impl Iterator<Item = &str> {
+        self.segments.iter().filter_map(|s| match s {
+            Segment::Text(t) => Some(t.as_str()),
+            Segment::Placeholder(_) => None,
+        })
+    }
+
+    /// Every part in order: written text as `Ok`, placeholders as `Err`.
+    pub fn parts(&self) -> impl Iterator<Item = Result<&str, &Placeholder>> {
+        self.segments.iter().map(|s| match s {
+            Segment::Text(t) => Ok(t.as_str()),
+            Segment::Placeholder(p) => Err(p),
+        })
+    }
+
+    /// The template is exactly one placeholder, nothing around it.
+    pub fn single_placeholder(&self) -> Option<&Placeholder> {
+        match self.segments.as_slice() {
+            [Segment::Placeholder(p)] => Some(p),
+            _ => None,
+        }
+    }
+
     /// The placeholders, in order.
     pub fn placeholders(&self) -> impl Iterator<Item = &Placeholder> {
         self.segments.iter().filter_map(|s| match s {
@@ -210,7 +267,7 @@ impl Template {
             match segment {
                 Segment::Text(t) => out.push_str(t),
                 Segment::Placeholder(p) => {
-                    let text = resolve_text(p, ctx);
+                    let Rendered { text, kind } = resolve_text(p, ctx);
                     match escape {
                         Escape::None => out.push_str(&text),
                         // A value of `.` or `..` is a dot-segment, which URL parsing resolves
@@ -233,9 +290,11 @@ impl Template {
                             c if crate::connection::is_header_control(c) => None,
                             c => Some(c),
                         })),
+                        Escape::Form => out.push_str(&form_encode(&text)),
+                        Escape::Xml => xml_escape_into(&mut out, &text),
                         Escape::Markup(f) => {
                             let origin = if p.root == Root::Mentioned { Origin::Mentioned } else { Origin::Event };
-                            out.push_str(&f(&text, origin))
+                            out.push_str(&f(&text, origin, kind))
                         }
                     }
                 }
@@ -256,6 +315,35 @@ impl Template {
             }
         }
         Value::String(self.render(ctx, Escape::None))
+    }
+}
+
+/// Percent-encodes `text` as one URL component (path segment, query value).
+pub fn url_encode(text: &str) -> String {
+    utf8_percent_encode(text, URL_COMPONENT).to_string()
+}
+
+/// Percent-encodes `text` as a form field name or value (`application/x-www-form-urlencoded`):
+/// unreserved characters and `*` stay, a space becomes `+`, every other byte `%XX`.
+pub fn form_encode(text: &str) -> String {
+    const FORM: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'*');
+    utf8_percent_encode(text, FORM).to_string().replace("%20", "+")
+}
+
+/// Escapes `text` for XML character data and quoted attribute values; characters XML 1.0
+/// cannot carry at all (most C0 controls, U+FFFE, U+FFFF) are dropped.
+pub fn xml_escape_into(out: &mut String, text: &str) {
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            '\t' | '\n' | '\r' => out.push(c),
+            c if (c as u32) < 0x20 || c == '\u{FFFE}' || c == '\u{FFFF}' => {}
+            c => out.push(c),
+        }
     }
 }
 
@@ -281,126 +369,6 @@ fn whole_path_segment(before: &str, next: Option<&Segment>) -> bool {
     }
 }
 
-/// A JSON document whose strings (keys included) may hold placeholders; rendering it
-/// always yields valid JSON because values are substituted into the parsed tree.
-#[derive(Debug, Clone, PartialEq)]
-pub enum JsonTemplate {
-    /// A subtree without placeholders.
-    Literal(Value),
-    /// A string with placeholders.
-    String(Template),
-    /// An array with placeholders somewhere inside.
-    Array(Vec<JsonTemplate>),
-    /// An object with placeholders somewhere inside.
-    Object(Vec<(Template, JsonTemplate)>),
-}
-
-/// Why a JSON payload is refused.
-#[derive(Debug, Clone, Error, PartialEq, Eq)]
-pub enum JsonTemplateError {
-    /// The text is not strict JSON.
-    #[error("line {line} column {column}: {message}")]
-    Syntax {
-        /// 1-based line.
-        line: usize,
-        /// 1-based column.
-        column: usize,
-        /// serde_json's message plus a hint.
-        message: String,
-    },
-    /// A placeholder does not parse.
-    #[error(transparent)]
-    Placeholder(#[from] TemplateError),
-}
-
-impl JsonTemplate {
-    /// Parses JSON text strictly (single quotes, trailing commas and comments are errors),
-    /// then compiles the placeholders in its strings.
-    pub fn parse_text(text: &str) -> Result<JsonTemplate, JsonTemplateError> {
-        let value: Value = serde_json::from_str(text).map_err(|e| JsonTemplateError::Syntax {
-            line: e.line(),
-            column: e.column(),
-            message: format!("{}{}", strip_position(&e.to_string()), crate::event::json_hint(text, &e)),
-        })?;
-        Ok(JsonTemplate::compile(&value)?)
-    }
-
-    /// Compiles the placeholders of an already parsed value.
-    pub fn compile(value: &Value) -> Result<JsonTemplate, TemplateError> {
-        Ok(match value {
-            Value::String(s) => {
-                let t = Template::parse(s)?;
-                if t.is_static() {
-                    JsonTemplate::Literal(value.clone())
-                } else {
-                    JsonTemplate::String(t)
-                }
-            }
-            Value::Array(items) => {
-                let items = items.iter().map(JsonTemplate::compile).collect::<Result<Vec<_>, _>>()?;
-                if items.iter().all(|i| matches!(i, JsonTemplate::Literal(_))) {
-                    JsonTemplate::Literal(value.clone())
-                } else {
-                    JsonTemplate::Array(items)
-                }
-            }
-            Value::Object(map) => {
-                let mut entries = Vec::with_capacity(map.len());
-                let mut dynamic = false;
-                for (k, v) in map {
-                    let key = Template::parse(k)?;
-                    let v = JsonTemplate::compile(v)?;
-                    dynamic |= !key.is_static() || !matches!(v, JsonTemplate::Literal(_));
-                    entries.push((key, v));
-                }
-                if dynamic {
-                    JsonTemplate::Object(entries)
-                } else {
-                    JsonTemplate::Literal(value.clone())
-                }
-            }
-            other => JsonTemplate::Literal(other.clone()),
-        })
-    }
-
-    /// Every placeholder in the document.
-    pub fn placeholders(&self) -> Vec<&Placeholder> {
-        let mut out = Vec::new();
-        self.collect(&mut out);
-        out
-    }
-
-    fn collect<'s>(&'s self, out: &mut Vec<&'s Placeholder>) {
-        match self {
-            JsonTemplate::Literal(_) => {}
-            JsonTemplate::String(t) => out.extend(t.placeholders()),
-            JsonTemplate::Array(items) => items.iter().for_each(|i| i.collect(out)),
-            JsonTemplate::Object(entries) => {
-                for (k, v) in entries {
-                    out.extend(k.placeholders());
-                    v.collect(out);
-                }
-            }
-        }
-    }
-
-    /// Substitutes placeholders into the tree.
-    pub fn render(&self, ctx: &RenderContext<'_>) -> Value {
-        match self {
-            JsonTemplate::Literal(v) => v.clone(),
-            JsonTemplate::String(t) => t.render_json(ctx),
-            JsonTemplate::Array(items) => Value::Array(items.iter().map(|i| i.render(ctx)).collect()),
-            JsonTemplate::Object(entries) => {
-                Value::Object(entries.iter().map(|(k, v)| (k.render(ctx, Escape::None), v.render(ctx))).collect())
-            }
-        }
-    }
-}
-
-fn strip_position(message: &str) -> &str {
-    message.split(" at line ").next().unwrap_or(message)
-}
-
 const ROOTS: [(&str, Root); 7] = [
     ("this", Root::This),
     ("current_contact", Root::CurrentContact),
@@ -411,30 +379,98 @@ const ROOTS: [(&str, Root); 7] = [
     ("action", Root::Action),
 ];
 
+/// Every placeholder form, as `check` lists them when one is unknown.
+pub const KNOWN_FORMS: &str = "$this->attribute$, $this->external_key->attribute$, $this->id$, \
+$this->html(attribute)$, $this->text(attribute)$, $this->label(attribute)$, $this->head(case_log)$, \
+$this->head_html(case_log)$, $this->name()$, $this->hyperlink()$, $this->hyperlink(portal)$, \
+$this->hyperlink(itop-portal-view)$, $this->hyperlink(itop-portal-edit)$, $this->url()$, $this->url(portal)$ \
+(functions also after an external key: $this->org_id->hyperlink()$), $current_contact->attribute$, \
+$current_user->attribute$, $mentioned->attribute$, $previous->attribute$, $trigger->name$, $action->name$, \
+$APP_URL$, $MODULES_URL$";
+
+/// Whether the text between two `$` is meant as a placeholder: it starts with a letter or
+/// `_` and holds only what placeholders are made of (no space outside parentheses). `$5`,
+/// `$ 10 $` or JSON such as `"$ref": "$defs"` are text.
 fn looks_like_placeholder(inner: &str) -> bool {
-    inner == "APP_URL" || ROOTS.iter().any(|(name, _)| inner.strip_prefix(name).is_some_and(|r| r.starts_with("->")))
+    if ROOTS.iter().any(|(name, _)| inner.strip_prefix(name).is_some_and(|r| r.starts_with("->"))) {
+        return true;
+    }
+    let mut depth = 0usize;
+    inner.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+        && inner.len() <= 256
+        && inner.chars().all(|c| match c {
+            '(' => {
+                depth += 1;
+                true
+            }
+            ')' => {
+                depth = depth.saturating_sub(1);
+                true
+            }
+            ' ' | ',' => depth > 0,
+            c => c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '>'),
+        })
+}
+
+/// A hint for forms people write that iTop does not have.
+fn unknown_hint(inner: &str) -> String {
+    let suggestion = match inner {
+        "current_contact_name" => Some("$current_contact->name$"),
+        "current_contact_firstname" => Some("$current_contact->first_name$"),
+        "current_contact_email" => Some("$current_contact->email$"),
+        "current_contact_id" => Some("$current_contact->id$"),
+        "current_date" | "current_time" | "current_datetime" => {
+            return "iTop has no date or time placeholder; ".to_string()
+        }
+        _ => None,
+    };
+    suggestion.map(|s| format!("did you mean {s}? ")).unwrap_or_default()
 }
 
 fn parse_placeholder(inner: &str) -> Result<Placeholder, TemplateError> {
     let source = format!("${inner}$");
     let err = |message: &str| TemplateError { placeholder: source.clone(), message: message.to_string() };
-    if inner == "APP_URL" {
-        return Ok(Placeholder { source, root: Root::AppUrl, expr: Expr::Whole });
+    match inner {
+        "APP_URL" => return Ok(Placeholder { source, root: Root::AppUrl, expr: Expr::Whole }),
+        "MODULES_URL" => return Ok(Placeholder { source, root: Root::ModulesUrl, expr: Expr::Whole }),
+        _ => {}
     }
-    let (name, root) = ROOTS
-        .iter()
-        .find(|(name, _)| inner.strip_prefix(name).is_some_and(|r| r.starts_with("->")))
-        .copied()
-        .ok_or_else(|| err("unknown root"))?;
+    let Some((name, root)) =
+        ROOTS.iter().find(|(name, _)| inner.strip_prefix(name).is_some_and(|r| r.starts_with("->"))).copied()
+    else {
+        return Err(err(&format!("unknown placeholder; {}known forms: {KNOWN_FORMS}", unknown_hint(inner))));
+    };
     let rest = &inner[name.len() + 2..];
     let expr = if let Some(open) = rest.find('(') {
-        let verb = &rest[..open];
+        // `a->b->verb(arg)`: the verb applies to the external key `a->b` leads to.
+        let (prefix, verb) = match rest[..open].rfind("->") {
+            Some(i) => (&rest[..i], &rest[i + 2..open]),
+            None => ("", &rest[..open]),
+        };
+        let prefix = if prefix.is_empty() {
+            Vec::new()
+        } else {
+            parse_path(prefix).ok_or_else(|| err("expected attribute codes joined by '->' before the function"))?
+        };
         let arg = rest[open + 1..].strip_suffix(')').ok_or_else(|| err("a verb's argument must end with ')'"))?.trim();
         let path = || {
-            parse_path(arg)
-                .ok_or_else(|| err("the argument must be an attribute code such as `status` or `team_id->name`"))
+            let mut p = prefix.clone();
+            p.extend(
+                parse_path(arg)
+                    .ok_or_else(|| err("the argument must be an attribute code such as `status` or `team_id->name`"))?,
+            );
+            Ok::<_, TemplateError>(p)
         };
-        let no_arg = |e: Expr| if arg.is_empty() { Ok(e) } else { Err(err(&format!("{verb}() takes no argument"))) };
+        let link = |verb: &str| {
+            match arg {
+            "" => Ok(Link::Console),
+            "portal" | "itop-portal-view" => Ok(Link::PortalView),
+            "itop-portal-edit" => Ok(Link::PortalEdit),
+            other => Err(err(&format!(
+                "{verb}({other}) is not known (known: {verb}(), {verb}(portal), {verb}(itop-portal-view), {verb}(itop-portal-edit))"
+            ))),
+        }
+        };
         let expr = match verb {
             "html" => Expr::Html(path()?),
             "text" => Expr::Text(path()?),
@@ -442,7 +478,7 @@ fn parse_placeholder(inner: &str) -> Result<Placeholder, TemplateError> {
             "head" | "head_html" => {
                 let p = path()?;
                 let [code] = p.as_slice() else {
-                    return Err(err(&format!("{verb}() takes one case-log attribute code")));
+                    return Err(err(&format!("{verb}() takes one case-log attribute code of the object")));
                 };
                 if verb == "head" {
                     Expr::Head(code.clone())
@@ -450,17 +486,18 @@ fn parse_placeholder(inner: &str) -> Result<Placeholder, TemplateError> {
                     Expr::HeadHtml(code.clone())
                 }
             }
-            "name" => no_arg(Expr::Name)?,
-            "hyperlink" => no_arg(Expr::Hyperlink)?,
-            "url" => no_arg(Expr::Url)?,
+            "name" if arg.is_empty() => Expr::Name(prefix),
+            "name" => return Err(err("name() takes no argument")),
+            "hyperlink" => Expr::Hyperlink(prefix, link(verb)?),
+            "url" => Expr::Url(prefix, link(verb)?),
             _ => {
                 return Err(err(&format!(
-                    "unknown verb {verb:?} (known: html, text, label, head, head_html, name, hyperlink, url)"
+                    "unknown function {verb:?} (known: html, text, label, head, head_html, name, hyperlink, url); known forms: {KNOWN_FORMS}"
                 )))
             }
         };
         if root != Root::This {
-            return Err(err("verbs apply to $this-> only"));
+            return Err(err("functions apply to $this-> only"));
         }
         expr
     } else {
@@ -483,145 +520,12 @@ fn parse_path(text: &str) -> Option<Vec<String>> {
     parts.iter().all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')).then_some(parts)
 }
 
-/// The map a root's paths walk.
-fn root_map<'a>(root: Root, ctx: &RenderContext<'a>) -> Option<&'a Map<String, Value>> {
-    match root {
-        Root::This => Some(&ctx.event.object),
-        Root::CurrentContact => Some(&ctx.event.actor.contact),
-        Root::CurrentUser => Some(&ctx.event.actor.user),
-        Root::Mentioned => ctx.mentioned,
-        Root::Previous => Some(&ctx.event.previous),
-        Root::Trigger | Root::Action | Root::AppUrl => None,
-    }
-}
+mod json;
+mod resolve;
 
-fn walk<'a>(root: Root, path: &[String], ctx: &RenderContext<'a>) -> Option<Cow<'a, Value>> {
-    if root == Root::This && path.len() == 1 && path[0] == "id" && !ctx.event.object.contains_key("id") {
-        return Some(Cow::Owned(Value::String(ctx.event.key.clone())));
-    }
-    let mut current = root_map(root, ctx)?.get(path.first()?)?;
-    for segment in &path[1..] {
-        current = current.as_object()?.get(segment)?;
-    }
-    Some(Cow::Borrowed(current))
-}
-
-fn resolve<'a>(p: &Placeholder, ctx: &RenderContext<'a>) -> Option<Cow<'a, Value>> {
-    let found = match &p.expr {
-        Expr::Path(path) => walk(p.root, path, ctx),
-        _ => None,
-    };
-    if found.is_none() {
-        // Verbs and names resolve to text; `resolve_text` reports them.
-        if matches!(p.expr, Expr::Path(_)) {
-            ctx.report_missing(p);
-        }
-    }
-    found
-}
-
-fn resolve_text(p: &Placeholder, ctx: &RenderContext<'_>) -> String {
-    let event = ctx.event;
-    let text = match &p.expr {
-        Expr::Path(_) => return resolve(p, ctx).map(|v| value_text(&v)).unwrap_or_default(),
-        Expr::Whole => match p.root {
-            Root::Trigger => Some(ctx.trigger.to_string()),
-            Root::Action => Some(ctx.action.to_string()),
-            _ => event.app_url(),
-        },
-        Expr::Html(path) => walk(p.root, path, ctx).map(|v| value_html(&v)),
-        Expr::Text(path) => walk(p.root, path, ctx).map(|v| markup::html_to_text(&value_text(&v))),
-        Expr::Label(path) => {
-            let label = (path.len() == 1).then(|| event.labels.values.get(&path[0])).flatten().map(value_text);
-            label.or_else(|| walk(p.root, path, ctx).map(|v| value_text(&v)))
-        }
-        Expr::Head(code) => newest_entry(event, code).map(|e| entry_text(e, false)),
-        Expr::HeadHtml(code) => newest_entry(event, code).map(|e| entry_text(e, true)),
-        Expr::Name => Some(object_name(event)),
-        Expr::Url => object_url(event),
-        Expr::Hyperlink => object_url(event).map(|url| {
-            format!("<a href=\"{}\">{}</a>", markup::html_escape(&url), markup::html_escape(&object_name(event)))
-        }),
-    };
-    text.unwrap_or_else(|| {
-        ctx.report_missing(p);
-        String::new()
-    })
-}
-
-/// The friendly name of the triggering object.
-pub fn object_name(event: &Event) -> String {
-    ["friendlyname", "name", "ref"]
-        .iter()
-        .find_map(|k| event.object.get(*k).filter(|v| !v.is_null()).map(value_text))
-        .unwrap_or_else(|| event.object_key())
-}
-
-/// The object's details page in the emitting application.
-pub fn object_url(event: &Event) -> Option<String> {
-    event.app_url().map(|base| {
-        format!(
-            "{base}pages/UI.php?operation=details&class={}&id={}",
-            utf8_percent_encode(&event.class, URL_COMPONENT),
-            utf8_percent_encode(&event.key, URL_COMPONENT)
-        )
-    })
-}
-
-fn newest_entry<'a>(event: &'a Event, code: &str) -> Option<&'a Value> {
-    let log = event.object.get(code)?;
-    log.get("entries").and_then(|e| e.as_array()).and_then(|a| a.first()).or_else(|| {
-        // The entry added by this change, when the object does not carry the log.
-        event.log.as_ref().filter(|l| l.attribute == code).map(|l| &l.entry)
-    })
-}
-
-fn entry_text(entry: &Value, html: bool) -> String {
-    let field = |k: &str| entry.get(k).and_then(Value::as_str);
-    if html {
-        field("message_html").map(str::to_string).unwrap_or_else(|| markup::html_escape(field("message").unwrap_or("")))
-    } else {
-        field("message")
-            .map(str::to_string)
-            .unwrap_or_else(|| markup::html_to_text(field("message_html").unwrap_or("")))
-    }
-}
-
-/// A value as plain text: external keys by name, linked sets as a list, case logs in full.
-pub fn value_text(value: &Value) -> String {
-    match value {
-        Value::Null => String::new(),
-        Value::String(s) => s.clone(),
-        Value::Number(n) => n.to_string(),
-        Value::Bool(b) => b.to_string(),
-        Value::Array(items) => items.iter().map(value_text).filter(|s| !s.is_empty()).collect::<Vec<_>>().join(", "),
-        Value::Object(map) => {
-            if let Some(entries) = map.get("entries").and_then(Value::as_array) {
-                let mut out = String::new();
-                for e in entries {
-                    let f = |k: &str| e.get(k).and_then(Value::as_str).unwrap_or("");
-                    let _ = writeln!(out, "{} {}: {}", f("date"), f("user_login"), entry_text(e, false));
-                }
-                return out.trim_end().to_string();
-            }
-            ["friendlyname", "name", "id"]
-                .iter()
-                .find_map(|k| map.get(*k).map(value_text))
-                .unwrap_or_else(|| value.to_string())
-        }
-    }
-}
-
-fn value_html(value: &Value) -> String {
-    match value {
-        Value::String(s) if markup::looks_like_html(s) => s.clone(),
-        Value::Object(map) if map.contains_key("entries") => map["entries"]
-            .as_array()
-            .map(|entries| entries.iter().map(|e| entry_text(e, true)).collect::<Vec<_>>().join("<hr>"))
-            .unwrap_or_default(),
-        other => markup::html_escape(&value_text(other)),
-    }
-}
+pub use json::JsonTemplate;
+pub use resolve::{object_name, plain_text, value_text};
+use resolve::{resolve, resolve_text, Rendered};
 
 #[cfg(test)]
 mod tests;

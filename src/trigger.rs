@@ -141,8 +141,11 @@ impl Trigger {
         match self.on {
             TriggerOn::Create => event.operation == Operation::Create,
             TriggerOn::Update => {
+                // A case-log entry changes its attribute even when `changed` leaves it out.
                 event.operation == Operation::Update
-                    && (self.attributes.is_empty() || event.changed.iter().any(|c| self.attributes.contains(c)))
+                    && (self.attributes.is_empty()
+                        || event.changed.iter().any(|c| self.attributes.contains(c))
+                        || event.log.as_ref().is_some_and(|l| self.attributes.contains(&l.attribute)))
             }
             TriggerOn::Delete => event.operation == Operation::Delete,
             TriggerOn::StateEnter => state.is_some_and(|s| s.to.is_some() && s.to == self.state && s.from != s.to),

@@ -358,12 +358,20 @@ fn teams_adaptive_card_shape() {
     let card = &attachment["content"];
     assert_eq!((card["type"].as_str(), card["version"].as_str()), (Some("AdaptiveCard"), Some("1.4")));
     let body = card["body"].as_array().expect("body");
-    // #E74C3C is a red: the title sits in an "attention" container.
+    // #E74C3C exactly: a band whose background is one pixel of that colour, in the nearest
+    // container style ("attention", a red) where a host shows no background image.
     assert_eq!(body[0]["type"], "Container");
     assert_eq!(body[0]["style"], "attention");
-    let title = body[0]["items"][0]["text"].as_str().expect("title");
+    let pixel = body[0]["backgroundImage"]["url"].as_str().expect("background image");
+    let png = base64::Engine::decode(
+        &base64::engine::general_purpose::STANDARD,
+        pixel.strip_prefix("data:image/png;base64,").expect("a PNG data URI"),
+    )
+    .expect("base64");
+    assert!(png.windows(4).any(|w| w == [0, 0xE7, 0x4C, 0x3C]), "the pixel is #E74C3C");
+    let title = body[1]["text"].as_str().expect("title");
     assert!(title.starts_with("R-000123: Printer \"HP-4\" on floor 2 is down"), "{title}");
-    let message = body[1]["text"].as_str().expect("message");
+    let message = body[2]["text"].as_str().expect("message");
     assert!(
         message.starts_with("Assigned to **Jane Doe** (team Service Desk <L1> & Ops), priority _critical_."),
         "{message}"
@@ -373,12 +381,12 @@ fn teams_adaptive_card_shape() {
         message.contains("[Jane](https://itop.example.com/pages/UI.php?operation=details&class=Person&id=42)"),
         "{message}"
     );
-    assert_eq!(body[2]["type"], "Image");
-    assert_eq!(body[2]["url"], "https://itop.example.com/images/priority-1.png");
-    assert_eq!(body[3]["type"], "FactSet");
-    assert_eq!(body[3]["facts"][1], serde_json::json!({"title": "Priority", "value": "critical"}));
-    assert_eq!(body[4]["text"], "Ada Lovelace");
-    assert_eq!(body[4]["isSubtle"], true);
+    assert_eq!(body[3]["type"], "Image");
+    assert_eq!(body[3]["url"], "https://itop.example.com/images/priority-1.png");
+    assert_eq!(body[4]["type"], "FactSet");
+    assert_eq!(body[4]["facts"][1], serde_json::json!({"title": "Priority", "value": "critical"}));
+    assert_eq!(body[5]["text"], "Ada Lovelace");
+    assert_eq!(body[5]["isSubtle"], true);
 }
 
 #[test]

@@ -83,7 +83,9 @@ pub fn placeholder_render(data: &[u8]) {
         if !template.contains(['\r', '\n']) {
             assert!(!header.contains(['\r', '\n']), "a value added a header line");
         }
-        let _ = t.render(&ctx, Escape::Markup(|v, _| v.to_string()));
+        let _ = t.render(&ctx, Escape::Markup(|v, _, _| v.to_string()));
+        let _ = t.render(&ctx, Escape::Form);
+        let _ = t.render(&ctx, Escape::Xml);
         let _ = t.render_json(&ctx);
     }
     if let Ok(j) = JsonTemplate::parse_text(&template) {

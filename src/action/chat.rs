@@ -10,7 +10,7 @@ use crate::config::raw::{OtherActions, PresentationLists};
 use crate::event::Event;
 use serde_json::Value;
 
-use crate::template::value_text;
+use crate::template::{plain_text, value_text};
 
 use super::{presentation_codes, ChatSpec};
 
@@ -32,7 +32,10 @@ pub(crate) fn attribute_rows(
     presentation_codes(spec.attributes_from, event, presentation)
         .iter()
         .filter_map(|code| {
-            let value = event.labels.values.get(code).or_else(|| event.object.get(code)).map(value_text)?;
+            let value = match event.labels.values.get(code) {
+                Some(label) => value_text(label),
+                None => plain_text(event.object.get(code)?, event.is_html(std::slice::from_ref(code))),
+            };
             let label = event
                 .labels
                 .attributes
@@ -158,8 +161,8 @@ pub(crate) fn buttons(spec: &ChatSpec, event: &Event) -> Vec<Button> {
 /// surrounds it: the character before a placeholder cannot turn it into markup
 /// (`<$this->site$|open>` with `!channel` is written `&lt;!channel|open&gt;`).
 pub(crate) mod richtext {
-    use crate::markup;
-    use crate::template::Origin;
+    use crate::rich_text as markup;
+    use crate::template::{Origin, ValueKind};
 
     const VALUE_START: char = '\u{E000}';
     const VALUE_END: char = '\u{E001}';
@@ -227,39 +230,29 @@ pub(crate) mod richtext {
     }
 
     /// The template escape for chat messages: fences a substituted value (see the module
-    /// documentation). HTML values stay HTML; plain ones are HTML-escaped.
-    pub fn mark_value(value: &str, origin: Origin) -> String {
+    /// documentation). HTML values (`html(…)` of an HTML attribute, `head_html(…)`,
+    /// `hyperlink()`) stay HTML; every other value is text, HTML-escaped whatever it holds.
+    pub fn mark_value(value: &str, origin: Origin, kind: ValueKind) -> String {
         let clean: String = value.chars().filter(|c| !('\u{E000}'..='\u{E004}').contains(c)).collect();
-        let inner = if has_html_tags(&clean) { clean } else { markup::html_escape(&clean) };
+        let inner = match kind {
+            ValueKind::Text => markup::html_escape(&clean),
+            // The event's HTML is parsed as browsers do, so that the converter below only
+            // ever reads well-formed markup.
+            ValueKind::Html => markup::html::normalise(&clean),
+            ValueKind::OwnHtml => clean,
+        };
         let start = if origin == Origin::Mentioned { MENTIONED_START } else { VALUE_START };
         format!("{start}{inner}{VALUE_END}")
     }
 
-    /// Tags rich-text editors produce. A value is taken as HTML only when it holds one of
-    /// them, so a name such as `Service Desk <L1>` stays text.
-    #[rustfmt::skip]
-    const HTML_TAGS: [&str; 52] = [
-        "a", "abbr", "article", "b", "blockquote", "body", "br", "caption", "center", "cite", "code", "dd", "del", "div",
-        "dl", "dt", "em", "figcaption", "figure", "font", "footer", "h1", "h2", "h3", "h4", "h5", "h6", "header", "hr",
-        "html", "i", "img", "ins", "kbd", "li", "mark", "ol", "p", "pre", "q", "s", "section", "small", "span", "strike",
-        "strong", "sub", "sup", "table", "td", "tr", "ul",
-    ];
-
-    fn has_html_tags(text: &str) -> bool {
-        markup::looks_like_html(text)
-            && text.match_indices('<').any(|(i, _)| {
-                let rest = text[i + 1..].strip_prefix('/').unwrap_or(&text[i + 1..]);
-                let name_len = rest.bytes().take_while(u8::is_ascii_alphanumeric).count();
-                let after = rest[name_len..].chars().next();
-                name_len > 0
-                    && matches!(after, Some('>' | '/' | ' ' | '\t' | '\n' | '\r'))
-                    && HTML_TAGS.iter().any(|t| t.eq_ignore_ascii_case(&rest[..name_len]))
-            })
+    /// [`mark_value`] for a plain-text value.
+    pub fn mark_text(value: &str, origin: Origin) -> String {
+        mark_value(value, origin, ValueKind::Text)
     }
 
     /// A value shown on its own (a field, a name), converted like a placeholder's value.
     pub fn value(text: &str, dialect: Dialect) -> String {
-        convert(&mark_value(text, Origin::Event), dialect)
+        convert(&mark_text(text, Origin::Event), dialect)
     }
 
     /// A value shown on its own in at most `max` (counted in `unit`): only its beginning is
@@ -1309,7 +1302,12 @@ pub(crate) mod richtext {
 
         /// A value from the event, as the template fences it.
         fn ev(text: &str) -> String {
-            mark_value(text, Origin::Event)
+            mark_text(text, Origin::Event)
+        }
+
+        /// An HTML value from the event (`$this->html(…)$` of an HTML attribute).
+        fn evh(text: &str) -> String {
+            mark_value(text, Origin::Event, ValueKind::Html)
         }
 
         fn msg(parts: &[(&str, bool)]) -> String {
@@ -1333,15 +1331,15 @@ pub(crate) mod richtext {
                         <ul><li>one</li><li>two &amp; three</li></ul><ol><li>first</li><li>second</li></ol>\
                         <a href=\"https://ex.com/a?b=1&amp;c=2\">the <b>link</b></a>";
             assert_eq!(
-                convert(&ev(html), Dialect::Slack),
+                convert(&evh(html), Dialect::Slack),
                 "Hello *big* _world_ ~old~ `x=1`\n• one\n• two &amp; three\n1. first\n2. second\n<https://ex.com/a?b=1&amp;c=2|the *link*>"
             );
             assert_eq!(
-                convert(&ev(html), Dialect::Teams),
+                convert(&evh(html), Dialect::Teams),
                 "Hello **big** _world_ old x=1\n\n- one\n- two & three\n\n1. first\n2. second\n\n[the **link**](https://ex.com/a?b=1&c=2)"
             );
             assert_eq!(
-                convert(&ev(html), Dialect::Plain),
+                convert(&evh(html), Dialect::Plain),
                 "Hello big world old x=1\n- one\n- two & three\n1. first\n2. second\nthe link (https://ex.com/a?b=1&c=2)"
             );
         }
@@ -1357,7 +1355,7 @@ pub(crate) mod richtext {
                 convert(&m, Dialect::Slack),
                 "Values: &amp;lt;@W0123ABC&amp;gt; &lt;@U024BE7LH&gt; &lt;!here&gt;"
             );
-            assert_eq!(convert(&ev("<p>&lt;@U024BE7LH&gt;</p>"), Dialect::Slack), "&lt;@U024BE7LH&gt;");
+            assert_eq!(convert(&evh("<p>&lt;@U024BE7LH&gt;</p>"), Dialect::Slack), "&lt;@U024BE7LH&gt;");
             // A value that is more than an id does not complete the user's mention.
             let m = msg(&[("<@", false), ("U024BE7LH> <!channel", true), (">", false)]);
             assert_eq!(convert(&m, Dialect::Slack), format!("&lt;@{JOINER}U024BE7LH&gt; &lt;!channel&gt;"));
@@ -1367,7 +1365,7 @@ pub(crate) mod richtext {
             let m = msg(&[("<!", false), ("channel", true), (">", false)]);
             assert_eq!(convert(&m, Dialect::Slack), "&lt;!channel&gt;");
             // A mentioned contact's own value may name that contact, never a group.
-            let mentioned = |t: &str| mark_value(t, Origin::Mentioned);
+            let mentioned = |t: &str| mark_text(t, Origin::Mentioned);
             assert_eq!(convert(&mentioned("<@U024BE7LH>"), Dialect::Slack), "<@U024BE7LH>");
             assert_eq!(convert(&mentioned("<!channel>"), Dialect::Slack), "&lt;!channel&gt;");
             assert_eq!(convert(&m, Dialect::Teams), "<!channel>");
@@ -1389,7 +1387,7 @@ pub(crate) mod richtext {
             // The user's `@` with a user name from a placeholder is the user's mention.
             let m = msg(&[("cc @", false), ("jdoe", true)]);
             assert_eq!(convert(&m, Dialect::RocketChat), "cc @jdoe");
-            let mentioned = mark_value("@jdoe @all", Origin::Mentioned);
+            let mentioned = mark_text("@jdoe @all", Origin::Mentioned);
             assert_eq!(convert(&mentioned, Dialect::RocketChat), format!("@jdoe @{j}all"));
             // Google Chat: `<users/…>` only as the user wrote it, with a numeric id at most.
             let m = msg(&[("<users/", false), ("all", true), ("> <users/", false), ("1234", true), (">", false)]);
@@ -1399,14 +1397,17 @@ pub(crate) mod richtext {
                 convert(&m, Dialect::GoogleChat),
                 format!("<{j}users/all> {ZWSP}*{ZWSP}bold{ZWSP}*{ZWSP} <{j}https://x.example|y>")
             );
-            let mentioned = mark_value("<users/42> <users/all>", Origin::Mentioned);
+            let mentioned = mark_text("<users/42> <users/all>", Origin::Mentioned);
             assert_eq!(convert(&mentioned, Dialect::GoogleChat), format!("<users/42> <{j}users/all>"));
         }
 
         #[test]
         fn slack_markup_written_by_the_user_passes() {
-            let m = msg(&[("<!here> see <https://x.example/?a=1&amp;b=2|the page> for ", false), ("<b>x</b>", true)]);
+            let m = format!("<!here> see <https://x.example/?a=1&amp;b=2|the page> for {}", evh("<b>x</b>"));
             assert_eq!(convert(&m, Dialect::Slack), "<!here> see <https://x.example/?a=1&amp;b=2|the page> for *x*");
+            // The same characters in a text value are text.
+            let t = msg(&[("for ", false), ("<b>x</b>", true)]);
+            assert_eq!(convert(&t, Dialect::Slack), "for &lt;b&gt;x&lt;/b&gt;");
             assert_eq!(convert(&m, Dialect::SlackPlain), "<!here> see the page for x");
             let m = msg(&[
                 ("<", false),
@@ -1421,7 +1422,7 @@ pub(crate) mod richtext {
 
         #[test]
         fn a_value_cannot_close_or_leak_the_users_markup() {
-            let m = msg(&[("<b>", false), ("</b>plain <i>open", true), (" tail</b>", false)]);
+            let m = format!("<b>{} tail</b>", evh("</b>plain <i>open"));
             assert_eq!(convert(&m, Dialect::Slack), "*plain _open_ tail*");
         }
 
@@ -1442,11 +1443,11 @@ pub(crate) mod richtext {
         #[test]
         fn comments_scripts_and_odd_tags() {
             let html = "<p>a<!-- hidden --> <script>alert(1)</script>b <span title=\"x>y\">c</span></p><table><tr><td>k</td><td>v</td></tr></table>";
-            assert_eq!(convert(&ev(html), Dialect::Plain), "a b c\nk | v");
-            assert_eq!(convert(&ev("<a href=\"javascript:alert(1)\">x</a>"), Dialect::Slack), "x");
+            assert_eq!(convert(&evh(html), Dialect::Plain), "a b c\nk | v");
+            assert_eq!(convert(&evh("<a href=\"javascript:alert(1)\">x</a>"), Dialect::Slack), "x");
             assert_eq!(convert("a < b > c & d", Dialect::Slack), "a &lt; b &gt; c &amp; d");
             assert_eq!(convert(&ev("Service Desk <L1> & Ops"), Dialect::Slack), "Service Desk &lt;L1&gt; &amp; Ops");
-            assert_eq!(convert(&ev("x <BR/>y <Span>z</SPAN>"), Dialect::Plain), "x\ny z");
+            assert_eq!(convert(&evh("x <BR/>y <Span>z</SPAN>"), Dialect::Plain), "x\ny z");
         }
     }
 }

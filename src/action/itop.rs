@@ -10,6 +10,9 @@ use crate::template::{JsonTemplate, RenderContext, Template};
 
 use super::{headers_field, json_field, AnswerError};
 
+/// The only content type iTop's REST API reads.
+const FORM_TYPE: &str = "application/x-www-form-urlencoded";
+
 /// A compiled iTop action.
 #[derive(Debug)]
 pub struct ItopSpec {
@@ -29,7 +32,19 @@ pub fn compile(place: &str, raw: &ActionConfig, problems: &mut Problems) -> Opti
     if !matches!(json_data, JsonTemplate::Object(_) | JsonTemplate::Literal(Value::Object(_))) {
         problems.add(format!("{place}.json_data"), "must be a JSON object with an \"operation\"");
     }
-    Some(ItopSpec { headers: headers_field(place, raw.headers.as_ref(), problems), json_data })
+    // iTop's REST API reads a form: any other Content-Type is refused rather than replaced.
+    for (k, v) in raw.headers.iter().flatten() {
+        let essence = v.split(';').next().unwrap_or("").trim();
+        if k.eq_ignore_ascii_case("content-type") && !essence.eq_ignore_ascii_case(FORM_TYPE) {
+            problems.add(
+                format!("{place}.headers.{k}"),
+                format!("an itop action is sent as {FORM_TYPE} (version=…&json_data=…), as iTop's REST API reads it; remove this header"),
+            );
+        }
+    }
+    let mut headers = headers_field(place, raw.headers.as_ref(), problems);
+    headers.retain(|(k, _)| k != "content-type");
+    Some(ItopSpec { headers, json_data })
 }
 
 impl ItopSpec {
@@ -37,7 +52,7 @@ impl ItopSpec {
     pub fn body(&self, ctx: &RenderContext<'_>, version: &str) -> (Option<String>, Vec<u8>) {
         let json = serde_json::to_string(&self.json_data.render(ctx)).unwrap_or_default();
         let body = url_encode_form(&[("version", version), ("json_data", &json)]);
-        (Some("application/x-www-form-urlencoded".into()), body.into_bytes())
+        (Some(FORM_TYPE.into()), body.into_bytes())
     }
 }
 

@@ -5,6 +5,7 @@
 pub mod chat;
 pub mod google_chat;
 pub mod itop;
+pub mod payload;
 pub mod rocketchat;
 pub mod slack;
 pub mod teams;
@@ -18,7 +19,7 @@ use crate::config::raw::{
     ActionConfig, ActionKind, ActionStatus, AttributesFrom, CallbackWhen, OtherActions, PresentationLists,
 };
 use crate::config::Problems;
-use crate::connection::{check_header_name, check_header_text, Connection};
+use crate::connection::{check_header_name, check_header_text, Connection, UrlForm};
 use crate::expr::Expression;
 use crate::request::Request;
 use crate::template::{Escape, JsonTemplate, RenderContext, Template};
@@ -43,6 +44,8 @@ pub struct Action {
     pub spec: Spec,
     /// Attribute updates taken from the answer.
     pub callback: Option<Callback>,
+    /// This action's backoff policy, replacing `delivery.retry`.
+    pub retry: Option<crate::config::RetryConfig>,
 }
 
 /// The type-specific part of an action.
@@ -134,6 +137,9 @@ pub fn compile(
         }
         Callback { when: cb.when, fields }
     });
+    if let Some(r) = &raw.retry {
+        crate::config::check_retry(&format!("{place}.retry"), r, problems);
+    }
     if problems.0.len() > before {
         return None;
     }
@@ -145,6 +151,7 @@ pub fn compile(
         test_connection,
         spec: spec?,
         callback,
+        retry: raw.retry.clone(),
     })
 }
 
@@ -234,6 +241,23 @@ pub(crate) fn compile_chat(
         problems.add(format!("{place}.other_actions_codes"), "other_actions: specify needs at least one stimulus code");
     }
     let attributes_from = raw.attributes_from.unwrap_or_default();
+    let fits = matches!(
+        (raw.kind, attributes_from),
+        (_, AttributesFrom::None | AttributesFrom::List)
+            | (ActionKind::Slack, AttributesFrom::Slack)
+            | (ActionKind::Teams, AttributesFrom::Msteams)
+    );
+    if !fits {
+        let own = if raw.kind == ActionKind::Teams { "msteams" } else { "slack" };
+        problems.add(
+            format!("{place}.attributes_from"),
+            format!(
+                "{:?} is not a list a {} action shows: none, list or {own}",
+                format!("{attributes_from:?}").to_lowercase(),
+                raw.kind.as_str()
+            ),
+        );
+    }
     if attributes_from != AttributesFrom::None && presentation.is_empty() {
         problems.add(
             format!("{place}.attributes_from"),
@@ -265,7 +289,10 @@ pub struct BuildContext<'a> {
 /// `webhook-timestamp` and signature, see [`crate::request::Request::stamp`]).
 pub fn build_request(action: &Action, b: &BuildContext<'_>, webhook_id: &str) -> Request {
     let conn = b.connection;
-    let mut url = conn.url.render(b.render, Escape::Url);
+    let mut url = match conn.url_form {
+        UrlForm::FromObject => whole_url(&conn.url, b.render),
+        _ => conn.url.render(b.render, Escape::Url),
+    };
     let mut method = "POST";
     let mut headers: Vec<(String, String)> =
         conn.headers.iter().map(|(k, t)| (k.clone(), t.render(b.render, Escape::Header))).collect();
@@ -273,7 +300,12 @@ pub fn build_request(action: &Action, b: &BuildContext<'_>, webhook_id: &str) ->
         Spec::Webhook(w) => {
             method = w.method.as_str();
             if let Some(p) = &w.path {
-                url = webhook::join_path(&url, &p.render(b.render, Escape::Url));
+                let path = match p.single_placeholder() {
+                    // The whole path from the object: its `/` kept, each segment encoded.
+                    Some(ph) => webhook::path_value(&p.render(b.render, Escape::None), ph.source(), b.render),
+                    None => p.render(b.render, Escape::Url),
+                };
+                url = webhook::join_path(&url, &path);
             }
             set_headers(&mut headers, &w.headers, b.render);
             w.body(b.render)
@@ -302,6 +334,28 @@ pub fn build_request(action: &Action, b: &BuildContext<'_>, webhook_id: &str) ->
     }
     set_header(&mut headers, "webhook-id", webhook_id.to_string());
     Request { method: method.to_string(), url, headers, body: body.into(), secret_headers, host_only: conn.chat }
+}
+
+/// A connection URL that is one placeholder: the value is the URL, not encoded, and must
+/// be an absolute `http`/`https` URL with a host and no credentials; anything else makes
+/// the request invalid (it is not sent, and the result says why).
+fn whole_url(t: &Template, ctx: &RenderContext<'_>) -> String {
+    let text = t.render(ctx, Escape::None).trim().to_string();
+    let source = t.single_placeholder().map(|p| p.source()).unwrap_or_default();
+    let problem = match reqwest::Url::parse(&text) {
+        _ if text.is_empty() => Some("is empty".to_string()),
+        Err(e) => Some(format!("is not a URL ({e})")),
+        Ok(u) if !matches!(u.scheme(), "http" | "https") => {
+            Some(format!("has the scheme {:?}, not http or https", u.scheme()))
+        }
+        Ok(u) if u.host_str().is_none_or(str::is_empty) => Some("has no host".to_string()),
+        Ok(u) if !u.username().is_empty() || u.password().is_some() => Some("carries credentials".to_string()),
+        Ok(_) => None,
+    };
+    if let Some(problem) = problem {
+        ctx.refuse(format!("the connection URL {source} {problem}"));
+    }
+    text
 }
 
 fn set_headers(headers: &mut Vec<(String, String)>, extra: &[(String, Template)], ctx: &RenderContext<'_>) {

@@ -226,19 +226,22 @@ impl Content {
             || json!({"type": "TextBlock", "text": self.title, "weight": "Bolder", "size": "Medium", "wrap": true}),
         );
         let mut body = Vec::new();
-        match (self.color.as_deref().map(container_style), title) {
-            // The highlight colour has no exact match in Adaptive Cards: the nearest
-            // container style colours a band across the top of the card.
-            (Some(style), Some(title)) => {
-                body.push(json!({"type": "Container", "style": style, "bleed": true, "items": [title]}));
-                body.push(text_block(&self.message));
-            }
-            (Some(style), None) => body.push(
-                json!({"type": "Container", "style": style, "bleed": true, "items": [text_block(&self.message)]}),
-            ),
-            (None, Some(title)) => body.extend([title, text_block(&self.message)]),
-            (None, None) => body.push(text_block(&self.message)),
+        if let Some(rgb) = self.color.as_deref() {
+            // Adaptive Cards name colours only by style; the exact one is a band across the
+            // top of the card: a container whose background image is one pixel of that
+            // colour, repeated. Hosts that show no background image show the band in the
+            // nearest container style instead.
+            body.push(json!({
+                "type": "Container",
+                "style": container_style(rgb),
+                "bleed": true,
+                "minHeight": "6px",
+                "backgroundImage": {"url": pixel_png_data_uri(rgb), "fillMode": "Repeat"},
+                "items": [{"type": "TextBlock", "text": " ", "size": "Small", "spacing": "None"}]
+            }));
         }
+        body.extend(title);
+        body.push(text_block(&self.message));
         if let Some(url) = &self.image {
             body.push(json!({"type": "Image", "url": url, "altText": self.summary}));
         }
@@ -335,6 +338,47 @@ fn image_url(t: &Template, ctx: &RenderContext<'_>) -> Option<String> {
     })
 }
 
+/// A one-pixel PNG of `rgb` (`RRGGBB`) as a `data:` URI.
+fn pixel_png_data_uri(rgb: &str) -> String {
+    use base64::Engine as _;
+    let byte = |i: usize| u8::from_str_radix(rgb.get(i..i + 2).unwrap_or("00"), 16).unwrap_or(0);
+    // One scanline: filter byte 0, then R, G, B.
+    let raw = [0, byte(0), byte(2), byte(4)];
+    // zlib stream with one stored block (no compression) and its Adler-32.
+    let (mut a, mut b) = (1u32, 0u32);
+    for x in raw {
+        a = (a + u32::from(x)) % 65521;
+        b = (b + a) % 65521;
+    }
+    let mut zlib = vec![0x78, 0x01, 0x01, raw.len() as u8, 0x00, !(raw.len() as u8), 0xFF];
+    zlib.extend_from_slice(&raw);
+    zlib.extend_from_slice(&((b << 16) | a).to_be_bytes());
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    // Width 1, height 1, bit depth 8, colour type 2 (RGB), default compression, filter, no interlace.
+    let ihdr = [0, 0, 0, 1, 0, 0, 0, 1, 8, 2, 0, 0, 0];
+    for (kind, data) in [(b"IHDR", &ihdr[..]), (b"IDAT", &zlib[..]), (b"IEND", &[][..])] {
+        png.extend_from_slice(&(data.len() as u32).to_be_bytes());
+        let start = png.len();
+        png.extend_from_slice(kind);
+        png.extend_from_slice(data);
+        let crc = crc32(&png[start..]);
+        png.extend_from_slice(&crc.to_be_bytes());
+    }
+    format!("data:image/png;base64,{}", base64::engine::general_purpose::STANDARD.encode(png))
+}
+
+/// CRC-32 (IEEE), as PNG chunks carry it.
+fn crc32(data: &[u8]) -> u32 {
+    let mut crc = 0xFFFF_FFFFu32;
+    for &byte in data {
+        crc ^= u32::from(byte);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+        }
+    }
+    !crc
+}
+
 /// `#RGB` or `#RRGGBB` as `RRGGBB`.
 fn hex_color(color: &str) -> Option<String> {
     let hex = color.trim().trim_start_matches('#');
@@ -377,6 +421,29 @@ fn container_style(rgb: &str) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_exact_colour_is_a_valid_one_pixel_png() {
+        use base64::Engine as _;
+        let uri = pixel_png_data_uri("FF8800");
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(uri.strip_prefix("data:image/png;base64,").unwrap())
+            .unwrap();
+        assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+        // Every chunk's CRC checks out, and the pixel is #FF8800.
+        let mut at = 8;
+        while at < png.len() {
+            let len = u32::from_be_bytes(png[at..at + 4].try_into().unwrap()) as usize;
+            let crc = u32::from_be_bytes(png[at + 8 + len..at + 12 + len].try_into().unwrap());
+            assert_eq!(crc32(&png[at + 4..at + 8 + len]), crc);
+            if &png[at + 4..at + 8] == b"IDAT" {
+                // Stored block: header (2), block header (5), then filter byte and R, G, B.
+                assert_eq!(&png[at + 8 + 7..at + 8 + 11], &[0, 0xFF, 0x88, 0x00]);
+            }
+            at += 12 + len;
+        }
+        assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
+    }
 
     #[test]
     fn colours() {

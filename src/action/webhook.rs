@@ -2,9 +2,9 @@
 
 use crate::config::raw::{ActionConfig, HttpMethod};
 use crate::config::Problems;
-use crate::template::{Escape, JsonTemplate, RenderContext, Template};
+use crate::template::{RenderContext, Template};
 
-use super::{headers_field, json_field, template_field};
+use super::{headers_field, template_field};
 
 /// A compiled webhook action.
 #[derive(Debug)]
@@ -21,38 +21,37 @@ pub struct WebhookSpec {
     pub content_type: String,
 }
 
-/// A payload: JSON (placeholders substituted into the parsed tree) or any other text.
-#[derive(Debug)]
-pub enum Payload {
-    /// `application/json` or `*+json`.
-    Json(JsonTemplate),
-    /// Any other content type, rendered as text.
-    Text(Template),
-}
-
-/// Whether a content type is JSON.
-pub fn is_json(content_type: &str) -> bool {
-    let essence = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-    essence == "application/json" || essence.ends_with("+json")
-}
+pub use super::payload::Payload;
 
 /// Checks and compiles a webhook action's fields.
 pub fn compile(place: &str, raw: &ActionConfig, problems: &mut Problems) -> Option<WebhookSpec> {
-    let content_type = raw.content_type.clone().unwrap_or_else(|| "application/json".into());
+    // A Content-Type among the headers is the payload's type: honoured, or refused when
+    // `content_type` says otherwise, never silently replaced.
+    let header_type = raw
+        .headers
+        .iter()
+        .flatten()
+        .find(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+        .map(|(k, v)| (k.clone(), v.clone()));
+    let content_type = match (&raw.content_type, &header_type) {
+        (Some(ct), Some((k, v))) if !ct.eq_ignore_ascii_case(v) => {
+            problems.add(
+                format!("{place}.headers.{k}"),
+                format!("{v:?} contradicts content_type {ct:?}: give the type once, in content_type"),
+            );
+            ct.clone()
+        }
+        (Some(ct), _) => ct.clone(),
+        (None, Some((_, v))) => v.clone(),
+        (None, None) => "application/json".into(),
+    };
     if reqwest::header::HeaderValue::from_str(&content_type).is_err() || !content_type.contains('/') {
         problems.add(format!("{place}.content_type"), format!("{content_type:?} is not a media type"));
     }
     let method = raw.method.unwrap_or_default();
     let payload = match &raw.payload {
         None | Some(serde_json::Value::Null) => None,
-        Some(v) if is_json(&content_type) => Some(Payload::Json(json_field(place, "payload", v, problems)?)),
-        Some(serde_json::Value::String(text)) => {
-            Some(Payload::Text(template_field(place, "payload", Some(text), problems)?))
-        }
-        Some(_) => {
-            problems.add(format!("{place}.payload"), format!("a {content_type} payload must be written as text"));
-            return None;
-        }
+        Some(v) => Some(super::payload::compile(place, &content_type, v, problems)?),
     };
     if payload.is_some() && matches!(method, HttpMethod::Get | HttpMethod::Head) {
         problems.add(format!("{place}.payload"), format!("a {} request carries no payload", method.as_str()));
@@ -61,13 +60,9 @@ pub fn compile(place: &str, raw: &ActionConfig, problems: &mut Problems) -> Opti
         Some(p) => Some(template_field(place, "path", Some(p), problems)?),
         None => None,
     };
-    Some(WebhookSpec {
-        method,
-        path,
-        headers: headers_field(place, raw.headers.as_ref(), problems),
-        payload,
-        content_type,
-    })
+    let mut headers = headers_field(place, raw.headers.as_ref(), problems);
+    headers.retain(|(k, _)| k != "content-type");
+    Some(WebhookSpec { method, path, headers, payload, content_type })
 }
 
 impl WebhookSpec {
@@ -75,23 +70,57 @@ impl WebhookSpec {
     pub fn body(&self, ctx: &RenderContext<'_>) -> (Option<String>, Vec<u8>) {
         match &self.payload {
             None => (None, Vec::new()),
-            Some(Payload::Json(t)) => {
-                (Some(self.content_type.clone()), serde_json::to_vec(&t.render(ctx)).unwrap_or_default())
-            }
-            Some(Payload::Text(t)) => (Some(self.content_type.clone()), t.render(ctx, Escape::None).into_bytes()),
+            Some(p) => (Some(self.content_type.clone()), p.render(ctx)),
         }
     }
 }
 
-/// Appends a rendered path to a URL: exactly one `/` between them, and a path starting
-/// with `?` or `&` extends the query.
+/// Appends a rendered path to a URL: exactly one `/` between them, the path before the
+/// URL's query (`https://h/hooks?token=x` + `a/b` = `https://h/hooks/a/b?token=x`), and a
+/// path starting with `?` or `&` (or holding a query) extends the query.
 pub fn join_path(url: &str, path: &str) -> String {
     if path.is_empty() {
         return url.to_string();
     }
-    if path.starts_with('?') || path.starts_with('&') {
-        let sep = if url.contains('?') { '&' } else { '?' };
-        return format!("{url}{sep}{}", &path[1..]);
+    let (base, base_query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
+    let (path, path_query) = match path.strip_prefix(['?', '&']) {
+        Some(q) => ("", Some(q)),
+        None => path.split_once('?').map_or((path, None), |(p, q)| (p, Some(q))),
+    };
+    let mut out = if path.is_empty() {
+        base.to_string()
+    } else {
+        format!("{}/{}", base.trim_end_matches('/'), path.trim_start_matches('/'))
+    };
+    let query: Vec<&str> = [base_query, path_query].into_iter().flatten().filter(|q| !q.is_empty()).collect();
+    if !query.is_empty() {
+        out.push('?');
+        out.push_str(&query.join("&"));
     }
-    format!("{}/{}", url.trim_end_matches('/'), path.trim_start_matches('/'))
+    out
+}
+
+/// A path that is one placeholder: the value's `/` separate segments, each segment is
+/// percent-encoded, and a value that would leave the connection's URL (a scheme, `.` or
+/// `..` segments, an empty segment) makes the request invalid.
+pub fn path_value(value: &str, source: &str, ctx: &RenderContext<'_>) -> String {
+    if value.contains("://") || value.starts_with("//") {
+        ctx.refuse(format!("{source} renders {value:?}: a path cannot name another site"));
+        return String::new();
+    }
+    let trimmed = value.strip_prefix('/').unwrap_or(value);
+    let last = trimmed.split('/').count() - 1;
+    let mut out = String::with_capacity(value.len());
+    for (i, segment) in trimmed.split('/').enumerate() {
+        // An empty segment drops a level of the path, a dot segment climbs one; only a
+        // trailing `/` is harmless.
+        if matches!(segment, "." | "..") || (segment.is_empty() && i < last) {
+            ctx.refuse(format!("{source} renders {value:?}, whose segment {segment:?} cannot be a path segment"));
+        }
+        if i > 0 {
+            out.push('/');
+        }
+        out.push_str(&crate::template::url_encode(segment));
+    }
+    out
 }

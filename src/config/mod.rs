@@ -3,6 +3,7 @@
 //! the typed [`Config`] the pipeline runs on. Every problem is reported at once, each
 //! with its place (`actions[2].payload`) and cause.
 
+mod checks;
 pub mod raw;
 pub mod secret;
 pub mod units;
@@ -18,6 +19,9 @@ use crate::action::{self, Action};
 use crate::connection::{self, Connection};
 use crate::schema;
 use crate::trigger::{self, Trigger};
+
+use checks::check_delivery;
+pub(crate) use checks::check_retry;
 
 pub use raw::{DeliveryConfig, DestinationConfig, PresentationLists, RetryConfig, ServerConfig, SourceConfig};
 
@@ -130,6 +134,16 @@ impl Config {
         normalise_yes_no(&mut value);
         schema_problems(&value, &mut problems, &expanded);
         if !problems.is_empty() {
+            // The semantic problems too, when the document still reads: one pass shows them all.
+            if let Ok(raw) = serde_json::from_value::<raw::RawConfig>(value.clone()) {
+                if let Err(ConfigError::Invalid { problems: more }) = compile(raw) {
+                    for p in more {
+                        if !problems.0.iter().any(|q| q.place == p.place) {
+                            problems.0.push(p);
+                        }
+                    }
+                }
+            }
             return Err(expanded.redact(ConfigError::Invalid { problems: problems.0 }));
         }
         let raw: Result<raw::RawConfig, _> = serde_json::from_value(value).map_err(|e| ConfigError::Invalid {
@@ -145,6 +159,23 @@ impl Config {
         self.triggers.is_empty().then_some(
             "no triggers: every event would be acknowledged and none delivered; `run` refuses this unless allow_no_triggers: true",
         )
+    }
+
+    /// What `check` tells about a valid config besides "ok": connections whose whole URL
+    /// comes from the event, with how it is checked.
+    pub fn notes(&self) -> Vec<String> {
+        self.connections
+            .iter()
+            .filter(|c| c.url_form == connection::UrlForm::FromObject)
+            .map(|c| {
+                let source = c.url.single_placeholder().map(|p| p.source()).unwrap_or_default();
+                format!(
+                    "connections.{}.url: whole URL from the placeholder {source}, checked on every request \
+                     (http or https, a host, no credentials, the destination policy)",
+                    c.name
+                )
+            })
+            .collect()
     }
 
     /// The action with this name.
@@ -221,6 +252,7 @@ fn compile(mut raw: raw::RawConfig) -> Result<Config, ConfigError> {
             }
         }
     }
+    check_connection_content_types(&actions, &connections, &mut problems);
     let mut triggers = Vec::new();
     let mut trigger_names = HashMap::new();
     for (i, t) in raw.triggers.iter().enumerate() {
@@ -261,45 +293,31 @@ fn compile(mut raw: raw::RawConfig) -> Result<Config, ConfigError> {
     })
 }
 
-fn check_delivery(d: &DeliveryConfig, problems: &mut Problems) {
-    if d.concurrency == 0 {
-        problems.add("delivery.concurrency", "must be at least 1");
-    }
-    if d.retry.max_attempts == 0 {
-        problems.add("delivery.retry.max_attempts", "must be at least 1");
-    }
-    if d.retry.multiplier < 1.0 {
-        problems.add("delivery.retry.multiplier", "must be at least 1");
-    }
-    if !(0.0..=1.0).contains(&d.retry.jitter) {
-        problems.add("delivery.retry.jitter", "must be between 0 and 1");
-    }
-    if d.retry.initial > d.retry.max {
-        problems.add("delivery.retry.initial", "must not exceed delivery.retry.max");
-    }
-    if d.quick_attempts == 0 {
-        problems.add("delivery.quick_attempts", "must be at least 1");
-    }
-    if !d.retry.multiplier.is_finite() {
-        problems.add("delivery.retry.multiplier", "must be a finite number");
-    }
-    for (place, value) in [
-        ("delivery.timeout", d.timeout.0),
-        ("delivery.shutdown_timeout", d.shutdown_timeout.0),
-        ("delivery.retry.initial", d.retry.initial.0),
-        ("delivery.retry.max", d.retry.max.0),
-    ] {
-        crate::connection::check_duration(place, value, problems);
-    }
-    if d.max_request_bytes.0 == 0 {
-        problems.add("delivery.max_request_bytes", "must be at least 1 byte");
-    }
-    // One semaphore holds every slot; tokio caps a semaphore's permits.
-    if d.concurrency > MAX_CONCURRENCY {
-        problems.add("delivery.concurrency", format!("must be at most {MAX_CONCURRENCY}"));
-    }
-    if d.max_event_bytes.0 < 1024 {
-        problems.add("delivery.max_event_bytes", "must be at least 1KiB");
+/// A connection's Content-Type header is honoured only where it agrees with what the
+/// action sends; anywhere else it would be replaced, so `check` refuses it.
+fn check_connection_content_types(actions: &[Action], connections: &[Connection], problems: &mut Problems) {
+    for a in actions {
+        let sent = match &a.spec {
+            action::Spec::Webhook(w) if w.payload.is_none() => continue,
+            action::Spec::Webhook(w) => w.content_type.as_str(),
+            action::Spec::Itop(_) => "application/x-www-form-urlencoded",
+            _ => "application/json",
+        };
+        for c in std::iter::once(a.connection).chain(a.test_connection) {
+            let Some(conn) = connections.get(c) else { continue };
+            let Some((_, t)) = conn.headers.iter().find(|(k, _)| k == "content-type") else { continue };
+            let written: String = t.literals().collect();
+            if !written.trim().eq_ignore_ascii_case(sent) {
+                problems.add(
+                    format!("connections.{}.headers.content-type", conn.name),
+                    format!(
+                        "{written:?} differs from the {sent} that the {} action {:?} sends: set the type on the action (content_type), not on the connection",
+                        a.kind.as_str(),
+                        a.name
+                    ),
+                );
+            }
+        }
     }
 }
 
@@ -503,13 +521,9 @@ fn schema_problems(value: &Value, problems: &mut Problems, expanded: &Expanded) 
         let instance = value.pointer(&pointer).unwrap_or(&Value::Null);
         // A value from the environment is not shown: it is often a secret.
         let hide = expanded.under(&pointer);
-        let message = variant_problems(e.schema_path().as_str(), instance, hide).unwrap_or_else(|| {
-            if hide {
-                e.masked().to_string()
-            } else {
-                e.to_string()
-            }
-        });
+        let message = variant_problems(e.schema_path().as_str(), instance, hide)
+            .or_else(|| forbidden_field(e.schema_path().as_str()))
+            .unwrap_or_else(|| if hide { e.masked().to_string() } else { e.to_string() });
         problems.add(schema::place(&pointer), message);
     }
 }
@@ -546,6 +560,14 @@ fn variant_problems(schema_path: &str, instance: &Value, hide: bool) -> Option<S
         })
         .collect();
     (!messages.is_empty()).then(|| messages.join("; "))
+}
+
+/// A field another action type owns is a `not: {}` schema whose description says so
+/// ("not a field of a slack action"): that sentence, rather than the validator's.
+fn forbidden_field(schema_path: &str) -> Option<String> {
+    let parent = schema_path.strip_suffix("/not")?;
+    let root: Value = serde_json::from_str(schema::CONFIG).ok()?;
+    root.pointer(parent)?.get("description")?.as_str().map(str::to_string)
 }
 
 fn resolve_ref<'a>(root: &'a Value, v: &'a Value) -> &'a Value {

@@ -341,6 +341,9 @@ pub struct ConnectionConfig {
     /// Standard Webhooks signing secret (`whsec_…`).
     #[serde(default)]
     pub signing_secret: Option<SecretRef>,
+    /// Allow loopback and private destinations for this connection only.
+    #[serde(default)]
+    pub allow_private_network: bool,
 }
 
 /// How requests authenticate.
@@ -430,6 +433,9 @@ pub struct ActionConfig {
     pub connection: String,
     #[serde(default)]
     pub test_connection: Option<String>,
+    /// Replaces `delivery.retry` for this action.
+    #[serde(default)]
+    pub retry: Option<RetryConfig>,
     // webhook
     #[serde(default)]
     pub method: Option<HttpMethod>,

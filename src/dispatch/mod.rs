@@ -356,12 +356,12 @@ impl Dispatcher {
             Ok(u) => u,
             Err(e) => return failed(DeliveryError::InvalidRequest(format!("rendered URL is invalid: {e}"))),
         };
-        if let Err(refused) = self.policy.check_url(&url) {
+        if let Err(refused) = self.config.connections[job.connection].policy(self.policy).check_url(&url) {
             metrics::get().attempts.with_label_values(&[&action.name, "refused"]).inc();
             return failed(DeliveryError::DestinationRefused(refused.to_string()));
         }
         let policy = RetryPolicy {
-            retry: &delivery.retry,
+            retry: action.retry.as_ref().unwrap_or(&delivery.retry),
             quick_attempts: delivery.quick_attempts,
             durable: self.stage.is_some(),
         };

@@ -19,6 +19,7 @@ fn event() -> Event {
             "path_value": "a b/c?d"
         },
         "previous": {"status": "new"},
+        "formats": {"description": "html"},
         "labels": {"values": {"status": "Assigned"}},
         "source": {"name": "iTop", "url": "https://itop.example.com"},
         "actor": {"user": {"login": "ada"}, "contact": {"name": "Lovelace", "email": "ada@example.com"}},
@@ -165,8 +166,8 @@ fn header_escaping_removes_line_breaks() {
 fn markup_escaping_applies_to_values_only() {
     let e = event();
     let ctx = RenderContext::new(&e, "t", "a", None);
-    let t = Template::parse("*$this->description$*").unwrap();
-    let out = t.render(&ctx, Escape::Markup(|s, _| s.replace('<', "&lt;")));
+    let t = Template::parse("*$this->html(description)$*").unwrap();
+    let out = t.render(&ctx, Escape::Markup(|s, _, _| s.replace('<', "&lt;")));
     assert!(out.starts_with("*&lt;p>"), "{out}");
 }
 
@@ -197,7 +198,13 @@ fn strict_json_errors_are_explained() {
     assert!(e.to_string().contains("trailing comma"), "{e}");
     let e = JsonTemplate::parse_text("{\"a\": 1 // note\n}").unwrap_err();
     assert!(e.to_string().contains("comments are not JSON"), "{e}");
-    let e = JsonTemplate::parse_text("{\"a\": $this->ref$}").unwrap_err();
+    // An unquoted placeholder standing for a whole value is read as if quoted.
+    let t = JsonTemplate::parse_text("{\"a\": $this->ref$, \"n\": $this->priority$}").unwrap();
+    let e = event();
+    let ctx = RenderContext::new(&e, "t", "a", None);
+    assert_eq!(t.render(&ctx), json!({"a": "R-42", "n": 2}));
+    // Anything else around it is still refused, with the position.
+    let e = JsonTemplate::parse_text("{\"a\": x$this->ref$}").unwrap_err();
     assert!(e.to_string().starts_with("line 1 column 7"), "{e}");
 }
 
@@ -232,4 +239,114 @@ proptest! {
         let decoded = percent_encoding::percent_decode_str(url.path_segments().unwrap().nth(1).unwrap()).decode_utf8().unwrap();
         prop_assert_eq!(decoded.as_ref(), s.as_str());
     }
+}
+
+fn event_from(doc: serde_json::Value) -> Event {
+    parse_event(doc.to_string().as_bytes(), None).unwrap()
+}
+
+fn render_with(e: &Event, text: &str) -> (String, Vec<String>) {
+    let ctx = RenderContext::new(e, "trig", "act", None);
+    let out = Template::parse(text).unwrap().render(&ctx, Escape::None);
+    (out, ctx.missing())
+}
+
+#[test]
+fn text_stays_text_unless_declared_html() {
+    let e = event_from(json!({
+        "id": "e", "time": "2026-11-28T09:00:00Z", "operation": "create", "class": "UserRequest", "key": 1,
+        "object": {"title": "How to fix the <p> tag", "bold": "<b>x</b>", "description": "<p>a &amp; <b>b</b></p>"},
+        "formats": {"description": "html"}
+    }));
+    assert_eq!(render_with(&e, "$this->title$").0, "How to fix the <p> tag");
+    assert_eq!(render_with(&e, "$this->text(title)$").0, "How to fix the <p> tag");
+    assert_eq!(render_with(&e, "$this->html(title)$").0, "How to fix the &lt;p&gt; tag");
+    assert_eq!(render_with(&e, "$this->html(bold)$").0, "&lt;b&gt;x&lt;/b&gt;");
+    // Declared HTML: as is for html(), as text otherwise.
+    assert_eq!(render_with(&e, "$this->html(description)$").0, "<p>a &amp; <b>b</b></p>");
+    assert_eq!(render_with(&e, "$this->description$").0, "a & b");
+    assert_eq!(render_with(&e, "$this->text(description)$").0, "a & b");
+}
+
+#[test]
+fn case_log_placeholders_read_the_events_log_entry() {
+    let e = event_from(json!({
+        "id": "e", "time": "2026-11-28T09:00:00Z", "operation": "update", "class": "UserRequest", "key": 1,
+        "object": {"ref": "R-1"},
+        "log": {"attribute": "public_log", "entry": {"date": "2026-11-28 09:00:00", "user_login": "ada",
+            "message": "Rebooted <the> server", "message_html": "<p>Rebooted &lt;the&gt; server</p>"}}
+    }));
+    assert_eq!(render_with(&e, "$this->head(public_log)$"), ("Rebooted <the> server".into(), vec![]));
+    assert_eq!(render_with(&e, "$this->head_html(public_log)$").0, "<p>Rebooted &lt;the&gt; server</p>");
+    assert_eq!(render_with(&e, "$this->html(public_log)$").0, "<p>Rebooted &lt;the&gt; server</p>");
+    assert_eq!(render_with(&e, "$this->text(public_log)$").0, "2026-11-28 09:00:00 ada: Rebooted <the> server");
+    assert_eq!(render_with(&e, "$this->public_log$").0, "2026-11-28 09:00:00 ada: Rebooted <the> server");
+    // Another log than the event's: missing, reported.
+    assert_eq!(render_with(&e, "$this->head(private_log)$"), (String::new(), vec!["$this->head(private_log)$".into()]));
+}
+
+#[test]
+fn unknown_placeholders_are_refused_with_the_known_forms() {
+    for (bad, hint) in [
+        ("$current_date$", "no date or time placeholder"),
+        ("$current_time$", "no date or time placeholder"),
+        ("$current_contact_name$", "did you mean $current_contact->name$?"),
+        ("$current_contact_firstname$", "did you mean $current_contact->first_name$?"),
+        ("$SERVER_NAME$", "known forms"),
+        ("$this->hyperlink(intranet)$", "hyperlink(portal)"),
+        ("$org->name$", "known forms"),
+    ] {
+        let e = Template::parse(&format!("x {bad} y")).unwrap_err();
+        assert_eq!(e.placeholder, bad);
+        assert!(e.message.contains(hint), "{bad}: {}", e.message);
+        assert!(e.to_string().contains("$MODULES_URL$") || bad.contains("hyperlink"), "{e}");
+    }
+    // Dollar signs that are not placeholders stay text.
+    for text in ["costs $5 or $10", "$ 3 $", r#"{"$ref": "$defs"}"#] {
+        assert!(Template::parse(text).unwrap().is_static(), "{text}");
+    }
+}
+
+#[test]
+fn constants_links_and_portal_forms() {
+    let e = event_from(json!({
+        "id": "e", "time": "2026-11-28T09:00:00Z", "operation": "create", "class": "UserRequest", "key": 42,
+        "object": {"ref": "R-42", "friendlyname": "R-42", "org_id": {"id": 3, "class": "Organization", "name": "Demo & Co"}},
+        "source": {"url": "https://itop.example.com/",
+            "portal_url": "https://itop.example.com/pages/exec.php?exec_module=itop-portal-base&exec_page=index.php&portal_id=itop-portal"}
+    }));
+    let portal = "https://itop.example.com/pages/exec.php/object/view/UserRequest/42?exec_module=itop-portal-base&exec_page=index.php&portal_id=itop-portal";
+    assert_eq!(render_with(&e, "$APP_URL$").0, "https://itop.example.com/");
+    assert_eq!(render_with(&e, "$MODULES_URL$").0, "https://itop.example.com/env-production/");
+    assert_eq!(render_with(&e, "$this->url(portal)$").0, portal);
+    assert_eq!(render_with(&e, "$this->url(itop-portal-view)$").0, portal);
+    assert_eq!(render_with(&e, "$this->url(itop-portal-edit)$").0, portal.replace("/view/", "/edit/"));
+    assert_eq!(
+        render_with(&e, "$this->hyperlink(portal)$").0,
+        format!("<a href=\"{}\">R-42</a>", portal.replace('&', "&amp;"))
+    );
+    assert_eq!(
+        render_with(&e, "$this->org_id->hyperlink()$").0,
+        "<a href=\"https://itop.example.com/pages/UI.php?operation=details&amp;class=Organization&amp;id=3\">Demo &amp; Co</a>"
+    );
+    assert_eq!(render_with(&e, "$this->org_id->name()$").0, "Demo & Co");
+    // No portal in the event: missing, reported.
+    let no_portal = event();
+    assert_eq!(render_with(&no_portal, "$this->hyperlink(portal)$").1, vec!["$this->hyperlink(portal)$"]);
+}
+
+#[test]
+fn form_and_xml_escaping() {
+    let e = event_from(json!({
+        "id": "e", "time": "2026-11-28T09:00:00Z", "operation": "create", "class": "UserRequest", "key": 1,
+        "object": {"title": "Q&A: 1+1=2? <ok> 'é'"}
+    }));
+    let ctx = RenderContext::new(&e, "t", "a", None);
+    let t = Template::parse("title=$this->title$").unwrap();
+    assert_eq!(t.render(&ctx, Escape::Form), "title=Q%26A%3A+1%2B1%3D2%3F+%3Cok%3E+%27%C3%A9%27");
+    let t = Template::parse("<t a=\"$this->title$\">$this->title$</t>").unwrap();
+    assert_eq!(
+        t.render(&ctx, Escape::Xml),
+        "<t a=\"Q&amp;A: 1+1=2? &lt;ok&gt; &apos;é&apos;\">Q&amp;A: 1+1=2? &lt;ok&gt; &apos;é&apos;</t>"
+    );
 }

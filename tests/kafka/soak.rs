@@ -159,7 +159,7 @@ async fn run(plan: Plan) -> Report {
     let deadline = started + plan.limit;
     while outcomes(&mut dead) < total {
         if Instant::now() >= deadline {
-            let mut seen = delivered_ids(&rx.hits());
+            let mut seen = delivered_ids(&rx.seen());
             seen.extend(dead_letters(&mut dead).into_iter().map(|(id, _)| id));
             let missing: Vec<String> = (0..plan.objects)
                 .flat_map(|o| (0..plan.per_object).map(move |s| format!("e-{o}-{s}")))

@@ -1,8 +1,6 @@
-//! Small text conversions shared by placeholders and chat payloads: HTML escaping and
-//! HTML to plain text.
-//!
-//! iTop's HTML attributes hold simple editor markup; stripping tags and decoding the
-//! common entities is all the conversion needs, so no HTML parser is pulled in.
+//! Small text conversions shared by placeholders and chat payloads: HTML escaping, entity
+//! decoding, and HTML to plain text (the HTML parsed by [`super::html::normalise`] first,
+//! so that what is stripped here is always well-formed).
 
 /// Escapes `&`, `<`, `>` and `"` for HTML text and attributes.
 pub fn html_escape(text: &str) -> String {
@@ -17,13 +15,6 @@ pub fn html_escape(text: &str) -> String {
         }
     }
     out
-}
-
-/// Whether a string holds HTML tags.
-pub fn looks_like_html(text: &str) -> bool {
-    let Some(open) = text.find('<') else { return false };
-    let after = &text[open + 1..];
-    after.starts_with(|c: char| c.is_ascii_alphabetic() || c == '/') && after.contains('>')
 }
 
 /// Decodes the named entities editors produce and numeric ones.
@@ -70,11 +61,9 @@ pub fn decode_entities(text: &str) -> String {
 /// HTML to plain text: block ends and `<br>` become newlines, list items get a dash,
 /// other tags are dropped, entities decoded.
 pub fn html_to_text(html: &str) -> String {
-    if !looks_like_html(html) {
-        return decode_entities(html);
-    }
+    let html = super::html::normalise(html);
+    let mut rest = html.as_str();
     let mut out = String::with_capacity(html.len());
-    let mut rest = html;
     while let Some(open) = rest.find('<') {
         out.push_str(&rest[..open]);
         let Some(close) = rest[open..].find('>') else {
@@ -113,7 +102,6 @@ mod tests {
         );
         assert_eq!(html_to_text("a &lt; b"), "a < b");
         assert_eq!(decode_entities("&#233;t&#xE9; &unknown; &"), "été &unknown; &");
-        assert!(looks_like_html("<p>x</p>"));
-        assert!(!looks_like_html("a < b > c"));
+        assert_eq!(html_to_text("<p>broken <b>nesting</p> &nbsp;<ul><li>a<li>b</ul>"), "broken nesting\n\n- a\n- b");
     }
 }
