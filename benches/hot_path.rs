@@ -10,13 +10,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use hookbridge::config::Config;
-use hookbridge::dispatch::{Answer, Dispatcher, InFlight, Job, Outcome, Report};
-use hookbridge::event::parse_event;
-use hookbridge::publish::{FileSink, Publisher};
-use hookbridge::render::{plan, Planned};
-use hookbridge::source::{Ack, Message, RetryStage};
-use hookbridge::trigger::{match_event, Match};
+use hookbridge::internals::dispatch::{Answer, Dispatcher, InFlight, Job, Outcome, Report};
+use hookbridge::internals::publish::Publisher;
+use hookbridge::internals::render::{plan, Planned};
+use hookbridge::internals::sink::FileSink;
+use hookbridge::internals::source::{Ack, Coords, Message, RetryStage};
+use hookbridge::internals::trigger::{match_event, Match};
+use hookbridge::parse_event;
+use hookbridge::Config;
 use tokio_util::sync::CancellationToken;
 
 #[allow(dead_code)]
@@ -39,7 +40,7 @@ fn bench_config(without_condition: bool) -> Arc<Config> {
     Arc::new(Config::from_yaml(&yaml).unwrap_or_else(|e| panic!("{e}\n{yaml}")))
 }
 
-fn rendered(config: &Config, event: &hookbridge::event::Event, m: &Match) -> (hookbridge::request::Request, usize) {
+fn rendered(config: &Config, event: &hookbridge::Event, m: &Match) -> (hookbridge::internals::request::Request, usize) {
     match plan(config, event, m) {
         Planned::Send { request, connection, .. } => (request, connection),
         Planned::Skip(reason) => panic!("the benchmark's actions are sent, not skipped ({reason})"),
@@ -87,7 +88,13 @@ fn bench(c: &mut Criterion) {
     let message = Message {
         payload: raw.clone(),
         headers: Vec::new(),
-        coords: serde_json::json!({"type": "nats", "stream": "CHANGES", "sequence": 42}),
+        coords: Coords::Nats {
+            stream: "CHANGES".into(),
+            subject: "changes".into(),
+            sequence: 42,
+            delivered: None,
+            retry: None,
+        },
         ack: Ack::none(),
         retry: None,
     };

@@ -5,10 +5,10 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use hookbridge::config::Config;
-use hookbridge::event::parse_event;
-use hookbridge::render::{plan, Planned};
-use hookbridge::trigger::match_event;
+use hookbridge::internals::render::{plan, Planned};
+use hookbridge::internals::trigger::match_event;
+use hookbridge::parse_event;
+use hookbridge::Config;
 
 fn bench(c: &mut Criterion) {
     let root = env!("CARGO_MANIFEST_DIR");

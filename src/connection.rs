@@ -84,8 +84,6 @@ impl std::fmt::Debug for SigningKey {
 pub struct Connection {
     /// Name in the config.
     pub name: String,
-    /// Informational application type.
-    pub application: Option<String>,
     /// Endpoint URL.
     pub url: Template,
     /// How the URL is written: fixed, with placeholders, or a whole-URL placeholder.
@@ -250,7 +248,6 @@ pub fn compile(name: &str, raw: &ConnectionConfig, problems: &mut Problems) -> O
     }
     Some(Connection {
         name: name.to_string(),
-        application: raw.application.clone(),
         url_form: match &url {
             Some(t) if t.is_static() => UrlForm::Fixed,
             Some(_) if whole => UrlForm::FromObject,

@@ -1,8 +1,17 @@
 //! CEL expressions (`condition`, `callback.fields`), compiled once at load and evaluated
 //! over JSON variables (`event`, `object`, `previous`, `response`).
 
-use cel::{Context, Program};
+use std::sync::{Arc, OnceLock};
+
+use cel::{Context, Env, Program};
 use serde_json::Value;
+
+/// The standard library every evaluation runs with, built once: building it takes longer
+/// than evaluating a typical condition.
+fn stdlib() -> Arc<Env> {
+    static STDLIB: OnceLock<Arc<Env>> = OnceLock::new();
+    STDLIB.get_or_init(|| Arc::new(Env::stdlib())).clone()
+}
 
 /// Longest expression accepted: conditions and callback fields are short.
 const MAX_SOURCE: usize = 4096;
@@ -64,6 +73,10 @@ fn check_size(source: &str) -> Result<(), String> {
 pub struct Expression {
     source: String,
     program: Program,
+    /// The input variables the expression reads: only those are converted to CEL values
+    /// when it is evaluated (a condition on `object` need not convert the whole `event`),
+    /// each with the top-level fields it reads when that is all it does with the variable.
+    reads: Vec<(String, Option<Vec<String>>)>,
 }
 
 impl std::fmt::Debug for Expression {
@@ -104,7 +117,12 @@ impl Expression {
                 allowed.join(", ")
             ));
         }
-        Ok(Expression { source: source.to_string(), program })
+        let reads = allowed
+            .iter()
+            .filter(|a| references.has_variable(a))
+            .map(|a| (a.to_string(), fields_read(source, a)))
+            .collect();
+        Ok(Expression { source: source.to_string(), program, reads })
     }
 
     /// The expression as written.
@@ -114,9 +132,18 @@ impl Expression {
 
     /// Evaluates with the given variables and returns the result as JSON.
     pub fn eval(&self, vars: &[(&str, &Value)]) -> Result<Value, String> {
-        let mut ctx = Context::default();
+        let mut ctx = Context::with_env(stdlib());
         for (name, value) in vars {
-            ctx.add_variable(*name, *value).map_err(|e| format!("cannot bind {name}: {e}"))?;
+            let Some((_, fields)) = self.reads.iter().find(|(r, _)| r == name) else { continue };
+            let bound = match (fields, value.as_object()) {
+                // Only the fields read are converted: the others cannot change the result.
+                (Some(fields), Some(map)) => {
+                    let part = fields.iter().filter_map(|f| map.get_key_value(f)).map(|(k, v)| (k.clone(), v.clone()));
+                    ctx.add_variable(*name, Value::Object(part.collect()))
+                }
+                _ => ctx.add_variable(*name, *value),
+            };
+            bound.map_err(|e| format!("cannot bind {name}: {e}"))?;
         }
         let result = self.program.execute(&ctx).map_err(|e| e.to_string())?;
         result.json().map_err(|e| format!("result is not JSON: {e:?}"))
@@ -129,6 +156,31 @@ impl Expression {
             other => Err(format!("condition must be a boolean, got {other}")),
         }
     }
+}
+
+/// The top-level fields of variable `name` that `source` reads, when every use of `name` is
+/// a plain field selection `name.field` (not a method or macro such as `name.all(…)`, not
+/// `name[…]`, not `size(name)`); `None` otherwise, and then the whole value is bound. An
+/// occurrence inside a string literal only makes this give up, never miss a field.
+fn fields_read(source: &str, name: &str) -> Option<Vec<String>> {
+    let ident = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    let mut fields: Vec<String> = Vec::new();
+    for (at, _) in source.match_indices(name) {
+        let before = source[..at].chars().next_back();
+        let after = &source[at + name.len()..];
+        if before.is_some_and(ident) || after.starts_with(ident) {
+            continue; // part of a longer identifier
+        }
+        let rest = after.trim_start().strip_prefix('.')?.trim_start();
+        let field: String = rest.chars().take_while(|c| ident(*c)).collect();
+        if field.is_empty() || rest[field.len()..].trim_start().starts_with('(') {
+            return None;
+        }
+        if !fields.contains(&field) {
+            fields.push(field);
+        }
+    }
+    Some(fields)
 }
 
 /// Names bound by comprehension macros (`list.map(x, …)`, `all`, `exists`, `exists_one`,
@@ -178,6 +230,32 @@ mod tests {
                 .unwrap();
         let r = json!({"status": 200, "body": {"objects": {"UserRequest::45": {"fields": {"ref": "R-000045"}}}}});
         assert_eq!(e.eval(&[("response", &r)]).unwrap(), json!("R-000045"));
+    }
+
+    #[test]
+    fn only_the_fields_read_are_bound_and_the_result_is_the_same() {
+        assert_eq!(
+            fields_read(r#"object.priority == "1" && has(object.team)"#, "object"),
+            Some(vec!["priority".into(), "team".into()])
+        );
+        assert_eq!(fields_read("objects.x == 1 && myobject.y", "object"), Some(vec![]));
+        // Anything but a plain field selection binds the whole value.
+        for whole in ["size(object) > 1", "object.all(k, k != \"x\")", "object[\"a\"] == 1", "object.x == \"object\""] {
+            assert_eq!(fields_read(whole, "object"), None, "{whole}");
+        }
+        let object = json!({"priority": "1", "team": {"name": "Ops"}, "other": [1, 2, 3]});
+        for (source, expected) in [
+            (r#"object.priority == "1" && object.team.name == "Ops""#, true),
+            ("has(object.missing)", false),
+            ("size(object) == 3", true),
+            ("object.exists(k, k == \"other\")", true),
+        ] {
+            let e = Expression::compile(source, &["object"]).unwrap();
+            assert_eq!(e.eval_bool(&[("object", &object)]).unwrap(), expected, "{source}");
+        }
+        // A field that is not there is still an error, as with the whole value bound.
+        let e = Expression::compile("object.missing == 1", &["object"]).unwrap();
+        assert!(e.eval_bool(&[("object", &object)]).is_err());
     }
 
     #[test]

@@ -6,9 +6,9 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 
-use hookbridge::config::Config;
-use hookbridge::render::render_event;
+use hookbridge::render_event;
 use hookbridge::schema;
+use hookbridge::{Config, Exit, ExitStatus};
 
 /// mimalloc rather than glibc's malloc: every event allocates its parsed document, rendered
 /// requests and results on one thread and frees them on another, which glibc's per-thread
@@ -98,12 +98,18 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             // Through the logger, so that `--log-format json` keeps every line JSON.
-            tracing::error!(error = %format!("{e:#}"), "fatal error");
-            ExitCode::from(1)
+            fatal(&e);
+            Exit::Failed.into()
         }
     };
     telemetry.shutdown();
     code
+}
+
+/// Logs a fatal error with its causes, through the logger so that `--log-format json` keeps
+/// every line JSON.
+fn fatal(e: &anyhow::Error) {
+    tracing::error!(error = %format!("{e:#}"), "fatal error");
 }
 
 fn init_logging(format: LogFormat) {
@@ -124,7 +130,7 @@ fn load(path: &Path) -> Result<Config, ExitCode> {
         for line in e.to_string().lines() {
             eprintln!("  {line}");
         }
-        ExitCode::from(2)
+        e.exit().into()
     })
 }
 
@@ -135,18 +141,18 @@ fn load_logged(path: &Path) -> Result<Config, ExitCode> {
         for line in e.to_string().lines().map(str::trim).filter(|l| !l.is_empty()) {
             tracing::error!(config = %path.display(), problem = line, "invalid configuration");
         }
-        ExitCode::from(2)
+        e.exit().into()
     })
 }
 
 /// Reads one event file; an invalid event is reported and becomes exit code 3.
-fn read_event(path: &Path) -> anyhow::Result<Result<(Vec<u8>, hookbridge::event::Event), ExitCode>> {
+fn read_event(path: &Path) -> anyhow::Result<Result<(Vec<u8>, hookbridge::Event), ExitCode>> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    Ok(match hookbridge::event::parse_event(&bytes, None) {
+    Ok(match hookbridge::parse_event(&bytes, None) {
         Ok(e) => Ok((bytes, e)),
         Err(e) => {
             eprintln!("{}: {} ({})", path.display(), e, e.reason());
-            Err(ExitCode::from(3))
+            Err(e.exit().into())
         }
     })
 }
@@ -198,16 +204,21 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             if let (Some(warning), false) = (config.no_triggers_warning(), config.allow_no_triggers) {
                 tracing::error!(config = %path.display(), "refusing to run: {warning}");
-                return Ok(ExitCode::from(2));
+                return Ok(Exit::InvalidConfig.into());
             }
             // Every series the config decides exists from the first scrape, at zero.
-            hookbridge::metrics::get().register_config(&config);
+            hookbridge::metrics().register_config(&config);
             let runtime = tokio::runtime::Runtime::new()?;
-            runtime.block_on(async move {
+            let ran = runtime.block_on(async move {
                 let shutdown = tokio_util::sync::CancellationToken::new();
                 tokio::spawn(wait_for_signal(shutdown.clone()));
-                hookbridge::runtime::run(config, shutdown).await
-            })?;
+                hookbridge::run(config, shutdown).await
+            });
+            if let Err(e) = ran {
+                let code = e.exit();
+                fatal(&e.into());
+                return Ok(code.into());
+            }
             tracing::info!("stopped");
             Ok(ExitCode::SUCCESS)
         }
@@ -224,9 +235,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Err(code) => return Ok(code),
             };
             let runtime = tokio::runtime::Runtime::new()?;
-            let out = runtime.block_on(hookbridge::runtime::send_one(config, parsed, bytes, &action))?;
+            let out = match runtime.block_on(hookbridge::send_one(config, parsed, bytes, &action)) {
+                Ok(out) => out,
+                Err(e) => {
+                    let code = e.exit();
+                    fatal(&e.into());
+                    return Ok(code.into());
+                }
+            };
             println!("{}", serde_json::to_string_pretty(&out)?);
-            Ok(if out.succeeded() { ExitCode::SUCCESS } else { ExitCode::from(4) })
+            Ok(out.exit().into())
         }
         Command::Schema { which } => {
             let text = match which {

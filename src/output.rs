@@ -7,6 +7,8 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
+use crate::source::Coords;
+
 /// Characters of an answer shown in a result.
 pub const EXCERPT_CHARS: usize = 512;
 
@@ -105,7 +107,7 @@ pub struct DeadLetterMessage {
     /// What happened, for people.
     pub detail: String,
     /// Source coordinates of the original message.
-    pub source: Value,
+    pub source: Coords,
     /// The original bytes: text, or base64 when not UTF-8; cut to the configured limit.
     pub raw: String,
     /// `utf8` or `base64`.
@@ -137,7 +139,7 @@ pub struct DeadLetter<'a> {
     /// What happened, for people.
     pub detail: &'a str,
     /// Source coordinates.
-    pub source: &'a Value,
+    pub source: &'a Coords,
     /// The original message bytes.
     pub raw: &'a [u8],
     /// Event id, when the message parsed.
@@ -255,7 +257,7 @@ mod tests {
     #[test]
     fn dead_letter_keeps_size_and_digest_of_the_whole_message() {
         let raw = vec![1u8; 5000];
-        let source = serde_json::json!({"type": "file", "line": 3});
+        let source = Coords::File { path: "-".into(), line: 3, truncated_at: None, line_bytes: None };
         let letter = DeadLetter {
             reason: "invalid_json",
             detail: "x",

@@ -48,9 +48,17 @@ pub enum RunError {
 /// Messages parsed, matched and rendered at once, ahead of the one being handed over.
 const PREPARE_AHEAD: usize = 64;
 
-/// How many events may be read ahead of their final outcomes, at most.
-pub fn max_pending(config: &Config) -> usize {
-    (config.delivery.concurrency * 4).clamp(64, 16_384)
+/// How many bytes of messages (payload and headers) may be read ahead of their final
+/// outcomes, at most, in KiB. The event count alone would let large events take
+/// `max_pending` times their size; a parsed and rendered event takes a few times its bytes,
+/// so this keeps the read-ahead within a few tens of MiB whatever the events weigh.
+pub const READ_AHEAD_KIB: usize = 8 * 1024;
+
+/// The read-ahead bytes one message takes, in KiB (at least one; a message larger than the
+/// whole budget takes all of it, so it still goes through, alone).
+pub fn read_ahead_kib(message: &Message) -> u32 {
+    let bytes = message.payload.len() + message.headers.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
+    bytes.div_ceil(1024).clamp(1, READ_AHEAD_KIB) as u32
 }
 
 /// What the intake did with one message.
@@ -96,8 +104,9 @@ pub async fn run(
     let delivery_stop = CancellationToken::new();
     let redelivers = source.redelivers_unsettled();
     let dispatcher = Dispatcher::new(config.clone(), publisher.clone(), source.retry_stage(), delivery_stop.clone())?;
-    let limit = max_pending(&config);
+    let limit = crate::dispatch::max_pending(&config);
     let pending = Arc::new(Semaphore::new(limit));
+    let bytes = Arc::new(Semaphore::new(READ_AHEAD_KIB));
     let (tx, rx) = mpsc::channel::<Message>(256);
     let source_task = tokio::spawn(source.run(tx, ready, fetch_stop.clone()));
     let intaker =
@@ -105,21 +114,34 @@ pub async fn run(
     // Parsing, matching and rendering run on every core, several messages at once; their
     // outcomes are taken in source order, so jobs reach their lanes in event order.
     let reads = {
-        let (pending, shutdown, config) = (pending.clone(), shutdown.clone(), config.clone());
+        let (pending, bytes, shutdown, config) = (pending.clone(), bytes.clone(), shutdown.clone(), config.clone());
         futures::stream::unfold(rx, move |mut rx| {
-            let (pending, shutdown, config) = (pending.clone(), shutdown.clone(), config.clone());
+            let (pending, bytes, shutdown, config) = (pending.clone(), bytes.clone(), shutdown.clone(), config.clone());
             async move {
                 let message = tokio::select! {
                     m = rx.recv() => m?,
                     _ = shutdown.cancelled() => return None,
                 };
-                // Bounded read-ahead: the source waits while `limit` events are not final.
+                // Bounded read-ahead: the source waits while `limit` events, or READ_AHEAD_KIB
+                // of them, are not final.
                 let permit = tokio::select! {
                     p = pending.acquire_owned() => p.expect("semaphore open"),
                     _ = shutdown.cancelled() => return None,
                 };
+                let weight = read_ahead_kib(&message);
+                let held = tokio::select! {
+                    p = bytes.acquire_many_owned(weight) => p.expect("semaphore open"),
+                    _ = shutdown.cancelled() => return None,
+                };
                 let prepared = tokio::spawn(async move { prepare(&config, message) });
-                Some((async move { (prepared.await, permit) }, rx))
+                let prepared = async move {
+                    let prepared = prepared.await.map(|mut p| {
+                        p.bytes = Some(held);
+                        p
+                    });
+                    (prepared, permit)
+                };
+                Some((prepared, rx))
             }
         })
         .buffered(PREPARE_AHEAD)
@@ -166,6 +188,8 @@ pub async fn run(
 pub struct Prepared {
     message: Message,
     work: Work,
+    /// The read-ahead bytes the message holds until its outcomes are final.
+    bytes: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 enum Work {
@@ -178,16 +202,14 @@ enum Work {
 /// The part of the intake that needs no I/O: parse, match, render. Runs in parallel.
 pub fn prepare(config: &Config, message: Message) -> Prepared {
     let m = metrics::get();
-    let source_type = message.coords.get("type").and_then(|t| t.as_str()).unwrap_or("unknown");
-    m.events_received.with_label_values(&[source_type]).inc();
+    m.events_received.with_label_values(&[message.coords.kind()]).inc();
     // A line cut at `delivery.max_event_bytes` by the file source: too large, said as such.
-    if let Some(cut) = message.coords.get("truncated_at").and_then(serde_json::Value::as_u64) {
-        let size = message.coords.get("line_bytes").and_then(serde_json::Value::as_u64).unwrap_or(cut);
+    if let Some((cut, size)) = message.coords.truncation() {
         let detail = format!(
             "the line holds {size} bytes, over delivery.max_event_bytes ({cut}); the dead letter carries its beginning"
         );
         let work = Work::DeadLetter { reason: "too_large", detail, event: None, retry: None };
-        return Prepared { message, work };
+        return Prepared { message, work, bytes: None };
     }
     let ce = CloudEventHeaders::from_headers(message.headers.iter().map(|(k, v)| (k.as_str(), v.as_slice())));
     let event = match parse_event(&message.payload, ce.as_ref()) {
@@ -203,14 +225,14 @@ pub fn prepare(config: &Config, message: Message) -> Prepared {
             m.events_invalid.with_label_values(&[e.reason()]).inc();
             tracing::warn!(reason = e.reason(), source = %message.coords, "invalid event sent to the dead letter");
             let work = Work::DeadLetter { reason: e.reason(), detail: e.to_string(), event: None, retry: None };
-            return Prepared { message, work };
+            return Prepared { message, work, bytes: None };
         }
     };
     let (matches, condition_failures) = match &message.retry {
         Some(Err(reason)) => {
             let detail = format!("a record of the retry stage whose retry headers cannot be read: {reason}");
             let work = Work::DeadLetter { reason: "invalid_retry_record", detail, event: Some(event), retry: None };
-            return Prepared { message, work };
+            return Prepared { message, work, bytes: None };
         }
         Some(Ok(info)) => match retry_match(config, info) {
             Some(mt) => (vec![mt], Vec::new()),
@@ -221,13 +243,13 @@ pub fn prepare(config: &Config, message: Message) -> Prepared {
                 );
                 let retry = Some(info.clone());
                 let work = Work::DeadLetter { reason: "not_configured", detail, event: Some(event), retry };
-                return Prepared { message, work };
+                return Prepared { message, work, bytes: None };
             }
         },
         None => match_event(&config.triggers, &event),
     };
     let plans = matches.iter().map(|mt| (*mt, plan(config, &event, mt))).collect();
-    Prepared { message, work: Work::Event { event, plans, condition_failures } }
+    Prepared { message, work: Work::Event { event, plans, condition_failures }, bytes: None }
 }
 
 impl Intaker<'_> {
@@ -240,7 +262,7 @@ impl Intaker<'_> {
     /// hand jobs to their lanes.
     pub async fn finish(&self, prepared: Prepared, permit: tokio::sync::OwnedSemaphorePermit) -> Intake {
         let m = metrics::get();
-        let Prepared { message, work } = prepared;
+        let Prepared { message, work, bytes } = prepared;
         let (event, plans, condition_failures) = match work {
             Work::DeadLetter { reason, detail, event, retry } => {
                 return self.dead_letter(message, reason, &detail, event.as_deref(), retry.as_ref()).await;
@@ -297,7 +319,7 @@ impl Intaker<'_> {
         }
         m.events_pending.inc();
         let count = sends.len();
-        let inflight = Arc::new(InFlight::new(*event, message, count, Some(permit)));
+        let inflight = Arc::new(InFlight::new(*event, message, count, [Some(permit), bytes].into_iter().flatten()));
         for (mt, planned) in sends {
             let Planned::Send { request, connection, missing, invalid } = planned else {
                 unreachable!("filtered above")

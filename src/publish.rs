@@ -7,17 +7,16 @@
 //! for good (too large, not authorised, no such topic) is not retried: retrying it would
 //! freeze the consumer behind one message.
 
-use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use serde::Serialize;
 use thiserror::Error;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics;
 use crate::output::DeadLetter;
+use crate::sink::{PublishError, Sink};
 
 /// Tries of a message the destination refuses for good: brokers report some passing states
 /// with final codes (an ACL being updated, a leader moving under a size check), so a refusal
@@ -27,94 +26,6 @@ const PERMANENT_TRIES: u32 = 6;
 /// The smallest raw excerpt a dead letter is cut down to before the sink is deemed to refuse
 /// it for good.
 const MIN_RAW_BYTES: usize = 1024;
-
-/// Why a sink did not take a message.
-#[derive(Debug, Error)]
-pub enum PublishError {
-    /// Writing a file failed.
-    #[error("write failed: {0}")]
-    Io(#[from] std::io::Error),
-    /// The message is larger than the destination accepts.
-    #[error("the message ({size} bytes) is larger than the destination accepts: {detail}")]
-    TooLarge {
-        /// Serialized size.
-        size: usize,
-        /// What the broker said.
-        detail: String,
-    },
-    /// The destination refuses this message for good (not authorised, no such topic or stream).
-    #[error("refused: {0}")]
-    Refused(String),
-    /// The destination is away or did not acknowledge in time; worth trying again.
-    #[error("unavailable: {0}")]
-    Unavailable(String),
-}
-
-impl PublishError {
-    /// Whether trying the same message again cannot help.
-    pub fn is_permanent(&self) -> bool {
-        match self {
-            // A full disk or a read-only remount may pass; a closed descriptor will not.
-            PublishError::Io(e) => !matches!(
-                e.kind(),
-                std::io::ErrorKind::StorageFull
-                    | std::io::ErrorKind::Interrupted
-                    | std::io::ErrorKind::WouldBlock
-                    | std::io::ErrorKind::TimedOut
-                    | std::io::ErrorKind::QuotaExceeded
-                    | std::io::ErrorKind::ResourceBusy
-            ),
-            PublishError::TooLarge { .. } | PublishError::Refused(_) => true,
-            PublishError::Unavailable(_) => false,
-        }
-    }
-
-    /// Short stable label for metrics and logs.
-    pub fn label(&self) -> &'static str {
-        match self {
-            PublishError::Io(_) => "io",
-            PublishError::TooLarge { .. } => "too_large",
-            PublishError::Refused(_) => "refused",
-            PublishError::Unavailable(_) => "unavailable",
-        }
-    }
-}
-
-/// A destination for output messages. `publish` returns only once the message is durable
-/// (written and flushed, or acknowledged by the broker): source positions depend on it.
-#[async_trait]
-pub trait Sink: Send + Sync {
-    /// Publishes one serialized message under `key` (`class::key`).
-    async fn publish(&self, key: &str, payload: &[u8]) -> Result<(), PublishError>;
-}
-
-/// JSON Lines appended to a file, or written to stdout for `-`.
-pub struct FileSink {
-    out: std::sync::Mutex<Box<dyn Write + Send>>,
-}
-
-impl FileSink {
-    /// Opens (appends to) `path`, or stdout for `-`.
-    pub fn open(path: &str) -> std::io::Result<FileSink> {
-        let out: Box<dyn Write + Send> = if path == "-" {
-            Box::new(std::io::stdout())
-        } else {
-            Box::new(std::fs::OpenOptions::new().create(true).append(true).open(path)?)
-        };
-        Ok(FileSink { out: std::sync::Mutex::new(out) })
-    }
-}
-
-#[async_trait]
-impl Sink for FileSink {
-    async fn publish(&self, _key: &str, payload: &[u8]) -> Result<(), PublishError> {
-        let mut out = self.out.lock().unwrap_or_else(|p| p.into_inner());
-        out.write_all(payload)?;
-        out.write_all(b"\n")?;
-        out.flush()?;
-        Ok(())
-    }
-}
 
 /// Why a message was not published.
 #[derive(Debug, Error)]
@@ -222,6 +133,7 @@ async fn send(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use async_trait::async_trait;
     use std::sync::Mutex;
 
     /// A sink that fails as told, then records what it takes.
@@ -239,7 +151,7 @@ mod tests {
             }
             if let Some(limit) = self.limit {
                 if payload.len() > limit {
-                    return Err(PublishError::TooLarge { size: payload.len(), detail: "max payload".into() });
+                    return Err(PublishError::TooLarge { size: payload.len(), source: "max payload".into() });
                 }
             }
             self.taken.lock().unwrap().push(payload.to_vec());
@@ -294,7 +206,13 @@ mod tests {
         let sink = scripted(Vec::new(), Some(64 * 1024));
         let p = Publisher::new(sink.clone(), sink.clone(), 256 * 1024);
         let hostile = vec![1u8; 60 * 1024];
-        let source = serde_json::json!({"type": "nats", "sequence": 1});
+        let source = crate::source::Coords::Nats {
+            stream: "S".into(),
+            subject: "s".into(),
+            sequence: 1,
+            delivered: Some(1),
+            retry: None,
+        };
         let letter = DeadLetter {
             reason: "invalid_json",
             detail: "expected value",

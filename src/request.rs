@@ -38,8 +38,18 @@ pub fn webhook_id(event_id: &str, action: &str, mention: Option<usize>) -> Strin
         h.update(m.to_string().as_bytes());
     }
     let digest = h.finalize();
-    let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
-    format!("msg_{hex}")
+    format!("msg_{}", hex(&digest[..16]))
+}
+
+/// Lower-case hex of `bytes`, in one allocation (ids are made per delivery).
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(DIGITS[(b >> 4) as usize] as char);
+        out.push(DIGITS[(b & 0xf) as usize] as char);
+    }
+    out
 }
 
 /// Standard Webhooks signature: `v1,<base64 HMAC-SHA256 of "id.timestamp.body">`, one per

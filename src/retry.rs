@@ -4,18 +4,6 @@ use std::time::{Duration, SystemTime};
 
 use crate::config::RetryConfig;
 
-/// What an attempt's answer means for retrying.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Retryable {
-    /// Final: delivered or refused for good.
-    No,
-    /// Worth another attempt, at the policy's pace or after the server's `Retry-After`.
-    Yes {
-        /// The server's `Retry-After`, when it gave one.
-        retry_after: Option<Duration>,
-    },
-}
-
 /// Whether an HTTP status is worth retrying: 408, 429 and 5xx are; other 4xx are not.
 pub fn status_is_retryable(status: u16) -> bool {
     status == 408 || status == 429 || (500..600).contains(&status)

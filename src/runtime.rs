@@ -9,30 +9,31 @@ use thiserror::Error;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, DestinationConfig, SourceConfig};
-use crate::dispatch::{Dispatcher, InFlight, Job};
+use crate::dispatch::{Dispatcher, InFlight, Job, Outcome};
 use crate::event::Event;
 use crate::output::excerpt;
 use crate::pipeline::{self, RunError};
-use crate::publish::{FileSink, Publisher, Sink};
+use crate::publish::Publisher;
 use crate::render::{plan, Planned};
-use crate::source::file::FileSource;
-use crate::source::{Ack, Message, RetryStage, Source};
+use crate::sink::Sink;
+use crate::source::{Ack, Coords, Message, RetryStage};
 use crate::trigger::Match;
 
 /// Why the bridge could not start or stopped.
 #[derive(Debug, Error)]
 pub enum StartError {
     /// A destination could not be opened.
-    #[error("{place}: {message}")]
+    #[error("{place}: {source}")]
     Destination {
         /// `responses` or `dead_letter`.
         place: &'static str,
         /// What failed.
-        message: String,
+        #[source]
+        source: crate::sink::OpenError,
     },
     /// The source could not be set up.
     #[error("source: {0}")]
-    Source(String),
+    Source(#[from] crate::source::OpenError),
     /// The metrics server could not bind.
     #[error("server.listen: {0}")]
     Server(std::io::Error),
@@ -44,31 +45,13 @@ pub enum StartError {
     Run(#[from] RunError),
 }
 
-/// Opens one destination.
-pub async fn open_sink(
+/// Opens one destination; `place` names it in errors.
+async fn open_sink(
     place: &'static str,
     dest: &DestinationConfig,
     source: &SourceConfig,
 ) -> Result<Arc<dyn Sink>, StartError> {
-    let err = |message: String| StartError::Destination { place, message };
-    match dest {
-        DestinationConfig::File { path } => {
-            Ok(Arc::new(FileSink::open(path).map_err(|e| err(format!("cannot open {path}: {e}")))?))
-        }
-        DestinationConfig::Kafka { .. } => crate::kafka::open_sink(dest, source).await.map_err(err),
-        DestinationConfig::Nats { .. } => crate::nats::open_sink(dest, source).await.map_err(err),
-    }
-}
-
-/// Opens the configured source.
-pub async fn open_source(config: &Config) -> Result<Box<dyn Source>, StartError> {
-    match &config.source {
-        SourceConfig::File { path, follow } => {
-            Ok(Box::new(FileSource::new(path, *follow).with_max_event_bytes(config.delivery.max_event_bytes.0)))
-        }
-        SourceConfig::Kafka { .. } => crate::kafka::open_source(config).await.map_err(StartError::Source),
-        SourceConfig::Nats { .. } => crate::nats::open_source(config).await.map_err(StartError::Source),
-    }
+    crate::sink::open(dest, source).await.map_err(|source| StartError::Destination { place, source })
 }
 
 /// Runs the bridge until the source ends or `shutdown` fires.
@@ -92,7 +75,7 @@ pub async fn run(config: Arc<Config>, shutdown: CancellationToken) -> Result<(),
     let opened = async {
         let responses = open_sink("responses", &config.responses, &config.source).await?;
         let dead_letter = open_sink("dead_letter", &config.dead_letter, &config.source).await?;
-        let source = open_source(&config).await?;
+        let source = crate::source::open(&config, crate::dispatch::max_pending(&config)).await?;
         Ok::<_, StartError>((
             Publisher::new(responses, dead_letter, config.delivery.max_dead_letter_raw.0 as usize),
             source,
@@ -125,7 +108,7 @@ struct Discard;
 
 #[async_trait::async_trait]
 impl Sink for Discard {
-    async fn publish(&self, _key: &str, _payload: &[u8]) -> Result<(), crate::publish::PublishError> {
+    async fn publish(&self, _key: &str, _payload: &[u8]) -> Result<(), crate::sink::PublishError> {
         Ok(())
     }
 }
@@ -147,9 +130,25 @@ pub enum SendError {
     Interrupted,
 }
 
+/// How `send` ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendOutcome {
+    /// The endpoint took the request.
+    Delivered,
+    /// Rendered and not sent (`delivery.dry_run`).
+    DryRun,
+    /// Refused or retries exhausted.
+    Failed,
+    /// Not sent (disabled, no test connection, a condition).
+    Skipped,
+}
+
 /// What `send` reports: the outcome, the request, the answer and any callback update.
 #[derive(Debug, serde::Serialize)]
 pub struct SendReport {
+    /// How it ended (the `status` of `result`).
+    #[serde(skip)]
+    pub outcome: SendOutcome,
     /// The delivery result, as `run` would publish it.
     pub result: Value,
     /// The request, secrets masked.
@@ -161,13 +160,6 @@ pub struct SendReport {
     /// The callback update the answer yields.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub callback_update: Option<Value>,
-}
-
-impl SendReport {
-    /// Whether the action was delivered (or rendered, in a dry run).
-    pub fn succeeded(&self) -> bool {
-        matches!(self.result.get("status").and_then(Value::as_str), Some("delivered" | "dry_run"))
-    }
 }
 
 /// Sends one action for one event now, whatever the triggers say, and returns what a user
@@ -192,6 +184,7 @@ pub async fn send_one(
         Planned::Send { request, connection, missing, invalid } => (request, connection, missing, invalid),
         Planned::Skip(reason) => {
             return Ok(SendReport {
+                outcome: SendOutcome::Skipped,
                 result: json!({"status": "skipped", "reason": reason}),
                 request: None,
                 response: None,
@@ -202,8 +195,7 @@ pub async fn send_one(
     let publisher =
         Publisher::new(Arc::new(Discard), Arc::new(Discard), config.delivery.max_dead_letter_raw.0 as usize);
     let dispatcher = Dispatcher::new(config.clone(), publisher, RetryStage::InProcess, CancellationToken::new())?;
-    let message =
-        Message { payload: raw, headers: Vec::new(), coords: json!({"type": "send"}), ack: Ack::none(), retry: None };
+    let message = Message { payload: raw, headers: Vec::new(), coords: Coords::Send, ack: Ack::none(), retry: None };
     let inflight = Arc::new(InFlight::new(event, message, 1, None));
     let job = Job {
         inflight,
@@ -218,7 +210,14 @@ pub async fn send_one(
     };
     let report = dispatcher.deliver(&job).await.ok_or(SendError::Interrupted)?;
     let result = serde_json::to_value(dispatcher.result_message(&job, &report)).expect("results serialize");
-    let mut out = SendReport { result, request: Some(job.request.shown()), response: None, callback_update: None };
+    let outcome = match report.status {
+        Outcome::Delivered => SendOutcome::Delivered,
+        Outcome::DryRun => SendOutcome::DryRun,
+        // No durable stage here: a retry scheduled cannot happen, and would not be a delivery.
+        Outcome::Failed | Outcome::RetryScheduled => SendOutcome::Failed,
+    };
+    let mut out =
+        SendReport { outcome, result, request: Some(job.request.shown()), response: None, callback_update: None };
     if let Some(answer) = &report.answer {
         let headers: serde_json::Map<String, Value> =
             answer.headers.iter().map(|(k, v)| (k.clone(), json!(v))).collect();

@@ -523,8 +523,8 @@ fn parse_path(text: &str) -> Option<Vec<String>> {
 mod json;
 mod resolve;
 
-pub use json::{JsonTemplate, JsonTemplateError};
-pub use resolve::{object_name, object_url, plain_text, value_text};
+pub use json::JsonTemplate;
+pub use resolve::{object_name, plain_text, value_text};
 use resolve::{resolve, resolve_text, Rendered};
 
 #[cfg(test)]

@@ -167,18 +167,17 @@ pub fn match_event(triggers: &[Trigger], event: &Event) -> (Vec<Match>, Vec<Cond
     let mut matches = Vec::new();
     let mut errors = Vec::new();
     let empty = Value::Object(Default::default());
-    let mut vars: Option<(Value, Value)> = None;
+    // The event's JSON document holds `object` and `previous` as values already: borrowed,
+    // not rebuilt from the parsed maps for every event.
+    let doc = |k: &str| event.document.get(k).filter(|v| v.as_object().is_some_and(|m| !m.is_empty()));
+    let mut vars: Option<(&Value, &Value)> = None;
     for (ti, t) in triggers.iter().enumerate() {
         if !t.fires_on(event) {
             continue;
         }
         if let Some(cond) = &t.condition {
-            let (object, previous) = vars.get_or_insert_with(|| {
-                (
-                    Value::Object(event.object.clone()),
-                    if event.previous.is_empty() { empty.clone() } else { Value::Object(event.previous.clone()) },
-                )
-            });
+            let (object, previous) =
+                *vars.get_or_insert_with(|| (doc("object").unwrap_or(&empty), doc("previous").unwrap_or(&empty)));
             match cond.eval_bool(&[("event", &event.document), ("object", object), ("previous", previous)]) {
                 Ok(true) => {}
                 Ok(false) => continue,

@@ -4,9 +4,9 @@
 //! payload is parsed the way the service reads mentions, and must hold no mention the
 //! template did not write.
 
-use hookbridge::config::Config;
-use hookbridge::event::parse_event;
-use hookbridge::render::render_event;
+use hookbridge::parse_event;
+use hookbridge::render_event;
+use hookbridge::Config;
 use proptest::prelude::*;
 use serde_json::{json, Value};
 

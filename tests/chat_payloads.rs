@@ -9,9 +9,9 @@
 
 use std::path::PathBuf;
 
-use hookbridge::config::Config;
-use hookbridge::event::{parse_event, Event};
-use hookbridge::render::render_event;
+use hookbridge::render_event;
+use hookbridge::Config;
+use hookbridge::{parse_event, Event};
 use proptest::prelude::*;
 use serde_json::Value;
 
@@ -437,9 +437,11 @@ fn google_chat_is_plain_text_in_a_thread() {
     let (config, event) = (config(), event_from(&fixture()));
     let (shown, b, _) = request(&config, &event, "google-chat");
     assert_eq!(shown, "https://chat.googleapis.com/***", "a chat webhook is shown as its host only");
-    let (matches, _) = hookbridge::trigger::match_event(&config.triggers, &event);
+    let (matches, _) = hookbridge::internals::trigger::match_event(&config.triggers, &event);
     let m = matches.iter().find(|m| config.actions[m.action].name == "google-chat").expect("matched");
-    let hookbridge::render::Planned::Send { request: sent, .. } = hookbridge::render::plan(&config, &event, m) else {
+    let hookbridge::internals::render::Planned::Send { request: sent, .. } =
+        hookbridge::internals::render::plan(&config, &event, m)
+    else {
         panic!("google-chat sends");
     };
     let url = sent.url;

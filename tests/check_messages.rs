@@ -2,9 +2,9 @@
 //! for its action type, lists that do not fit the action, unknown placeholders, and the
 //! unquoted placeholders iTop users write in JSON.
 
-use hookbridge::config::Config;
-use hookbridge::event::parse_event;
-use hookbridge::render::render_event;
+use hookbridge::parse_event;
+use hookbridge::render_event;
+use hookbridge::Config;
 use serde_json::json;
 
 fn problems(yaml: &str) -> Vec<String> {

@@ -8,11 +8,12 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use common::{event, lines, Receiver, Reply, Run};
-use hookbridge::config::Config;
-use hookbridge::dispatch::Dispatcher;
-use hookbridge::pipeline::{Intake, Intaker};
-use hookbridge::publish::{PublishError, Publisher, Sink};
-use hookbridge::source::{Ack, Message, RetryInfo, RetryStage, Settle};
+use hookbridge::internals::dispatch::Dispatcher;
+use hookbridge::internals::pipeline::{Intake, Intaker};
+use hookbridge::internals::publish::Publisher;
+use hookbridge::internals::sink::{PublishError, Sink};
+use hookbridge::internals::source::{Ack, Coords, Message, RetryInfo, RetryStage, ScheduleError, Settle};
+use hookbridge::Config;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
@@ -63,7 +64,7 @@ fn message(payload: Vec<u8>, retry: Option<Result<RetryInfo, String>>) -> (Messa
     let m = Message {
         payload,
         headers: Vec::new(),
-        coords: json!({"type": "file", "path": "t", "line": 1}),
+        coords: Coords::File { path: "t".into(), line: 1, truncated_at: None, line_bytes: None },
         ack: Ack::new(move |how| s.lock().unwrap().push(how)),
         retry,
     };
@@ -290,7 +291,7 @@ async fn a_dead_letter_sink_that_never_comes_back_does_not_block_shutdown() {
     .replace("source: {type: file, path: ", "source: {type: file, follow: true, path: ");
     let config = Arc::new(Config::from_yaml(&yaml).unwrap());
     let shutdown = CancellationToken::new();
-    let task = tokio::spawn(hookbridge::runtime::run(config, shutdown.clone()));
+    let task = tokio::spawn(hookbridge::run(config, shutdown.clone()));
     tokio::time::sleep(Duration::from_millis(500)).await;
     let asked = Instant::now();
     shutdown.cancel();
@@ -330,13 +331,13 @@ struct MemoryStage {
     written: std::sync::atomic::AtomicUsize,
 }
 
-impl hookbridge::source::DurableRetry for MemoryStage {
+impl hookbridge::internals::source::DurableRetry for MemoryStage {
     fn schedule<'a, 'b, 'c>(
         &'a self,
         message: &'b Message,
         info: RetryInfo,
         delay: Duration,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + 'c>>
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), ScheduleError>> + Send + 'c>>
     where
         'a: 'c,
         'b: 'c,
@@ -350,7 +351,7 @@ impl hookbridge::source::DurableRetry for MemoryStage {
             retry: Some(Ok(info)),
         };
         self.written.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        let sent = self.tx.send((record, delay)).map_err(|e| e.to_string());
+        let sent = self.tx.send((record, delay)).map_err(|e| ScheduleError::Other(e.to_string()));
         Box::pin(async move { sent })
     }
 }
@@ -410,7 +411,12 @@ async fn through_memory_stage(yaml: &str, events: Vec<Value>, expected: usize) -
             .send(Message {
                 payload: serde_json::to_vec(e).unwrap(),
                 headers: Vec::new(),
-                coords: json!({"type": "kafka", "topic": "changes", "partition": 0, "offset": 100 + offset}),
+                coords: Coords::Kafka {
+                    topic: "changes".into(),
+                    partition: 0,
+                    offset: 100 + offset as i64,
+                    retry: None,
+                },
                 ack: Ack::none(),
                 retry: None,
             })

@@ -1,9 +1,9 @@
 //! The documented log-notification example (examples/log-notification/): "notify Slack when
 //! a public log entry is added", rendered as `hookbridge render` shows it.
 
-use hookbridge::config::Config;
-use hookbridge::event::parse_event;
-use hookbridge::render::render_event;
+use hookbridge::parse_event;
+use hookbridge::render_event;
+use hookbridge::Config;
 use serde_json::Value;
 
 fn example() -> (Config, Value) {

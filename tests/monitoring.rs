@@ -296,7 +296,7 @@ fn rule_exprs(path: &Path) -> Vec<String> {
 /// (src/metrics.rs), and the chart ships the same dashboard and rules as monitoring/.
 #[test]
 fn dashboards_and_rules_use_only_exported_metrics() {
-    let declared: BTreeSet<String> = hookbridge::metrics::get().family_names().iter().cloned().collect();
+    let declared: BTreeSet<String> = hookbridge::metrics().family_names().iter().cloned().collect();
     assert!(declared.contains("process_resident_memory_bytes"), "{declared:?}");
     let root = PathBuf::from(ROOT);
     let dashboard = root.join("monitoring/grafana/hookbridge.json");

@@ -318,7 +318,10 @@ async fn send_prints_the_answer() {
     assert_eq!(v["result"]["status"], "delivered");
     assert_eq!(v["callback_update"]["fields"]["remote_id"], "77");
     assert_eq!(rx.seen()[0].json()["ref"], "R-9");
-    assert_eq!(rx.seen()[0].header("webhook-id"), Some(hookbridge::request::webhook_id("e9", "a", None).as_str()));
+    assert_eq!(
+        rx.seen()[0].header("webhook-id"),
+        Some(hookbridge::internals::request::webhook_id("e9", "a", None).as_str())
+    );
     assert!(v["result"].get("mention").is_none(), "{}", v["result"]);
 }
 

@@ -5,7 +5,7 @@
 mod common;
 
 use common::{event, lines, Receiver, Run};
-use hookbridge::config::Config;
+use hookbridge::Config;
 use serde_json::json;
 
 const NASTY: &str = "Q&A: 1+1=2? <b>&amp;</b> 'é' \"x\"";

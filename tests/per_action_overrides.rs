@@ -4,7 +4,7 @@
 mod common;
 
 use common::{event, lines, Receiver, Reply, Run};
-use hookbridge::config::Config;
+use hookbridge::Config;
 use serde_json::json;
 
 #[tokio::test]

@@ -232,11 +232,11 @@ fn proxy_settings_are_checked_at_load() {
     let bad = format!(
         "{base}delivery: {{proxy: {{url: \"ftp://user:hunter2@proxy:21\", no_proxy: [\"10.0.0.0/40\", \"ok.example\", \"bad host\"]}}}}\n"
     );
-    let err = hookbridge::config::Config::from_yaml(&bad).unwrap_err().to_string();
+    let err = hookbridge::Config::from_yaml(&bad).unwrap_err().to_string();
     assert!(err.contains("delivery.proxy.url"), "{err}");
     assert!(err.contains("delivery.proxy.no_proxy[0]") && err.contains("delivery.proxy.no_proxy[2]"), "{err}");
     assert!(!err.contains("no_proxy[1]"), "{err}");
     assert!(!err.contains("hunter2"), "{err}");
     let good = format!("{base}delivery: {{proxy: {{url: \"http://proxy.internal:3128\", no_proxy: [\".svc.cluster.local\", \"10.0.0.0/8\", \"::1\"]}}}}\n");
-    hookbridge::config::Config::from_yaml(&good).unwrap();
+    hookbridge::Config::from_yaml(&good).unwrap();
 }

@@ -1,9 +1,9 @@
 //! The README's placeholder table is what hookbridge renders: every row's placeholder,
 //! rendered for examples/placeholders.json, gives the row's example output.
 
-use hookbridge::config::Config;
-use hookbridge::event::parse_event;
-use hookbridge::render::render_event;
+use hookbridge::parse_event;
+use hookbridge::render_event;
+use hookbridge::Config;
 
 #[test]
 fn every_row_of_the_readme_table_renders_as_shown() {

@@ -4,9 +4,9 @@
 //! The expected messages are golden files under tests/golden/text_*.txt;
 //! `UPDATE_GOLDEN=1 cargo test --test text_stays_text` rewrites them after a deliberate change.
 
-use hookbridge::config::Config;
-use hookbridge::event::parse_event;
-use hookbridge::render::render_event;
+use hookbridge::parse_event;
+use hookbridge::render_event;
+use hookbridge::Config;
 use serde_json::{json, Value};
 
 const CONFIG: &str = r#"

@@ -5,9 +5,9 @@
 mod common;
 
 use common::{event, lines, Receiver, Run};
-use hookbridge::config::Config;
-use hookbridge::event::parse_event;
-use hookbridge::render::render_event;
+use hookbridge::parse_event;
+use hookbridge::render_event;
+use hookbridge::Config;
 use serde_json::json;
 
 #[tokio::test]

@@ -5,9 +5,9 @@
 use std::path::Path;
 use std::process::Command;
 
-use hookbridge::config::Config;
-use hookbridge::event::parse_event;
-use hookbridge::render::render_event;
+use hookbridge::parse_event;
+use hookbridge::render_event;
+use hookbridge::Config;
 use serde::Serialize;
 
 use crate::procs::find_binary;

@@ -5,11 +5,12 @@
 
 use std::sync::OnceLock;
 
-use hookbridge::config::Config;
-use hookbridge::event::{parse_event, CloudEventHeaders, Event};
-use hookbridge::expr::Expression;
-use hookbridge::render::render_event;
-use hookbridge::template::{Escape, JsonTemplate, RenderContext, Template};
+use hookbridge::internals::event::CloudEventHeaders;
+use hookbridge::internals::expr::Expression;
+use hookbridge::internals::template::{Escape, JsonTemplate, RenderContext, Template};
+use hookbridge::render_event;
+use hookbridge::Config;
+use hookbridge::{parse_event, Event};
 use serde_json::{json, Value};
 
 /// Splits the input in two at the first NUL: (first, rest).
@@ -148,18 +149,18 @@ pub fn chat_markup(data: &[u8]) {
 /// URL masking: never a panic, and the parts it promises to hide are hidden.
 pub fn url_mask(data: &[u8]) {
     let raw = text(data);
-    let masked = hookbridge::mask::url(&raw);
-    let _ = hookbridge::mask::host_only(&raw);
-    let _ = hookbridge::mask::url_list(&raw);
-    let in_text = hookbridge::mask::urls_in_text(&raw);
+    let masked = hookbridge::internals::mask::url(&raw);
+    let _ = hookbridge::internals::mask::host_only(&raw);
+    let _ = hookbridge::internals::mask::url_list(&raw);
+    let in_text = hookbridge::internals::mask::urls_in_text(&raw);
     // A credential placed in a token query value or as the password is never shown.
     const SECRET: &str = "Zq9SECRETxw";
     let built = format!("https://user:{SECRET}@h.example/{}?token={SECRET}", raw.replace(['?', '#'], ""));
-    let shown = hookbridge::mask::url(&built);
+    let shown = hookbridge::internals::mask::url(&built);
     assert!(!shown.contains(SECRET), "{built:?} shown as {shown:?}");
     // In text, a URL appears as the URL library writes it (no spaces).
     if let Ok(written) = url::Url::parse(&built) {
-        let shown = hookbridge::mask::urls_in_text(&format!("error ({written}): {raw}"));
+        let shown = hookbridge::internals::mask::urls_in_text(&format!("error ({written}): {raw}"));
         assert!(!shown.contains(SECRET), "{written} shown as {shown:?}");
     }
     let _ = (masked, in_text);

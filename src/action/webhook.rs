@@ -23,11 +23,6 @@ pub struct WebhookSpec {
 
 pub use super::payload::Payload;
 
-/// Whether a content type is JSON.
-pub fn is_json(content_type: &str) -> bool {
-    super::payload::Encoding::of(content_type) == Some(super::payload::Encoding::Json)
-}
-
 /// Checks and compiles a webhook action's fields.
 pub fn compile(place: &str, raw: &ActionConfig, problems: &mut Problems) -> Option<WebhookSpec> {
     // A Content-Type among the headers is the payload's type: honoured, or refused when

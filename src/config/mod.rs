@@ -190,9 +190,10 @@ fn compile(mut raw: raw::RawConfig) -> Result<Config, ConfigError> {
     if let SourceConfig::Nats { credentials, .. } = &raw.source {
         check_nats_secrets("source.credentials", credentials, &mut problems);
     }
-    for (place, message) in
-        crate::kafka::topics::check(&raw.source, &[("responses", &raw.responses), ("dead_letter", &raw.dead_letter)])
-    {
+    for (place, message) in crate::source::kafka::topics::check(
+        &raw.source,
+        &[("responses", &raw.responses), ("dead_letter", &raw.dead_letter)],
+    ) {
         problems.add(place, message);
     }
     compile_nats_retry(&mut raw, &mut problems);
@@ -355,12 +356,12 @@ fn compile_nats_retry(raw: &mut raw::RawConfig, problems: &mut Problems) {
     if !given_subject && !names_ok {
         return;
     }
-    if !crate::nats::sink::is_publish_subject(subject) {
+    if !crate::source::nats::subject::is_publish_subject(subject) {
         problems.add(
             "source.retry_subject",
             format!("{subject:?} is not a subject one can publish to (dot-separated tokens, no wildcards, no spaces)"),
         );
-    } else if let Some(filter) = subjects.iter().find(|f| crate::nats::sink::subject_matches(f, subject)) {
+    } else if let Some(filter) = subjects.iter().find(|f| crate::source::nats::subject::subject_matches(f, subject)) {
         problems.add(
             "source.retry_subject",
             format!(

@@ -311,8 +311,9 @@ pub struct ConnectionConfig {
     /// Informational application type.
     #[serde(default)]
     pub application: Option<String>,
-    /// Informational environment.
+    /// Informational environment: accepted (iTop's connection form has it), never used.
     #[serde(default)]
+    #[allow(dead_code)]
     pub environment: Option<String>,
     /// Endpoint URL; may hold placeholders.
     pub url: String,
@@ -422,9 +423,12 @@ pub struct ActionConfig {
     pub kind: ActionKind,
     #[serde(default)]
     pub status: ActionStatus,
+    // Informational (iTop's action form has them): accepted, never used.
     #[serde(default)]
+    #[allow(dead_code)]
     pub description: Option<String>,
     #[serde(default)]
+    #[allow(dead_code)]
     pub language: Option<String>,
     pub connection: String,
     #[serde(default)]

@@ -3,13 +3,12 @@
 
 use std::sync::Mutex;
 
-use serde_json::Value;
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::lanes::Seq;
 use crate::event::Event;
 use crate::metrics;
-use crate::source::{Ack, Message, RetryInfo, Settle};
+use crate::source::{Ack, Coords, Message, RetryInfo, Settle};
 
 /// What every delivery of a message may read.
 pub struct InFlight {
@@ -20,7 +19,7 @@ pub struct InFlight {
     /// The original transport headers (the durable retry stage).
     pub headers: Vec<(String, Vec<u8>)>,
     /// Source coordinates (of the original message, for a retry record).
-    pub coords: Value,
+    pub coords: Coords,
     /// Where the original message sits in its source, for lane order.
     pub seq: Seq,
     /// The retry record this message is, if it is one.
@@ -31,12 +30,19 @@ pub struct InFlight {
 struct Settlement {
     remaining: usize,
     ack: Option<Ack>,
-    _permit: Option<OwnedSemaphorePermit>,
+    /// The read-ahead this message holds (events and bytes), given back with its ack.
+    room: Vec<OwnedSemaphorePermit>,
 }
 
 impl InFlight {
-    /// Takes the message apart; `count` deliveries must complete before its ack is settled.
-    pub fn new(event: Event, message: Message, count: usize, permit: Option<OwnedSemaphorePermit>) -> InFlight {
+    /// Takes the message apart; `count` deliveries must complete before its ack is settled
+    /// and the read-ahead `room` it holds is given back.
+    pub fn new(
+        event: Event,
+        message: Message,
+        count: usize,
+        room: impl IntoIterator<Item = OwnedSemaphorePermit>,
+    ) -> InFlight {
         let seq = seq_of(&message.coords);
         let retry = message.retry.and_then(Result::ok);
         InFlight {
@@ -46,7 +52,11 @@ impl InFlight {
             coords: message.coords,
             seq,
             retry,
-            settlement: Mutex::new(Settlement { remaining: count, ack: Some(message.ack), _permit: permit }),
+            settlement: Mutex::new(Settlement {
+                remaining: count,
+                ack: Some(message.ack),
+                room: room.into_iter().collect(),
+            }),
         }
     }
 
@@ -64,7 +74,7 @@ impl InFlight {
                 ack.settle(Settle::Done);
                 metrics::get().events_pending.dec();
             }
-            s._permit = None;
+            s.room.clear();
         }
     }
 
@@ -88,13 +98,9 @@ impl InFlight {
 }
 
 /// The place of a message in its source, read from its coordinates.
-pub fn seq_of(coords: &Value) -> Seq {
-    let n = |k: &str| coords.get(k).and_then(Value::as_i64);
-    match coords.get("type").and_then(Value::as_str) {
-        Some("kafka") => Seq(n("partition").unwrap_or(0), n("offset").unwrap_or(0)),
-        Some("nats") => Seq(0, n("sequence").unwrap_or(0)),
-        _ => Seq(0, n("line").unwrap_or(0)),
-    }
+pub fn seq_of(coords: &Coords) -> Seq {
+    let (a, b) = coords.order();
+    Seq(a, b)
 }
 
 #[cfg(test)]
@@ -113,7 +119,7 @@ mod tests {
         let message = Message {
             payload: b"{}".to_vec(),
             headers: Vec::new(),
-            coords: serde_json::json!({"type": "kafka", "partition": 2, "offset": 9}),
+            coords: Coords::Kafka { topic: "t".into(), partition: 2, offset: 9, retry: None },
             ack: Ack::new(move |how| {
                 assert_eq!(how, Settle::Done);
                 s.fetch_add(1, Ordering::SeqCst);

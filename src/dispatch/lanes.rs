@@ -144,11 +144,13 @@ impl<T> Parking<T> {
     }
 
     /// Whether any delivery of the lane is parked, held or being attempted after a return.
+    #[cfg(test)]
     pub fn is_parked(&self, key: &LaneKey) -> bool {
         self.lanes.get(key).is_some_and(|l| !l.is_empty())
     }
 
     /// Deliveries held in memory.
+    #[cfg(test)]
     pub fn held(&self) -> usize {
         self.held
     }

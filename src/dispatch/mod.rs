@@ -22,9 +22,9 @@ use serde_json::{json, Map, Value};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-pub use attempt::{judge_answer, Answer, DEFAULT_CONNECTION_SHARE};
-pub use inflight::{seq_of, InFlight};
-pub use lanes::{Arrival, DeliveryId, LaneKey, Parking, Seq};
+pub use attempt::Answer;
+pub use inflight::InFlight;
+pub use lanes::{Arrival, DeliveryId, LaneKey, Parking};
 pub use verdict::{verdict, Attempted, DeliveryError, Policy as RetryPolicy, Verdict};
 
 use crate::action::Callback;
@@ -37,6 +37,12 @@ use crate::publish::{PublishFailure, Publisher};
 use crate::request::Request;
 use crate::source::{DurableRetry, RetryInfo, RetryStage};
 use crate::trigger::Match;
+
+/// How many events may be read ahead of their final outcomes, at most: the bound of the
+/// pipeline's read-ahead and of what a source holds.
+pub fn max_pending(config: &Config) -> usize {
+    (config.delivery.concurrency * 4).clamp(64, 16_384)
+}
 
 /// How long after its due time a lane's first parked delivery may take to come back before
 /// the lane is released (see [`lanes`]).
@@ -160,7 +166,7 @@ impl Dispatcher {
         };
         // Held deliveries keep their read-ahead slot: at most half of them, so that the
         // deliveries they wait for can always come back.
-        let max_held = crate::pipeline::max_pending(&config) / 2;
+        let max_held = max_pending(&config) / 2;
         let dispatcher = Arc::new(Dispatcher {
             sender: attempt::Sender::new(&config, clients),
             config,

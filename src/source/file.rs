@@ -11,14 +11,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use serde_json::json;
-#[cfg(test)]
-use serde_json::Value;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{Ack, Message, RetryStage, Source, SourceError};
+use super::{Ack, Coords, Message, RetryStage, Source, SourceError};
 
 /// The file source.
 pub struct FileSource {
@@ -127,16 +124,17 @@ impl Source for FileSource {
             while complete && buf.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
                 buf.pop();
             }
-            let mut coords = json!({"type": "file", "path": self.path, "line": line_no});
-            if buf.len() > max {
+            let (truncated_at, line_bytes) = if buf.len() > max {
                 // Cut: the prefix is all that was kept; parsing it fails, so the line is a
                 // dead letter that says where and why in its coordinates.
                 buf.truncate(max);
-                coords["truncated_at"] = json!(max);
-                coords["line_bytes"] = json!(line_bytes);
+                (Some(max as u64), Some(line_bytes as u64))
             } else if buf.iter().all(u8::is_ascii_whitespace) {
                 continue;
-            }
+            } else {
+                (None, None)
+            };
+            let coords = Coords::File { path: self.path.clone(), line: line_no, truncated_at, line_bytes };
             let message = Message { payload: buf.clone(), headers: Vec::new(), coords, ack: Ack::none(), retry: None };
             if tx.send(message).await.is_err() {
                 return Ok(());
@@ -148,6 +146,7 @@ impl Source for FileSource {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::{json, Value};
 
     async fn read_all(input: &[u8], max: u64) -> Vec<Message> {
         let dir = tempfile::tempdir().unwrap();
@@ -169,7 +168,7 @@ mod tests {
         let long = format!("{{\"id\": \"{}\"}}", "x".repeat(5000));
         let input = format!("{{\"a\": 1}}\r\n{long}\n\n{}\n{}", "y".repeat(1024), "z".repeat(1030));
         let got = read_all(input.as_bytes(), 1024).await;
-        let shown: Vec<(usize, Value)> = got.iter().map(|m| (m.payload.len(), m.coords.clone())).collect();
+        let shown: Vec<(usize, Value)> = got.iter().map(|m| (m.payload.len(), json!(m.coords))).collect();
         assert_eq!(got[0].payload, b"{\"a\": 1}");
         assert_eq!(shown[1].0, 1024);
         assert_eq!(shown[1].1["truncated_at"], 1024);

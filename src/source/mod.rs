@@ -1,18 +1,30 @@
-//! Event sources: each reads messages and hands them over with an [`Ack`] that releases the
+//! Event sources, side by side: [`file`] (JSON Lines, the embedded default), [`kafka`]
+//! (consumer group, retry topic) and [`nats`] (JetStream pull consumers, retry stream). Each
+//! reads messages and hands them over with their [`Coords`] and an [`Ack`] that releases the
 //! source position. The pipeline settles an `Ack` only once every outcome for the message
 //! is final, so a crash at any instant leaves the message to be read again.
+//!
+//! Their destinations are in the sibling folder [`crate::sink`]. A source knows nothing of
+//! the pipeline: what it needs from it (how many events may be pending) is passed to
+//! [`open`].
 
-pub mod file;
+mod coords;
+pub(crate) mod file;
+pub mod kafka;
+pub mod nats;
+
+pub use coords::{Coords, KafkaRecord, NatsRecord};
 
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use serde_json::Value;
 use thiserror::Error;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, SourceConfig};
 
 /// How a message is settled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,8 +98,8 @@ pub struct Message {
     pub payload: Vec<u8>,
     /// Transport headers (Kafka headers, NATS headers).
     pub headers: Vec<(String, Vec<u8>)>,
-    /// Where it came from: `{type, topic, partition, offset}` and the like.
-    pub coords: Value,
+    /// Where it came from.
+    pub coords: Coords,
     /// Releases the position.
     pub ack: Ack,
     /// Set when this message is a record of the durable retry stage: the one delivery it
@@ -109,18 +121,58 @@ pub enum RetryStage {
 #[async_trait]
 pub trait DurableRetry: Send + Sync {
     /// Stores the delivery; returns once the store is durable.
-    async fn schedule(&self, message: &Message, info: RetryInfo, delay: Duration) -> Result<(), String>;
+    async fn schedule(&self, message: &Message, info: RetryInfo, delay: Duration) -> Result<(), ScheduleError>;
+}
+
+/// Why a delivery could not be stored in the durable retry stage.
+#[derive(Debug, Error)]
+pub enum ScheduleError {
+    /// The Kafka retry topic did not take it.
+    #[error(transparent)]
+    Kafka(#[from] kafka::KafkaError),
+    /// The NATS retry stream did not take it.
+    #[error(transparent)]
+    Nats(#[from] nats::retry::ScheduleError),
+    /// Another stage (tests, embedders) refused it.
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Why a source could not be opened.
+#[derive(Debug, Error)]
+pub enum OpenError {
+    /// The Kafka consumers or the retry producer could not be set up.
+    #[error(transparent)]
+    Kafka(#[from] kafka::KafkaError),
+    /// The JetStream consumers could not be set up (after waiting out passing failures).
+    #[error(transparent)]
+    Nats(#[from] nats::NatsError),
 }
 
 /// Why a source stopped.
 #[derive(Debug, Error)]
 pub enum SourceError {
-    /// Opening or reading failed.
+    /// Opening or reading the file failed.
     #[error("{0}")]
     Io(#[from] std::io::Error),
-    /// The broker failed.
-    #[error("{0}")]
-    Broker(String),
+    /// The Kafka consumer failed.
+    #[error(transparent)]
+    Kafka(#[from] kafka::KafkaError),
+    /// The source's own task panicked or was aborted.
+    #[error("the source task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+/// Opens the configured source; it reads at most `max_pending` events ahead of their final
+/// outcomes (the pipeline's bound).
+pub(crate) async fn open(config: &Config, max_pending: usize) -> Result<Box<dyn Source>, OpenError> {
+    Ok(match &config.source {
+        SourceConfig::File { path, follow } => {
+            Box::new(file::FileSource::new(path, *follow).with_max_event_bytes(config.delivery.max_event_bytes.0))
+        }
+        SourceConfig::Kafka { .. } => Box::new(kafka::source::KafkaSource::open(config, max_pending)?),
+        SourceConfig::Nats { .. } => Box::new(nats::open_source(config, max_pending).await?),
+    })
 }
 
 /// A running source.

@@ -169,12 +169,6 @@ pub fn object_name(event: &Event) -> String {
         .unwrap_or_else(|| event.object_key())
 }
 
-/// The object's details page in the emitting application.
-pub fn object_url(event: &Event) -> Option<String> {
-    let t = Target { class: event.class.clone(), id: event.key.clone(), name: String::new() };
-    link_url(event, &t, Link::Console)
-}
-
 fn newest_entry<'a>(event: &'a Event, code: &str) -> Option<&'a Value> {
     let carried = event.object.get(code).and_then(|l| l.get("entries")).and_then(Value::as_array);
     carried.and_then(|a| a.first()).or_else(|| {

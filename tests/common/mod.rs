@@ -1,122 +1,17 @@
-//! Test harness: real HTTP receivers on port 0 that record what arrived and answer as told,
-//! and helpers to run the bridge over a JSON Lines file.
+//! The harness every suite includes: the HTTP receiver ([`Receiver`], real, on port 0, records
+//! what arrived and answers as told), event builders, and helpers to run the bridge over a
+//! JSON Lines file.
 #![allow(dead_code)]
 
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+mod receiver;
 
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{HeaderMap, Method, StatusCode, Uri};
-use axum::response::{IntoResponse, Response};
-use axum::Router;
+use std::sync::Arc;
+
 use serde_json::Value;
 
-/// One request as the receiver saw it.
-#[derive(Debug, Clone)]
-pub struct Seen {
-    pub method: String,
-    pub path: String,
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
-    pub at: Instant,
-}
-
-impl Seen {
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
-    }
-    pub fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
-    }
-}
-
-/// What the receiver answers.
-pub enum Reply {
-    Status(u16, Vec<(&'static str, String)>, String),
-    /// Never answers.
-    Hang,
-}
-
-type Behaviour = Arc<dyn Fn(usize, &Seen) -> Reply + Send + Sync>;
-
-#[derive(Clone)]
-struct ReceiverState {
-    seen: Arc<Mutex<Vec<Seen>>>,
-    behaviour: Behaviour,
-}
-
-/// A real HTTP server on 127.0.0.1:0.
-pub struct Receiver {
-    pub addr: SocketAddr,
-    seen: Arc<Mutex<Vec<Seen>>>,
-}
-
-impl Receiver {
-    /// Starts a receiver whose answer to the n-th request (0-based) is `behaviour(n, request)`.
-    pub async fn start(behaviour: impl Fn(usize, &Seen) -> Reply + Send + Sync + 'static) -> Receiver {
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let state = ReceiverState { seen: seen.clone(), behaviour: Arc::new(behaviour) };
-        let app = Router::new().fallback(handle).with_state(state);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move {
-            axum::serve(listener, app).await.unwrap();
-        });
-        Receiver { addr, seen }
-    }
-
-    /// Answers 200 "ok" to everything.
-    pub async fn ok() -> Receiver {
-        Receiver::start(|_, _| Reply::Status(200, vec![], "ok".into())).await
-    }
-
-    pub fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.addr, path)
-    }
-
-    pub fn seen(&self) -> Vec<Seen> {
-        self.seen.lock().unwrap().clone()
-    }
-}
-
-async fn handle(
-    State(state): State<ReceiverState>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let seen = Seen {
-        method: method.to_string(),
-        path: uri.to_string(),
-        headers: headers
-            .iter()
-            .map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
-            .collect(),
-        body: body.to_vec(),
-        at: Instant::now(),
-    };
-    let n = {
-        let mut all = state.seen.lock().unwrap();
-        all.push(seen.clone());
-        all.len() - 1
-    };
-    match (state.behaviour)(n, &seen) {
-        Reply::Status(code, headers, body) => {
-            let mut resp = (StatusCode::from_u16(code).unwrap(), body).into_response();
-            for (k, v) in headers {
-                resp.headers_mut().insert(k, v.parse().unwrap());
-            }
-            resp
-        }
-        Reply::Hang => {
-            tokio::time::sleep(Duration::from_secs(3600)).await;
-            StatusCode::OK.into_response()
-        }
-    }
-}
+// Each suite uses a part of the harness.
+#[allow(unused_imports)]
+pub use receiver::{Receiver, Reply, Seen};
 
 /// A minimal valid event for `class::key`.
 pub fn event(id: &str, key: &str, extra: Value) -> Value {
@@ -167,8 +62,8 @@ impl Run {
 
     /// Runs the bridge to the end of the events file.
     pub async fn run(&self, yaml: &str) {
-        let config = Arc::new(hookbridge::config::Config::from_yaml(yaml).unwrap_or_else(|e| panic!("{e}\n{yaml}")));
-        hookbridge::runtime::run(config, tokio_util::sync::CancellationToken::new()).await.unwrap();
+        let config = Arc::new(hookbridge::Config::from_yaml(yaml).unwrap_or_else(|e| panic!("{e}\n{yaml}")));
+        hookbridge::run(config, tokio_util::sync::CancellationToken::new()).await.unwrap();
     }
 
     pub fn responses(&self) -> Vec<Value> {

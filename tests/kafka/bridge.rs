@@ -72,11 +72,10 @@ impl InProcess {
         if let Ok(filter) = std::env::var("HOOKBRIDGE_TEST_LOG") {
             let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
         }
-        let config = Arc::new(hookbridge::config::Config::from_yaml(yaml).unwrap_or_else(|e| panic!("{e}\n{yaml}")));
+        let config = Arc::new(hookbridge::Config::from_yaml(yaml).unwrap_or_else(|e| panic!("{e}\n{yaml}")));
         let stop = CancellationToken::new();
         let token = stop.clone();
-        let task =
-            tokio::spawn(async move { hookbridge::runtime::run(config, token).await.map_err(|e| e.to_string()) });
+        let task = tokio::spawn(async move { hookbridge::run(config, token).await.map_err(|e| e.to_string()) });
         InProcess { stop, task }
     }
 

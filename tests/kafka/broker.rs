@@ -153,6 +153,15 @@ impl Broker {
             .collect()
     }
 
+    /// The first offset still kept (low watermark) of each partition of `topic`: above 0
+    /// when the mock's size limit (5 MiB or 100,000 records per partition) deleted records.
+    pub fn start_offsets(&self, topic: &str) -> BTreeMap<i32, i64> {
+        let consumer: BaseConsumer = self.config().create().unwrap();
+        (0..self.partitions(topic))
+            .map(|p| (p, consumer.fetch_watermarks(topic, p, Duration::from_secs(10)).unwrap().0))
+            .collect()
+    }
+
     /// The offsets committed by `group` for each partition of `topic` (0 when none: like
     /// the end offset of an empty partition, which has nothing to commit).
     pub fn committed(&self, group: &str, topic: &str) -> BTreeMap<i32, i64> {

@@ -10,7 +10,7 @@ use serde_json::json;
 
 use crate::bridge::{webhook_body, Process, Setup};
 use crate::broker::Broker;
-use crate::receiver::{Hit, ScriptedReceiver};
+use crate::common::{Receiver, Reply, Seen};
 use crate::{check_order, free_port, parsed, source_lag, ticket, wait_until};
 
 const PARTITIONS: i32 = 4;
@@ -49,7 +49,7 @@ fn replica(broker: &Broker, dir: &Path, name: &str, group: &str, url: &str, list
 }
 
 /// Per object, the `seq` values received, in arrival order.
-fn per_object(hits: &[Hit]) -> HashMap<String, Vec<i64>> {
+fn per_object(hits: &[Seen]) -> HashMap<String, Vec<i64>> {
     let mut out: HashMap<String, Vec<i64>> = HashMap::new();
     for h in hits {
         out.entry(h.key.clone()).or_default().push(h.seq);
@@ -57,7 +57,7 @@ fn per_object(hits: &[Hit]) -> HashMap<String, Vec<i64>> {
     out
 }
 
-fn distinct(hits: &[Hit]) -> usize {
+fn distinct(hits: &[Seen]) -> usize {
     hits.iter().map(|h| (h.key.as_str(), h.seq)).collect::<HashSet<_>>().len()
 }
 
@@ -74,11 +74,11 @@ async fn a_replica_killed_at_one_third_is_taken_over_by_two_started_together() {
     let broker = Broker::start();
     topics(&broker);
     // A few milliseconds per answer, so the kill lands at one third.
-    let rx = ScriptedReceiver::slow(Duration::from_millis(3)).await;
+    let rx = Receiver::slow(Duration::from_millis(3)).await;
     broker.produce_many("changes", &ordered_events(OBJECTS, PER_OBJECT)).await;
     let dir = tempfile::tempdir().unwrap();
 
-    let mut a = replica(&broker, dir.path(), "replica-a", "order", &rx.url(), None);
+    let mut a = replica(&broker, dir.path(), "replica-a", "order", &rx.url("/hook"), None);
     wait_until(
         "a third delivered by the first replica",
         Duration::from_secs(60),
@@ -87,10 +87,10 @@ async fn a_replica_killed_at_one_third_is_taken_over_by_two_started_together() {
     )
     .await;
     a.kill();
-    let first_phase = rx.hits();
+    let first_phase = rx.seen();
     let (port_b, port_c) = (free_port(), free_port());
-    let mut b = replica(&broker, dir.path(), "replica-b", "order", &rx.url(), Some(port_b));
-    let mut c = replica(&broker, dir.path(), "replica-c", "order", &rx.url(), Some(port_c));
+    let mut b = replica(&broker, dir.path(), "replica-b", "order", &rx.url("/hook"), Some(port_b));
+    let mut c = replica(&broker, dir.path(), "replica-c", "order", &rx.url("/hook"), Some(port_c));
     let started = Instant::now();
 
     // Every event has a `delivered` result on the responses topic, within 60 s.
@@ -138,7 +138,7 @@ async fn a_replica_killed_at_one_third_is_taken_over_by_two_started_together() {
     assert_eq!(broker.committed("order", "changes"), broker.end_offsets("changes"), "committed vs end offsets");
     assert_eq!(broker.end_offsets("changes").values().sum::<i64>(), total as i64);
 
-    let hits = rx.hits();
+    let hits = rx.seen();
     let objects = per_object(&hits);
     assert_eq!(objects.len(), OBJECTS as usize);
     let duplicates: usize = objects.iter().map(|(k, seqs)| check_order(k, seqs, PER_OBJECT)).sum();
@@ -170,10 +170,10 @@ async fn duplicates_and_takeover_after_sigkill_at_a_steady_rate() {
     let total = (OBJECTS * PER_OBJECT) as usize;
     let broker = Broker::start();
     topics(&broker);
-    let rx = ScriptedReceiver::slow(Duration::from_millis(2)).await;
+    let rx = Receiver::slow(Duration::from_millis(2)).await;
     broker.produce_many("changes", &ordered_events(OBJECTS, PER_OBJECT)).await;
     let dir = tempfile::tempdir().unwrap();
-    let mut current = replica(&broker, dir.path(), "run-0", "steady", &rx.url(), None);
+    let mut current = replica(&broker, dir.path(), "run-0", "steady", &rx.url("/hook"), None);
     let mut kills = Vec::new();
     for (i, share) in [25, 50, 75].into_iter().enumerate() {
         wait_until(
@@ -185,8 +185,8 @@ async fn duplicates_and_takeover_after_sigkill_at_a_steady_rate() {
         .await;
         current.kill();
         let killed_at = Instant::now();
-        let before = rx.hits();
-        current = replica(&broker, dir.path(), &format!("run-{}", i + 1), "steady", &rx.url(), None);
+        let before = rx.seen();
+        current = replica(&broker, dir.path(), &format!("run-{}", i + 1), "steady", &rx.url("/hook"), None);
         wait_until(
             "a delivery after the restart",
             Duration::from_secs(60),
@@ -194,7 +194,7 @@ async fn duplicates_and_takeover_after_sigkill_at_a_steady_rate() {
             || current.log_tail(),
         )
         .await;
-        let resumed = rx.hits()[before.len()].at;
+        let resumed = rx.seen()[before.len()].at;
         kills.push((before, resumed - killed_at));
     }
     wait_until(
@@ -207,7 +207,7 @@ async fn duplicates_and_takeover_after_sigkill_at_a_steady_rate() {
     current.terminate();
     assert!(current.wait(Duration::from_secs(10)).success(), "{}", current.log_tail());
     assert_eq!(broker.committed("steady", "changes"), broker.end_offsets("changes"));
-    let hits = rx.hits();
+    let hits = rx.seen();
     let duplicates: usize = per_object(&hits).iter().map(|(k, seqs)| check_order(k, seqs, PER_OBJECT)).sum();
     assert_eq!(distinct(&hits), total);
     let mut lines = Vec::new();
@@ -241,15 +241,15 @@ async fn duplicates_and_takeover_after_sigkill_at_a_steady_rate() {
 /// parked delivery goes on from its latest copy.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retry_records_read_again_after_a_crash_are_not_delivered_twice() {
-    use hookbridge::kafka::retry::{encode, Origin};
-    use hookbridge::source::RetryInfo;
+    use hookbridge::internals::source::kafka::{encode, Origin};
+    use hookbridge::internals::source::RetryInfo;
     use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
     use rdkafka::producer::FutureRecord;
     use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
     let broker = Broker::start();
     broker.create_topics(&["changes", "changes.retry", "responses", "dead-letter"], 1);
-    let rx = ScriptedReceiver::slow(Duration::from_millis(1)).await;
+    let rx = Receiver::slow(Duration::from_millis(1)).await;
     let value = |n: i64| ticket(&format!("e{n}"), &format!("k{n}"), json!({"ref": format!("R-k{n}"), "seq": n}));
     broker.produce_many("changes", &(0..10).map(|n| (format!("k{n}"), value(n))).collect::<Vec<_>>()).await;
     // What a crashed replica left: source position 5 committed, and in the retry partition
@@ -286,7 +286,7 @@ async fn retry_records_read_again_after_a_crash_are_not_delivered_twice() {
         group: "replayed",
         topic: "changes",
         delivery: "concurrency: 8",
-        body: webhook_body(&rx.url()),
+        body: webhook_body(&rx.url("/hook")),
         listen: None,
     };
     let bridge = crate::bridge::InProcess::start(&setup.yaml());
@@ -297,7 +297,7 @@ async fn retry_records_read_again_after_a_crash_are_not_delivered_twice() {
     bridge.stop().await;
     responses.drain();
 
-    let mut seqs: Vec<i64> = rx.hits().iter().map(|h| h.seq).collect();
+    let mut seqs: Vec<i64> = rx.seen().iter().map(|h| h.seq).collect();
     seqs.sort();
     assert_eq!(seqs, vec![2, 3, 5, 6, 7, 8, 9], "each event once: 5-9 from the source, 2 and 3 from the retry topic");
     let attempts: BTreeMap<String, u64> = parsed(&responses.records)
@@ -317,7 +317,6 @@ async fn retry_records_read_again_after_a_crash_are_not_delivered_twice() {
 /// commit said, past its position, which offsets were final.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_final_past_a_stuck_one_are_not_delivered_again_after_a_crash() {
-    use crate::receiver::Answer;
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
 
@@ -326,11 +325,11 @@ async fn events_final_past_a_stuck_one_are_not_delivered_again_after_a_crash() {
     // The first request for the stuck event hangs; any later one is answered.
     let hung = Arc::new(AtomicBool::new(false));
     let first = hung.clone();
-    let rx = ScriptedReceiver::start(Duration::from_millis(1), move |key, _, _| {
+    let rx = Receiver::scripted(Duration::from_millis(1), move |key, _, _| {
         if key == "R-stuck" && !first.swap(true, Ordering::SeqCst) {
-            Answer::Hang
+            Reply::Hang
         } else {
-            Answer::Ok
+            Reply::ok()
         }
     })
     .await;
@@ -346,7 +345,7 @@ async fn events_final_past_a_stuck_one_are_not_delivered_again_after_a_crash() {
         group: "stuck",
         topic: "changes",
         delivery: "concurrency: 16, timeout: 60s",
-        body: webhook_body(&rx.url()),
+        body: webhook_body(&rx.url("/hook")),
         listen: None,
     }
     .yaml();
@@ -369,7 +368,7 @@ async fn events_final_past_a_stuck_one_are_not_delivered_again_after_a_crash() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     b.terminate();
     assert!(b.wait(Duration::from_secs(10)).success(), "{}", b.log_tail());
-    let hits = rx.hits();
+    let hits = rx.seen();
     let again: Vec<&str> = hits.iter().filter(|h| h.key != "R-stuck").map(|h| h.key.as_str()).collect::<Vec<_>>();
     assert_eq!(again.len(), 200, "each of the 200 once: {} requests", again.len());
     assert_eq!(hits.iter().filter(|h| h.key == "R-stuck").count(), 2, "the stuck one twice: hung, then answered");

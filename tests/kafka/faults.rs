@@ -12,7 +12,7 @@ use serde_json::json;
 
 use crate::bridge::{webhook_body, InProcess, Setup};
 use crate::broker::Broker;
-use crate::receiver::ScriptedReceiver;
+use crate::common::Receiver;
 use crate::{check_order, parsed, ticket, wait_until};
 
 const OBJECTS: i64 = 20;
@@ -23,7 +23,7 @@ const PARTITIONS: i32 = 4;
 /// while the fault is on.
 struct FaultRun {
     broker: Broker,
-    rx: ScriptedReceiver,
+    rx: Receiver,
     bridge: Option<InProcess>,
     group: &'static str,
 }
@@ -46,14 +46,14 @@ impl FaultRun {
         let broker = Broker::start();
         broker.create_topics(&["changes", "changes.retry"], PARTITIONS);
         broker.create_topics(&["responses", "dead-letter"], 2);
-        let rx = ScriptedReceiver::slow(Duration::from_millis(2)).await;
+        let rx = Receiver::slow(Duration::from_millis(2)).await;
         broker.produce_many("changes", &half(true)).await;
         let setup = Setup {
             brokers: &broker.addr,
             group,
             topic: "changes",
             delivery: "concurrency: 32",
-            body: webhook_body(&rx.url()),
+            body: webhook_body(&rx.url("/hook")),
             listen: None,
         };
         // librdkafka's mock acknowledges some retried batches of an idempotent producer
@@ -84,7 +84,7 @@ impl FaultRun {
             Duration::from_secs(90),
             || self.rx.distinct_delivered() >= total,
             || {
-                let m = hookbridge::metrics::get();
+                let m = hookbridge::metrics();
                 format!(
                     "{} of {total} delivered, {} requests; pending {} in flight {} publish errors {:?}",
                     self.rx.distinct_delivered(),
@@ -123,7 +123,7 @@ impl FaultRun {
         }
         assert!(parsed(&self.broker.read_all("dead-letter").await).is_empty(), "{fault}: nothing is dead-lettered");
 
-        let hits = self.rx.hits();
+        let hits = self.rx.seen();
         let mut per_object: HashMap<String, Vec<i64>> = HashMap::new();
         for h in &hits {
             per_object.entry(h.key.clone()).or_default().push(h.seq);

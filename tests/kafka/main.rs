@@ -18,7 +18,6 @@ mod broker;
 mod broker_checks;
 mod crash;
 mod faults;
-mod receiver;
 mod scenarios;
 mod soak;
 mod subscriptions;

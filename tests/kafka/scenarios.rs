@@ -371,12 +371,12 @@ async fn deliveries_held_behind_a_failing_one_do_not_stall_the_retry_partition()
     broker.create_topics(&["responses", "dead-letter"], 1);
     let failures_left = Arc::new(std::sync::atomic::AtomicUsize::new(4));
     let left = failures_left.clone();
-    let rx = crate::receiver::ScriptedReceiver::start(Duration::ZERO, move |_, seq, _| {
+    let rx = Receiver::scripted(Duration::ZERO, move |_, seq, _| {
         let fail = seq == 0 && left.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok();
         if fail {
-            crate::receiver::Answer::Status(500)
+            Reply::status(500)
         } else {
-            crate::receiver::Answer::Ok
+            Reply::ok()
         }
     })
     .await;
@@ -385,7 +385,7 @@ async fn deliveries_held_behind_a_failing_one_do_not_stall_the_retry_partition()
         group: "held",
         topic: "changes",
         delivery: "concurrency: 64, quick_attempts: 1, retry: {max_attempts: 100, initial: 300ms, max: 300ms, multiplier: 1, jitter: 0}",
-        body: webhook_body(&rx.url()),
+        body: webhook_body(&rx.url("/hook")),
         listen: None,
     };
     let producer = broker.producer();
@@ -403,7 +403,7 @@ async fn deliveries_held_behind_a_failing_one_do_not_stall_the_retry_partition()
     .await;
     bridge.stop().await;
     assert_eq!(failures_left.load(Ordering::SeqCst), 0, "the first delivery failed 4 times");
-    let delivered: Vec<i64> = rx.hits().iter().filter(|h| h.delivered()).map(|h| h.seq).collect();
+    let delivered: Vec<i64> = rx.seen().iter().filter(|h| h.delivered()).map(|h| h.seq).collect();
     let mut first_seen = Vec::new();
     for s in delivered {
         if !first_seen.contains(&s) {

@@ -19,13 +19,13 @@ use serde_json::json;
 
 use crate::bridge::{webhook_body_from, Process, Setup};
 use crate::broker::{Broker, Reader};
-use crate::receiver::{Answer, Hit, ScriptedReceiver};
+use crate::common::{Receiver, Reply, Seen};
 use crate::ticket;
 
-/// Eight, not four: the mock cluster keeps at most 5 MiB per partition (it deletes older
-/// records, as retention would), and the retry records of the full run would pass that on
-/// four retry partitions.
-const PARTITIONS: i32 = 8;
+/// Sixteen, not four: the mock cluster keeps at most 5 MiB or 100,000 records per partition
+/// (it deletes older records, as retention would), and the retry records of the full run
+/// pass that on four or eight retry partitions. The run checks that nothing was deleted.
+const PARTITIONS: i32 = 16;
 
 struct Plan {
     objects: i64,
@@ -59,17 +59,17 @@ struct Report {
 }
 
 /// The chaos receiver: 30 % 500, 5 % 429 with `Retry-After: 1`, 2 % hang, else 200.
-async fn chaos_receiver() -> ScriptedReceiver {
-    ScriptedReceiver::start(Duration::from_millis(2), |_, _, _| {
+async fn chaos_receiver() -> Receiver {
+    Receiver::scripted(Duration::from_millis(2), |_, _, _| {
         let r: f64 = rand::random();
         if r < 0.30 {
-            Answer::Status(500)
+            Reply::status(500)
         } else if r < 0.35 {
-            Answer::TooMany(1)
+            Reply::too_many(1)
         } else if r < 0.37 {
-            Answer::Hang
+            Reply::Hang
         } else {
-            Answer::Ok
+            Reply::ok()
         }
     })
     .await
@@ -105,7 +105,7 @@ fn dead_letters(reader: &mut Reader) -> HashSet<(String, String)> {
 }
 
 /// Events delivered (answered 2xx), as event ids `e-{object}-{seq}`.
-fn delivered_ids(hits: &[Hit]) -> HashSet<String> {
+fn delivered_ids(hits: &[Seen]) -> HashSet<String> {
     hits.iter().filter(|h| h.delivered()).map(|h| format!("e-{}-{}", &h.key[2..], h.seq)).collect()
 }
 
@@ -129,11 +129,11 @@ async fn run(plan: Plan) -> Report {
     let mut dead = broker.reader("dead-letter");
     let started = Instant::now();
     let mut generation = 0;
-    let mut running = vec![replica(&broker, dir.path(), "r0", &rx.url())];
+    let mut running = vec![replica(&broker, dir.path(), "r0", &rx.url("/hook"))];
     // When each replica was killed.
     let mut killed: HashMap<String, Instant> = HashMap::new();
     let outcomes = |dead: &mut Reader| {
-        let mut ids = delivered_ids(&rx.hits());
+        let mut ids = delivered_ids(&rx.seen());
         ids.extend(dead_letters(dead).into_iter().map(|(id, _)| id));
         ids.len()
     };
@@ -152,22 +152,33 @@ async fn run(plan: Plan) -> Report {
         running = (0..count)
             .map(|_| {
                 generation += 1;
-                replica(&broker, dir.path(), &format!("r{generation}"), &rx.url())
+                replica(&broker, dir.path(), &format!("r{generation}"), &rx.url("/hook"))
             })
             .collect();
     }
     let deadline = started + plan.limit;
     while outcomes(&mut dead) < total {
-        assert!(
-            Instant::now() < deadline,
-            "{} of {total} events have an outcome after {:?}\n{}",
-            outcomes(&mut dead),
-            plan.limit,
-            running.iter().map(|r| r.log_tail()).collect::<Vec<_>>().join("\n---\n")
-        );
+        if Instant::now() >= deadline {
+            let mut seen = delivered_ids(&rx.hits());
+            seen.extend(dead_letters(&mut dead).into_iter().map(|(id, _)| id));
+            let missing: Vec<String> = (0..plan.objects)
+                .flat_map(|o| (0..plan.per_object).map(move |s| format!("e-{o}-{s}")))
+                .filter(|id| !seen.contains(id))
+                .take(20)
+                .collect();
+            panic!(
+                "{} of {total} events have an outcome after {:?}; missing (first 20): {missing:?}; retry topic kept from offsets {:?} (above 0: the mock's size limit deleted records)\n{}",
+                seen.len(),
+                plan.limit,
+                broker.start_offsets("changes.retry"),
+                running.iter().map(|r| r.log_tail()).collect::<Vec<_>>().join("\n---\n")
+            );
+        }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let seconds = started.elapsed().as_secs_f64();
+    let deleted: i64 = broker.start_offsets("changes.retry").values().sum();
+    assert_eq!(deleted, 0, "the mock's size limit deleted retry records: the run cannot tell a loss");
     // Everything has an outcome; what is still in the retry topic or in flight would only be
     // a duplicate. Stop, and check the offsets.
     for r in &running {
@@ -179,7 +190,7 @@ async fn run(plan: Plan) -> Report {
     let ends = broker.end_offsets("changes");
     assert_eq!(broker.committed("chaos", "changes"), ends, "committed offsets vs end offsets");
 
-    let hits = rx.hits();
+    let hits = rx.seen();
     let delivered = delivered_ids(&hits);
     let letters = dead_letters(&mut dead);
     // An event delivered and also dead-lettered. One case cannot be told apart by anyone:

@@ -12,17 +12,17 @@ use serde_json::{json, Value};
 
 use crate::bridge::{webhook_body, InProcess, Setup};
 use crate::broker::{Broker, Record};
-use crate::receiver::{Answer, ScriptedReceiver};
+use crate::common::{Receiver, Reply};
 use crate::{ticket, wait_until};
 
 /// Answers 503 to objects whose reference starts with `R-late` until `up` is set, 200 to
 /// everything else: the late topic's deliveries get parked in the retry topic.
-async fn receiver(up: Arc<AtomicBool>) -> ScriptedReceiver {
-    ScriptedReceiver::start(Duration::from_millis(1), move |key, _, _| {
+async fn receiver(up: Arc<AtomicBool>) -> Receiver {
+    Receiver::scripted(Duration::from_millis(1), move |key, _, _| {
         if key.starts_with("R-late") && !up.load(Ordering::SeqCst) {
-            Answer::Status(503)
+            Reply::status(503)
         } else {
-            Answer::Ok
+            Reply::ok()
         }
     })
     .await
@@ -41,8 +41,8 @@ fn events(prefix: &str, objects: usize, per_object: i64) -> Vec<(String, Vec<u8>
         .collect()
 }
 
-fn delivered_keys(rx: &ScriptedReceiver) -> HashSet<(String, i64)> {
-    rx.hits().into_iter().filter(|h| h.delivered()).map(|h| (h.key, h.seq)).collect()
+fn delivered_keys(rx: &Receiver) -> HashSet<(String, i64)> {
+    rx.seen().into_iter().filter(|h| h.delivered()).map(|h| (h.key, h.seq)).collect()
 }
 
 /// The partitions of the retry records of `topic`, as (retry partition, origin partition).
@@ -92,7 +92,7 @@ async fn a_regular_expression_takes_topics_created_while_running() {
         group: "pattern",
         topic: r#""^changes\\..*""#,
         delivery: "quick_attempts: 1, retry: {max_attempts: 100, initial: 200ms, max: 200ms, jitter: 0}",
-        body: webhook_body(&rx.url()),
+        body: webhook_body(&rx.url("/hook")),
         listen: None,
     };
     let yaml = setup.yaml_full("  retry_topic: retry\n", "    topic.metadata.refresh.interval.ms: \"1000\"\n");
@@ -151,7 +151,7 @@ async fn a_named_topic_that_appears_while_running_is_read_with_its_retry_partiti
         group: "appears",
         topic: "changes, later",
         delivery: "quick_attempts: 1, retry: {max_attempts: 100, initial: 200ms, max: 200ms, jitter: 0}",
-        body: webhook_body(&rx.url()),
+        body: webhook_body(&rx.url("/hook")),
         listen: None,
     };
     let bridge = InProcess::start(&setup.yaml_with("    topic.metadata.refresh.interval.ms: \"1000\"\n"));

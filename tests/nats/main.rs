@@ -9,7 +9,6 @@ mod common;
 
 mod bridge;
 mod guarantees;
-mod receiver;
 mod server;
 mod tls;
 
@@ -24,8 +23,8 @@ use async_nats::jetstream::Context;
 use async_nats::HeaderMap;
 use base64::Engine as _;
 use bridge::Bridge;
+use common::Seen;
 use common::{event, Receiver, Reply};
-use receiver::{Hit, SlowReceiver};
 use serde_json::{json, Value};
 use server::NatsServer;
 
@@ -183,19 +182,16 @@ struct Stats {
     order_violations: usize,
     /// First deliveries that came after a later event of the same object.
     late_first: usize,
-    /// When the last event was delivered for the first time.
-    last_new: Option<Instant>,
 }
 
-fn stats(hits: &[Hit]) -> Stats {
+fn stats(hits: &[Seen]) -> Stats {
     let mut seen = HashSet::new();
     let mut highest: HashMap<&str, i64> = HashMap::new();
-    let mut s = Stats { unique: 0, duplicates: 0, order_violations: 0, late_first: 0, last_new: None };
+    let mut s = Stats { unique: 0, duplicates: 0, order_violations: 0, late_first: 0 };
     for h in hits {
         let first = seen.insert((h.key.as_str(), h.seq));
         if first {
             s.unique += 1;
-            s.last_new = Some(h.at);
         } else {
             s.duplicates += 1;
         }
@@ -212,14 +208,13 @@ fn stats(hits: &[Hit]) -> Stats {
     s
 }
 
-fn report(label: &str, s: &Stats, started: Instant) -> f64 {
-    let secs = (s.last_new.expect("something was delivered") - started).as_secs_f64();
-    let rate = s.unique as f64 / secs;
+/// The delivery counts of a run, for the test log. Throughput is not measured here: the
+/// end-to-end benchmark (`scripts/bench.sh`, BENCHMARKS.md) does that on a quiet machine.
+fn report(label: &str, s: &Stats) {
     eprintln!(
-        "NATS FIGURES | {label}: {} events delivered in {secs:.2} s = {rate:.0} events/s end to end; duplicates {}; order violations {} (first deliveries out of order: {})",
+        "nats run | {label}: {} events delivered; duplicates {}; order violations {} (first deliveries out of order: {})",
         s.unique, s.duplicates, s.order_violations, s.late_first
     );
-    rate
 }
 
 /// One replica, no faults: all events through a receiver answering after `delay`, SIGTERM
@@ -229,17 +224,16 @@ async fn single_replica_run(delay: Duration, label: &str) -> Stats {
     let js = nats.jetstream().await;
     create_streams(&js).await;
     publish_ordered(&js, |obj| format!("changes.{obj}")).await;
-    let rx = SlowReceiver::start(delay).await;
+    let rx = Receiver::slow(delay).await;
     let dir = tempfile::tempdir().unwrap();
     // No consumer exists: the bridge creates it.
-    let started = Instant::now();
-    let mut bridge = Bridge::start(dir.path(), "single", &config(&nats.url(), &rx.url(), ORDERED_DELIVERY), &[]);
-    wait_until(Duration::from_secs(90), "every event delivered", || stats(&rx.hits()).unique == EVENTS).await;
+    let mut bridge = Bridge::start(dir.path(), "single", &config(&nats.url(), &rx.url("/hook"), ORDERED_DELIVERY), &[]);
+    wait_until(Duration::from_secs(90), "every event delivered", || stats(&rx.seen()).unique == EVENTS).await;
     // SIGTERM right away: the last deliveries and their acks are still in flight.
     let status = bridge.terminate(Duration::from_secs(30)).await;
     assert!(status.success(), "bridge exited with {status}:\n{}", bridge.log());
-    let s = stats(&rx.hits());
-    report(label, &s, started);
+    let s = stats(&rx.seen());
+    report(label, &s);
     assert_eq!(consumer_counts(&js).await, (0, 0), "nothing pending or unacked after SIGTERM");
     let results = read_stream(&js, "RESULTS").await;
     assert_eq!(results.len(), EVENTS, "one result per event, each acknowledged by the stream");
@@ -291,25 +285,25 @@ async fn ordered_events_survive_kill_replicas_and_server_restart() {
         .await
         .unwrap();
     publish_ordered(&js, |obj| format!("changes.{obj}")).await;
-    let rx = SlowReceiver::start(RECEIVER_DELAY).await;
+    let rx = Receiver::slow(RECEIVER_DELAY).await;
     let dir = tempfile::tempdir().unwrap();
-    let yaml = config(&nats.url(), &rx.url(), ORDERED_DELIVERY);
+    let yaml = config(&nats.url(), &rx.url("/hook"), ORDERED_DELIVERY);
     let started = Instant::now();
     let mut first = Bridge::start(dir.path(), "first", &yaml, &[]);
-    wait_until(Duration::from_secs(60), "a third of the events", || stats(&rx.hits()).unique >= EVENTS / 3).await;
+    wait_until(Duration::from_secs(60), "a third of the events", || stats(&rx.seen()).unique >= EVENTS / 3).await;
     first.kill9();
-    let (at_kill, killed_after) = (stats(&rx.hits()).unique, started.elapsed());
+    let (at_kill, killed_after) = (stats(&rx.seen()).unique, started.elapsed());
     let mut a = Bridge::start(dir.path(), "replica-a", &yaml, &[]);
     let mut b = Bridge::start(dir.path(), "replica-b", &yaml, &[]);
-    wait_until(Duration::from_secs(60), "two thirds of the events", || stats(&rx.hits()).unique >= 2 * EVENTS / 3)
+    wait_until(Duration::from_secs(60), "two thirds of the events", || stats(&rx.seen()).unique >= 2 * EVENTS / 3)
         .await;
-    let (at_restart, restarted_after) = (stats(&rx.hits()).unique, started.elapsed());
+    let (at_restart, restarted_after) = (stats(&rx.seen()).unique, started.elapsed());
     nats.restart().await;
-    wait_until(Duration::from_secs(90), "every event delivered", || stats(&rx.hits()).unique == EVENTS).await;
-    let s = stats(&rx.hits());
-    let rate = report("kill -9 at 1/3, 2 replicas, nats-server restart at 2/3", &s, started);
+    wait_until(Duration::from_secs(90), "every event delivered", || stats(&rx.seen()).unique == EVENTS).await;
+    let s = stats(&rx.seen());
+    report("kill -9 at 1/3, 2 replicas, nats-server restart at 2/3", &s);
     eprintln!(
-        "NATS FIGURES |   killed after {at_kill} events ({killed_after:.1?}); nats-server restarted after {at_restart} ({restarted_after:.1?}); consumer ack_wait 5 s, so the new replicas wait 5.5 s before their first pull"
+        "nats run |   killed after {at_kill} events ({killed_after:.1?}); nats-server restarted after {at_restart} ({restarted_after:.1?}); consumer ack_wait 5 s, so the new replicas wait 5.5 s before their first pull"
     );
     // The killed replica's messages come back after ack_wait; then everything is acked.
     wait_consumer_drained(&js, Duration::from_secs(60)).await;
@@ -319,7 +313,6 @@ async fn ordered_events_survive_kill_replicas_and_server_restart() {
     }
     assert_eq!(consumer_counts(&js).await, (0, 0), "nothing pending or unacked after SIGTERM");
     assert_eq!(s.unique, EVENTS, "every event delivered at least once");
-    assert!(rate > 0.0);
     for bridge in [&a, &b] {
         let log = bridge.log();
         // Three connections (source, results, dead letters), each reconnected once.
@@ -352,41 +345,41 @@ async fn partitioned_subjects_keep_per_object_order_across_a_crash() {
             .unwrap();
     }
     publish_ordered(&js, |obj| format!("changes.{}.{obj}", obj % 2)).await;
-    let rx = SlowReceiver::start(RECEIVER_DELAY).await;
+    let rx = Receiver::slow(RECEIVER_DELAY).await;
     let dir = tempfile::tempdir().unwrap();
     let yaml = |bucket: usize| {
         config_on(
             &nats.url(),
             &format!("hookbridge-p{bucket}"),
             &format!("changes.{bucket}.>"),
-            &rx.url(),
+            &rx.url("/hook"),
             ORDERED_DELIVERY,
         )
     };
     let started = Instant::now();
     let mut p0 = Bridge::start(dir.path(), "p0", &yaml(0), &[]);
     let mut p1 = Bridge::start(dir.path(), "p1", &yaml(1), &[]);
-    wait_until(Duration::from_secs(60), "a third of the events", || stats(&rx.hits()).unique >= EVENTS / 3).await;
+    wait_until(Duration::from_secs(60), "a third of the events", || stats(&rx.seen()).unique >= EVENTS / 3).await;
     p0.kill9();
-    let (at_kill, killed_after) = (stats(&rx.hits()).unique, started.elapsed());
+    let (at_kill, killed_after) = (stats(&rx.seen()).unique, started.elapsed());
     let mut p0 = Bridge::start(dir.path(), "p0-restarted", &yaml(0), &[]);
     // Restart the server while the restarted replica is delivering (after its wait).
-    let bucket0 = |hits: &[Hit]| {
-        let even: Vec<Hit> = hits
+    let bucket0 = |hits: &[Seen]| {
+        let even: Vec<Seen> = hits
             .iter()
             .filter(|h| h.key.trim_start_matches("R-").parse::<usize>().is_ok_and(|o| o % 2 == 0))
             .cloned()
             .collect();
         stats(&even).unique
     };
-    wait_until(Duration::from_secs(60), "two thirds of bucket 0", || bucket0(&rx.hits()) >= EVENTS / 3).await;
-    let (at_restart, restarted_after) = (stats(&rx.hits()).unique, started.elapsed());
+    wait_until(Duration::from_secs(60), "two thirds of bucket 0", || bucket0(&rx.seen()) >= EVENTS / 3).await;
+    let (at_restart, restarted_after) = (stats(&rx.seen()).unique, started.elapsed());
     nats.restart().await;
-    wait_until(Duration::from_secs(90), "every event delivered", || stats(&rx.hits()).unique == EVENTS).await;
-    let s = stats(&rx.hits());
-    report("2 subject buckets x 1 replica, kill -9 of one, nats-server restart", &s, started);
+    wait_until(Duration::from_secs(90), "every event delivered", || stats(&rx.seen()).unique == EVENTS).await;
+    let s = stats(&rx.seen());
+    report("2 subject buckets x 1 replica, kill -9 of one, nats-server restart", &s);
     eprintln!(
-        "NATS FIGURES |   bucket 0 killed after {at_kill} events ({killed_after:.1?}) and restarted; nats-server restarted after {at_restart} ({restarted_after:.1?}), when bucket 0 was two thirds done; consumer ack_wait 5 s"
+        "nats run |   bucket 0 killed after {at_kill} events ({killed_after:.1?}) and restarted; nats-server restarted after {at_restart} ({restarted_after:.1?}), when bucket 0 was two thirds done; consumer ack_wait 5 s"
     );
     for bucket in 0..2 {
         wait_drained(&js, &format!("hookbridge-p{bucket}"), Duration::from_secs(30)).await;
@@ -481,7 +474,7 @@ async fn cloudevents_binary_mode_from_ce_headers() {
     let (headers, result) = &results[0];
     assert_eq!(result["event_id"], "ce-42", "the event id comes from ce-id: {result}");
     assert_eq!(result["status"], "delivered");
-    assert_eq!(headers.get(hookbridge::nats::sink::KEY_HEADER).map(|v| v.as_str()), Some("UserRequest::7"));
+    assert_eq!(headers.get(hookbridge::internals::sink::KEY_HEADER).map(|v| v.as_str()), Some("UserRequest::7"));
     assert!(headers.get("Nats-Msg-Id").is_some());
     let seen = rx.seen();
     assert_eq!(seen.len(), 1);

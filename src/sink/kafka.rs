@@ -6,10 +6,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
-use super::client::{self, Logging};
-use super::KafkaError;
+use super::{PublishError, Sink};
 use crate::config::{DestinationConfig, SourceConfig};
-use crate::publish::{PublishError, Sink};
+use crate::source::kafka::client::{self, Logging};
+use crate::source::kafka::KafkaError;
 
 /// How long a send may wait for room in librdkafka's queue; the delivery itself is bounded
 /// by `message.timeout.ms`.
@@ -68,7 +68,7 @@ fn classify(size: usize, error: KafkaError) -> PublishError {
     };
     match code {
         Some(C::MessageSizeTooLarge | C::InvalidMessageSize | C::MessageBatchTooLarge) => {
-            PublishError::TooLarge { size, detail: error.to_string() }
+            PublishError::TooLarge { size, source: error.into() }
         }
         Some(
             C::TopicAuthorizationFailed
@@ -76,7 +76,7 @@ fn classify(size: usize, error: KafkaError) -> PublishError {
             | C::UnknownTopicOrPartition
             | C::UnknownTopic
             | C::InvalidRecord,
-        ) => PublishError::Refused(error.to_string()),
-        _ => PublishError::Unavailable(error.to_string()),
+        ) => PublishError::Refused(error.into()),
+        _ => PublishError::Unavailable(error.into()),
     }
 }

@@ -84,7 +84,11 @@ fn consumer_settings(brokers: &[String], group_id: &str, properties: &BTreeMap<S
         // Cooperative rebalancing moves only the partitions that change owner; the others
         // keep flowing while a replica joins or leaves.
         .set("partition.assignment.strategy", "cooperative-sticky")
-        .set("enable.partition.eof", "false");
+        .set("enable.partition.eof", "false")
+        // hookbridge bounds its own read-ahead (in events and bytes); librdkafka's default
+        // prefetch of up to 64 MiB per consumer would otherwise be most of the process's
+        // memory. 8 MiB is still thousands of events ahead of the pipeline.
+        .set("queued.max.messages.kbytes", "8192");
     for (k, v) in properties {
         c.set(k, v);
     }

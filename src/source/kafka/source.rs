@@ -2,19 +2,19 @@
 //! consumer, and never blocks on the pipeline: messages go to a forwarder task through an
 //! unbounded queue whose size is bounded by pausing each partition whose share of the
 //! backlog (messages read and not settled) is full, and resuming it when its share has
-//! drained by half. So the group sees a live member however slow the endpoints are, and
+//! drained by a quarter. So the group sees a live member however slow the endpoints are, and
 //! memory stays bounded.
 //!
 //! Positions are committed only up to the first message whose outcomes are not all final
 //! ([`super::offsets`]), as they become final at a bounded rate ([`super::commit`]); on
 //! revoke and shutdown they are committed at once, after the in-flight work had its chance
 //! to finish. The thread itself is [`super::poller`]; the retry layout it keeps up to date
-//! as topics and partitions appear is [`super::layout`].
+//! as topics and partitions appear is [`super::poller::layout`].
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
-use std::time::{Duration, Instant};
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use rdkafka::config::ClientConfig;
@@ -24,95 +24,15 @@ use tokio_util::sync::CancellationToken;
 
 use super::client;
 use super::commit::{Failed, Pacer, INTERVAL};
-use super::offsets::{Tp, Tracker};
+use super::offsets::Tracker;
 use super::poller::{ErrorLog, Poller};
 use super::rebalance::{MainContext, RetryContext};
-use super::replay::ReplayFilter;
 use super::retry::{KafkaRetry, MapCell, Waiting};
+use super::shared::{Handover, Shared};
 use super::topics::{self, Subscription};
 use super::KafkaError;
 use crate::config::{Config, SourceConfig};
 use crate::source::{Message, RetryStage, Source, SourceError};
-
-/// State shared by the consumer thread, the rebalance callbacks, the forwarder and the
-/// acknowledgements.
-pub struct Shared {
-    /// Positions of the source partitions.
-    pub(crate) main: Arc<Tracker>,
-    /// Positions of the retry partitions.
-    pub(crate) retry: Arc<Tracker>,
-    /// Retry records read and not yet due.
-    pub(crate) waiting: Mutex<Waiting<Handover>>,
-    /// Retry partitions taken after a crash, by partition number: which of their records the
-    /// source replays.
-    pub(crate) filters: Mutex<HashMap<i32, ReplayFilter>>,
-    /// Source partition -> retry partition: the current layout.
-    pub(crate) map: Arc<MapCell>,
-    /// Source partition -> the retry partition read for it now.
-    pub(crate) links: Mutex<BTreeMap<Tp, i32>>,
-    /// Set when a partition was assigned that the layout does not know, or knows differently.
-    pub(crate) layout_stale: AtomicBool,
-    /// The retry topic.
-    pub(crate) retry_topic: Arc<str>,
-    /// Settings of a consumer that scans retry partitions ([`super::replay::scan`]).
-    pub(crate) scan_settings: ClientConfig,
-    /// How long a revoke or a shutdown waits for in-flight work.
-    pub(crate) drain_timeout: Duration,
-    /// Set once shutting down: revokes do not wait past it.
-    pub(crate) shutdown_deadline: Mutex<Option<Instant>>,
-    /// Set when a commit of the group consumer failed.
-    pub(crate) main_failed: Failed,
-    /// Set when a commit of the retry consumer failed.
-    pub(crate) retry_failed: Arc<Failed>,
-    ready: OnceLock<Arc<AtomicBool>>,
-}
-
-impl Shared {
-    /// Until when a revoke may wait for in-flight work that starts now: the drain timeout,
-    /// and never past the shutdown deadline once shutting down.
-    pub(crate) fn drain_deadline(&self, now: Instant) -> Instant {
-        let own = now + self.drain_timeout;
-        match *self.shutdown_deadline.lock().unwrap_or_else(|p| p.into_inner()) {
-            Some(d) => own.min(d),
-            None => own,
-        }
-    }
-
-    /// The source is connected.
-    pub(crate) fn set_ready(&self) {
-        if let Some(r) = self.ready.get() {
-            r.store(true, Ordering::SeqCst);
-        }
-    }
-
-    pub(crate) fn lock_links(&self) -> MutexGuard<'_, BTreeMap<Tp, i32>> {
-        self.links.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    pub(crate) fn lock_filters(&self) -> MutexGuard<'_, HashMap<i32, ReplayFilter>> {
-        self.filters.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Asks the consumer thread to refresh the retry layout.
-    pub(crate) fn mark_layout_stale(&self) {
-        self.layout_stale.store(true, Ordering::SeqCst);
-    }
-
-    /// Whether a refresh was asked for since the last call.
-    pub(crate) fn take_layout_stale(&self) -> bool {
-        self.layout_stale.swap(false, Ordering::SeqCst)
-    }
-}
-
-/// A message on its way to the pipeline, with what is needed to drop it if its partition
-/// was revoked meanwhile.
-pub struct Handover {
-    pub(crate) message: Message,
-    pub(crate) tracker: Arc<Tracker>,
-    pub(crate) tp: Tp,
-    pub(crate) generation: u64,
-    pub(crate) offset: i64,
-}
 
 /// The Kafka source.
 pub struct KafkaSource {
@@ -127,8 +47,9 @@ pub struct KafkaSource {
 }
 
 impl KafkaSource {
-    /// Builds the consumers and the retry producer; nothing connects yet.
-    pub fn open(config: &Config) -> Result<KafkaSource, KafkaError> {
+    /// Builds the consumers and the retry producer; nothing connects yet. The pipeline takes
+    /// in at most `max_pending` events ahead of their outcomes.
+    pub fn open(config: &Config, max_pending: usize) -> Result<KafkaSource, KafkaError> {
         let SourceConfig::Kafka { brokers, group_id, topics, properties, retry_topic, group_instance_id } =
             &config.source
         else {
@@ -159,7 +80,7 @@ impl KafkaSource {
             shutdown_deadline: Mutex::new(None),
             main_failed: Failed::default(),
             retry_failed: retry_failed.clone(),
-            ready: OnceLock::new(),
+            ready: Default::default(),
         });
         let retry: BaseConsumer<RetryContext> =
             retry_settings.create_with_context(RetryContext { failed: retry_failed }).map_err(KafkaError::Settings)?;
@@ -192,7 +113,7 @@ impl KafkaSource {
             admin,
             // What the pipeline takes in (its read-ahead) plus its channel: enough to keep
             // it fed while a resume takes effect.
-            bound: crate::pipeline::max_pending(config) + 256,
+            bound: max_pending + 256,
         })
     }
 }
@@ -209,7 +130,7 @@ impl Source for KafkaSource {
         ready: Arc<AtomicBool>,
         shutdown: CancellationToken,
     ) -> Result<(), SourceError> {
-        let _ = self.shared.ready.set(ready);
+        self.shared.attach_ready(ready);
         let (fwd, fwd_rx) = mpsc::unbounded_channel();
         let forwarder = tokio::spawn(forward(fwd_rx, tx, shutdown.clone()));
         let poller = Poller {
@@ -230,11 +151,9 @@ impl Source for KafkaSource {
             retry_pacer: Pacer::new(INTERVAL),
             layout: Default::default(),
         };
-        let result = tokio::task::spawn_blocking(move || poller.run())
-            .await
-            .map_err(|e| SourceError::Broker(format!("the kafka consumer thread failed: {e}")))?;
+        let result = tokio::task::spawn_blocking(move || poller.run()).await.map_err(SourceError::Task)?;
         let _ = forwarder.await;
-        result.map_err(|e| SourceError::Broker(e.to_string()))
+        result.map_err(SourceError::from)
     }
 }
 

@@ -9,45 +9,28 @@
 //! - [`keeper`]: holds every fetched message with in-progress acks until the pipeline
 //!   settles it, then confirms the `+ACK` (or `-NAK`; with a delay for a retry record not
 //!   yet due).
-//! - [`sink`]: JetStream publishes that wait for the stream's acknowledgement.
+//! - [`subject`]: subject syntax and wildcard matching.
+//!
+//! The JetStream destination ([`crate::sink::nats`]) uses [`connect`] and [`NatsError`].
 //!
 //! Ordering and deployment notes are in the README (section "NATS JetStream").
 
-pub mod connect;
-pub mod error;
-pub mod keeper;
-pub mod retry;
-pub mod sink;
-pub mod source;
-
-use std::sync::Arc;
+pub(crate) mod connect;
+pub(crate) mod error;
+pub(crate) mod keeper;
+pub(crate) mod retry;
+pub(crate) mod source;
+pub(crate) mod subject;
 
 pub use error::NatsError;
 
-use crate::config::{Config, DestinationConfig, SourceConfig};
-use crate::publish::Sink;
-use crate::source::Source;
+use crate::config::Config;
 
-/// Opens the JetStream source of `config`, waiting (not ready) while the server cannot be
-/// reached.
-pub async fn open_source(config: &Config) -> Result<Box<dyn Source>, String> {
-    let settings = source::Settings::from_config(config).ok_or("the source is not nats")?;
-    let source =
-        retry_start("source", || source::NatsSource::open(settings.clone())).await.map_err(|e| e.to_string())?;
-    Ok(Box::new(source))
-}
-
-/// Opens a NATS destination; the URL defaults to the NATS source's. Waits while the server
-/// cannot be reached.
-pub async fn open_sink(dest: &DestinationConfig, source: &SourceConfig) -> Result<Arc<dyn Sink>, String> {
-    let DestinationConfig::Nats { subject, url, credentials } = dest else {
-        return Err("the destination is not nats".into());
-    };
-    let sink =
-        retry_start("destination", || sink::NatsSink::open(subject, url.as_deref(), credentials.as_ref(), source))
-            .await
-            .map_err(|e| e.to_string())?;
-    Ok(Arc::new(sink))
+/// Opens the JetStream source of `config`, holding at most `max_hold` messages, waiting
+/// (not ready) while the server cannot be reached.
+pub(crate) async fn open_source(config: &Config, max_hold: usize) -> Result<source::NatsSource, NatsError> {
+    let settings = source::Settings::from_config(config, max_hold).ok_or(NatsError::NotNats)?;
+    retry_start("source", || source::NatsSource::open(settings.clone())).await
 }
 
 /// First delay between start-up attempts; it doubles up to [`START_RETRY_MAX`].
@@ -59,7 +42,7 @@ const START_RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(30);
 /// outage as a server lost later: the process stays up and not ready (the caller bounds
 /// the wait with `startup_timeout` and the shutdown signal), rather than exiting into a
 /// crash loop.
-async fn retry_start<T, F, Fut>(what: &str, mut open: F) -> Result<T, NatsError>
+pub(crate) async fn retry_start<T, F, Fut>(what: &str, mut open: F) -> Result<T, NatsError>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, NatsError>>,

@@ -22,6 +22,9 @@ use crate::source::Settle;
 
 /// Each ack request waits this long for the server's confirmation before it is sent again.
 const ACK_TIMEOUT: Duration = Duration::from_secs(5);
+/// Acks settled together are sent together, at most this many: one confirmation then
+/// covers them all (see [`send_batch`]).
+const ACK_BATCH: usize = 512;
 /// Longest pause between two tries of one ack while the server is away.
 const ACK_RETRY_MAX: Duration = Duration::from_secs(2);
 
@@ -148,18 +151,40 @@ async fn run(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
     let mut open = true;
+    let mut settled: Vec<(Subject, Outcome)> = Vec::new();
     loop {
         tokio::select! {
-            command = rx.recv(), if open => match command {
-                Some(Command::Hold { id, reply }) => {
-                    held.insert(id, reply);
-                }
-                Some(Command::Settle { id, outcome }) => {
-                    if let Some(reply) = held.remove(&id) {
-                        acks.spawn(send_ack(client.clone(), reply, outcome, ack_wait, connections.clone()));
+            command = rx.recv(), if open => {
+                // Take what else is already queued too: the acks settled meanwhile go out as
+                // one batch with one confirmation.
+                let mut command = command;
+                loop {
+                    match command {
+                        Some(Command::Hold { id, reply }) => {
+                            held.insert(id, reply);
+                        }
+                        Some(Command::Settle { id, outcome }) => {
+                            if let Some(reply) = held.remove(&id) {
+                                settled.push((reply, outcome));
+                            }
+                        }
+                        None => {
+                            open = false;
+                            break;
+                        }
+                    }
+                    if settled.len() >= ACK_BATCH {
+                        break;
+                    }
+                    match rx.try_recv() {
+                        Ok(c) => command = Some(c),
+                        Err(mpsc::error::TryRecvError::Empty) => break,
+                        Err(mpsc::error::TryRecvError::Disconnected) => command = None,
                     }
                 }
-                None => open = false,
+                if !settled.is_empty() {
+                    acks.spawn(send_batch(client.clone(), std::mem::take(&mut settled), ack_wait, connections.clone()));
+                }
             },
             Some(_) = acks.join_next(), if !acks.is_empty() => {}
             _ = tick.tick() => touch(&client, &held, &mut progress),
@@ -198,6 +223,85 @@ fn touch(client: &Client, held: &HashMap<u64, Subject>, progress: &mut Option<to
         }
         let _ = client.flush().await;
     }));
+}
+
+/// Sends a batch of settled acks and has the server confirm every one of them, with one
+/// confirmation per consumer rather than one per ack.
+///
+/// The server handles a connection's messages in the order they arrive, and a consumer
+/// processes its acks in that order too, so when it confirms the last ack of a consumer's
+/// group (a "double ack", as [`send_ack`] sends) it has processed the others of the group
+/// before it. They are published without a reply; only the last one waits. If the connection
+/// changed meanwhile (a publish may have been lost with the old socket), or the confirmation
+/// does not come, every ack of the group is sent again, each with its own confirmation.
+/// An ack sent twice does no harm: the server settles a message once.
+async fn send_batch(
+    client: Client,
+    batch: Vec<(Subject, Outcome)>,
+    ack_wait: Duration,
+    connections: watch::Receiver<u64>,
+) {
+    let mut groups: HashMap<&str, Vec<&(Subject, Outcome)>> = HashMap::new();
+    for entry in &batch {
+        groups.entry(consumer_of(entry.0.as_str())).or_default().push(entry);
+    }
+    let mut fallback: JoinSet<()> = JoinSet::new();
+    let mut confirmations: JoinSet<Option<Vec<(Subject, Outcome)>>> = JoinSet::new();
+    for (_, group) in groups {
+        let Some(((last, last_outcome), rest)) = group.split_last() else { continue };
+        let mut watch = connections.clone();
+        let generation = *watch.borrow_and_update();
+        let mut sent = true;
+        for (reply, outcome) in rest {
+            if client.publish(reply.clone(), outcome.kind().into()).await.is_err() {
+                sent = false;
+                break;
+            }
+        }
+        let all: Vec<(Subject, Outcome)> = group.iter().map(|e| (*e).clone()).collect();
+        if !sent {
+            for (reply, outcome) in all {
+                fallback.spawn(send_ack(client.clone(), reply, outcome, ack_wait, connections.clone()));
+            }
+            continue;
+        }
+        let (client, last, payload) = (client.clone(), last.clone(), Bytes::from(last_outcome.kind()));
+        confirmations.spawn(async move {
+            let confirmed = matches!(tokio::time::timeout(ACK_TIMEOUT, client.request(last, payload)).await, Ok(Ok(_)));
+            // Confirmed on the connection the others were published on: all of them are in.
+            if confirmed && *watch.borrow_and_update() == generation {
+                None
+            } else {
+                Some(all)
+            }
+        });
+    }
+    while let Some(done) = confirmations.join_next().await {
+        if let Ok(Some(again)) = done {
+            tracing::debug!(acks = again.len(), "nats: a batch of acks was not confirmed; sending each again");
+            for (reply, outcome) in again {
+                fallback.spawn(send_ack(client.clone(), reply, outcome, ack_wait, connections.clone()));
+            }
+        }
+    }
+    while fallback.join_next().await.is_some() {}
+}
+
+/// The consumer an ack subject belongs to: `$JS.ACK.<stream>.<consumer>` followed by five
+/// tokens of the message's own (delivered count, stream and consumer sequences, timestamp,
+/// pending), or, in the domain-qualified form, `$JS.ACK.<domain>.<account>.<stream>.<consumer>`
+/// followed by six. Any other subject is its own group (it then gets its own confirmation).
+fn consumer_of(reply: &str) -> &str {
+    let tokens = reply.split('.').count();
+    let keep = match tokens {
+        9 => 4,
+        12.. => 6,
+        _ => return reply,
+    };
+    match reply.match_indices('.').nth(keep - 1) {
+        Some((at, _)) => &reply[..at],
+        None => reply,
+    }
 }
 
 /// Sends `outcome` and waits for the server to confirm it (a "double ack"), retrying through
@@ -242,6 +346,19 @@ mod tests {
     fn progress_well_within_ack_wait() {
         assert_eq!(progress_interval(Duration::from_secs(30)), Duration::from_secs(10));
         assert_eq!(progress_interval(Duration::from_millis(60)), Duration::from_millis(100));
+    }
+
+    #[test]
+    fn acks_are_grouped_by_consumer() {
+        let a = "$JS.ACK.CHANGES.bridge.1.10.7.1700000000000000000.3";
+        let b = "$JS.ACK.CHANGES.bridge.2.11.8.1700000000000000001.2";
+        let r = "$JS.ACK.CHANGES_RETRY.bridge-retry.1.4.4.1700000000000000002.0";
+        let domain = "$JS.ACK.hub.ACCHASH.CHANGES.bridge.1.10.7.1700000000000000000.3.token";
+        assert_eq!(consumer_of(a), "$JS.ACK.CHANGES.bridge");
+        assert_eq!(consumer_of(a), consumer_of(b));
+        assert_eq!(consumer_of(r), "$JS.ACK.CHANGES_RETRY.bridge-retry");
+        assert_eq!(consumer_of(domain), "$JS.ACK.hub.ACCHASH.CHANGES.bridge");
+        assert_eq!(consumer_of("short"), "short");
     }
 
     #[test]

@@ -6,18 +6,19 @@ use async_nats::HeaderMap;
 use async_trait::async_trait;
 use sha2::{Digest, Sha256};
 
-use super::connect::{connect, error_chain, Connection};
-use super::error::NatsError;
+use super::{PublishError, Sink};
 use crate::config::raw::NatsCredentials;
 use crate::config::SourceConfig;
-use crate::publish::{PublishError, Sink};
+use crate::source::nats::connect::{connect, error_chain, NatsClient};
+use crate::source::nats::subject::{is_publish_subject, subject_matches};
+use crate::source::nats::NatsError;
 
 /// Header that carries the message key (`class::key`), since NATS messages have none.
 pub const KEY_HEADER: &str = "Hookbridge-Key";
 
 /// A JetStream subject destination.
 pub struct NatsSink {
-    conn: Connection,
+    conn: NatsClient,
     subject: String,
 }
 
@@ -80,9 +81,9 @@ impl Sink for NatsSink {
             .jetstream
             .publish_with_headers(self.subject.clone(), headers, payload.to_vec().into())
             .await
-            .map_err(|e| classify(payload.len(), &e))?;
+            .map_err(|e| classify(payload.len(), e))?;
         tokio::select! {
-            acked = ack => acked.map(|_| ()).map_err(|e| classify(payload.len(), &e)),
+            acked = ack => acked.map(|_| ()).map_err(|e| classify(payload.len(), e)),
             // An acknowledgement in flight when the connection dropped never arrives: rather
             // than wait out the timeout (and stall the lane behind it), fail now so the
             // publisher sends again; the message id makes the second copy a no-op.
@@ -92,25 +93,23 @@ impl Sink for NatsSink {
 }
 
 /// Which publish errors cannot pass by sending the same message again.
-fn classify(size: usize, e: &async_nats::jetstream::context::PublishError) -> PublishError {
+fn classify(size: usize, e: async_nats::jetstream::context::PublishError) -> PublishError {
     use async_nats::jetstream::context::PublishErrorKind as K;
-    let detail = error_chain(e);
+    let detail = error_chain(&e);
+    let too_large = detail.contains("maximum payload") || detail.contains("message size exceeds");
+    let refused = detail.contains("Permissions Violation") || detail.contains("permissions violation");
     match e.kind() {
-        K::MaxPayloadExceeded => PublishError::TooLarge { size, detail },
-        _ if detail.contains("maximum payload") || detail.contains("message size exceeds") => {
-            PublishError::TooLarge { size, detail }
-        }
-        _ if detail.contains("Permissions Violation") || detail.contains("permissions violation") => {
-            PublishError::Refused(detail)
-        }
-        _ => PublishError::Unavailable(detail),
+        K::MaxPayloadExceeded => PublishError::TooLarge { size, source: e.into() },
+        _ if too_large => PublishError::TooLarge { size, source: e.into() },
+        _ if refused => PublishError::Refused(e.into()),
+        _ => PublishError::Unavailable(e.into()),
     }
 }
 
 /// A stable id for a message's bytes.
 fn message_id(payload: &[u8]) -> String {
     let digest = Sha256::digest(payload);
-    digest.iter().take(16).map(|b| format!("{b:02x}")).collect()
+    crate::request::hex(&digest[..16])
 }
 
 /// Header values cannot hold line breaks.
@@ -118,48 +117,9 @@ fn header_safe(value: &str) -> String {
     value.chars().map(|c| if c.is_control() { ' ' } else { c }).collect()
 }
 
-/// Whether `subject` can be published to: tokens without wildcards or spaces.
-pub fn is_publish_subject(subject: &str) -> bool {
-    !subject.is_empty()
-        && subject.split('.').all(|t| !t.is_empty() && t != "*" && t != ">" && !t.chars().any(char::is_whitespace))
-}
-
-/// Whether the subject filter `filter` (with `*` and `>` wildcards) matches `subject`.
-pub fn subject_matches(filter: &str, subject: &str) -> bool {
-    let mut f = filter.split('.');
-    let mut s = subject.split('.');
-    loop {
-        match (f.next(), s.next()) {
-            (Some(">"), Some(_)) => return true,
-            (Some("*"), Some(_)) => {}
-            (Some(a), Some(b)) if a == b => {}
-            (None, None) => return true,
-            _ => return false,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn filters_match_like_nats() {
-        assert!(subject_matches("hookbridge.>", "hookbridge.results"));
-        assert!(subject_matches("hookbridge.*", "hookbridge.results"));
-        assert!(!subject_matches("hookbridge.*", "hookbridge.results.x"));
-        assert!(!subject_matches("hookbridge.>", "hookbridge"));
-        assert!(subject_matches("a.b", "a.b"));
-        assert!(!subject_matches("a.b", "a.c"));
-    }
-
-    #[test]
-    fn publish_subjects_have_no_wildcards() {
-        assert!(is_publish_subject("hookbridge.results"));
-        assert!(!is_publish_subject("hookbridge.>"));
-        assert!(!is_publish_subject("a..b"));
-        assert!(!is_publish_subject("a b"));
-    }
 
     #[test]
     fn message_ids_follow_the_bytes() {

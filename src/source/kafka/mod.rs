@@ -11,34 +11,30 @@
 //! - [`source`] is the consumer-group source; [`poller`] its consumer thread, which hands
 //!   messages to the pipeline without ever blocking the poll loop, pauses partitions while
 //!   the backlog is full, and settles and commits on shutdown; [`rebalance`] does the same
-//!   when the group takes partitions away; [`layout`] follows topics and partitions that
+//!   when the group takes partitions away; [`poller::layout`] follows topics and partitions that
 //!   appear while running.
 //! - [`retry`] parks deliveries in the retry topic and hands them back when due;
 //!   [`replay`] keeps retry records read again after a crash from being delivered twice.
-//! - [`sink`] produces results and dead letters with an idempotent producer.
+//! - [`shared`] is the state the consumer thread, the rebalance callbacks, the forwarder
+//!   and the acknowledgements share.
+//!
+//! The Kafka destination ([`crate::sink::kafka`]) uses [`client`] and [`KafkaError`].
 //! - [`lag`] reports the lag of every owned partition.
 
-pub mod client;
-pub mod commit;
-pub mod lag;
-pub mod layout;
-pub mod offsets;
-pub mod poller;
-pub mod progress;
-pub mod rebalance;
-pub mod replay;
+pub(crate) mod client;
+pub(crate) mod commit;
+pub(crate) mod lag;
+pub(crate) mod offsets;
+pub(crate) mod poller;
+pub(crate) mod progress;
+pub(crate) mod rebalance;
+pub(crate) mod replay;
 pub mod retry;
-pub mod sink;
-pub mod source;
-pub mod topics;
-
-use std::sync::Arc;
+pub(crate) mod shared;
+pub(crate) mod source;
+pub(crate) mod topics;
 
 use thiserror::Error;
-
-use crate::config::{Config, DestinationConfig, SourceConfig};
-use crate::publish::Sink;
-use crate::source::Source;
 
 /// What can go wrong with Kafka, with a short stable label for logs and metrics.
 #[derive(Debug, Error)]
@@ -100,14 +96,4 @@ impl KafkaError {
             KafkaError::NotParkable(_) => "not_parkable",
         }
     }
-}
-
-/// Opens the Kafka source of `config`.
-pub async fn open_source(config: &Config) -> Result<Box<dyn Source>, String> {
-    source::KafkaSource::open(config).map(|s| Box::new(s) as Box<dyn Source>).map_err(|e| e.to_string())
-}
-
-/// Opens a Kafka destination; brokers and properties default to the Kafka source's.
-pub async fn open_sink(dest: &DestinationConfig, source: &SourceConfig) -> Result<Arc<dyn Sink>, String> {
-    sink::KafkaSink::open(dest, source).map(|s| Arc::new(s) as Arc<dyn Sink>).map_err(|e| e.to_string())
 }

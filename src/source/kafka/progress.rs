@@ -29,6 +29,7 @@ pub struct Progress {
 
 impl Progress {
     /// Nothing known past `next`.
+    #[cfg(test)]
     pub fn none(next: i64) -> Progress {
         Progress { next, upto: next - 1, open: Vec::new() }
     }
@@ -51,6 +52,7 @@ impl Progress {
     }
 
     /// The last offset covered.
+    #[cfg(test)]
     pub fn upto(&self) -> i64 {
         self.upto
     }

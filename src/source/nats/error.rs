@@ -77,6 +77,9 @@ pub enum NatsError {
     /// A destination subject that cannot be published to.
     #[error("subject {0:?} is not a valid publish subject (no wildcards or spaces)")]
     InvalidSubject(String),
+    /// NATS source settings were asked of a config whose source is not NATS.
+    #[error("the source is not nats")]
+    NotNats,
     /// A NATS destination without a URL, next to a source that is not NATS.
     #[error("`url` is required when the source is not nats")]
     NoUrl,
@@ -109,6 +112,7 @@ impl NatsError {
             | NatsError::ConsumerMismatch { .. }
             | NatsError::Loop { .. }
             | NatsError::InvalidSubject(_)
+            | NatsError::NotNats
             | NatsError::NoUrl => false,
         }
     }

@@ -148,11 +148,6 @@ impl Tracker {
         self.lock().parts.get(tp).filter(|p| !p.revoking).map(|p| p.generation)
     }
 
-    /// Whether work read under `generation` may still be handed over.
-    pub fn is_current(&self, tp: &Tp, generation: u64) -> bool {
-        self.current(tp) == Some(generation)
-    }
-
     /// Notes what the committed position of `tp` said past itself: those offsets are final
     /// and [`Tracker::read`] skips them.
     pub fn resume(&self, tp: &Tp, earlier: Progress) {
@@ -298,6 +293,7 @@ impl Tracker {
     }
 
     /// Messages read and not settled, all partitions together.
+    #[cfg(test)]
     pub fn backlog(&self) -> usize {
         self.lock().parts.values().map(|p| p.in_flight).sum()
     }
@@ -330,16 +326,6 @@ impl Ticket {
     pub fn settle(mut self, is_final: bool) {
         self.done = true;
         self.tracker.release(&self.tp, self.generation, self.offset, is_final);
-    }
-
-    /// The partition it came from.
-    pub fn tp(&self) -> &Tp {
-        &self.tp
-    }
-
-    /// The generation it was read under.
-    pub fn generation(&self) -> u64 {
-        self.generation
     }
 
     /// What tells the tracker that the message is held by lane parking

@@ -6,7 +6,7 @@
 //!
 //! The layout is refreshed when a partition is assigned that it does not know, and every
 //! [`REFRESH_EVERY`] (a partition added elsewhere can move retry partitions of this
-//! replica's: see [`super::retry::RetryMap`]). When a source partition's retry partition
+//! replica's: see [`crate::source::kafka::retry::RetryMap`]). When a source partition's retry partition
 //! changes, the old one is given up like a revoked partition (in-flight work settles, the
 //! position is committed) and the new one is taken.
 
@@ -15,12 +15,12 @@ use std::time::{Duration, Instant};
 
 use rdkafka::consumer::Consumer;
 
-use super::commit::commit_now;
-use super::offsets::Tp;
-use super::poller::Poller;
-use super::rebalance::{forget, link, names, stop_reading};
-use super::retry::{self, RetryMap};
-use super::KafkaError;
+use super::Poller;
+use crate::source::kafka::commit::commit_now;
+use crate::source::kafka::offsets::Tp;
+use crate::source::kafka::rebalance::{forget, link, names, stop_reading};
+use crate::source::kafka::retry::{self, RetryMap};
+use crate::source::kafka::KafkaError;
 
 /// How often the layout is checked even when nothing asked for it.
 pub const REFRESH_EVERY: Duration = Duration::from_secs(30);

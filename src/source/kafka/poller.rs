@@ -2,7 +2,9 @@
 //! it reads to the forwarder without ever waiting for the pipeline, commits the positions
 //! that became final, pauses and resumes partitions around the backlog bound, catches up
 //! retry partitions and releases retry records when due, keeps the retry layout up to date
-//! ([`super::layout`]), and drains on shutdown.
+//! ([`layout`]), and drains on shutdown.
+
+pub(crate) mod layout;
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -14,21 +16,20 @@ use rdkafka::message::{BorrowedMessage, Headers};
 use rdkafka::topic_partition_list::TopicPartitionList;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::Message as _;
-use serde_json::json;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::commit::{commit_async, commit_now, Pacer};
 use super::lag::LagReporter;
-use super::layout::LayoutState;
 use super::offsets::{Ticket, Tp, Tracker};
 use super::rebalance::{MainContext, RetryContext};
 use super::replay::{DeliveryKey, Verdict};
 use super::retry;
-use super::source::{Handover, Shared};
+use super::shared::{Handover, Shared};
 use super::topics::Subscription;
 use super::KafkaError;
-use crate::source::{Ack, Message, Settle};
+use crate::source::{Ack, Coords, Message, RetryInfo, Settle};
+use layout::LayoutState;
 
 /// Messages taken from the consumers per poll round, before the housekeeping runs again.
 const BATCH: usize = 500;
@@ -36,6 +37,10 @@ const BATCH: usize = 500;
 const MIN_SHARE: usize = 32;
 /// How long a poll waits when nothing is there.
 const POLL_WAIT: Duration = Duration::from_millis(50);
+/// How long a poll waits while flow control holds partitions paused: the backlog drains in
+/// milliseconds at full speed, and a resume that waits out [`POLL_WAIT`] leaves the pipeline
+/// without work meanwhile.
+const PAUSED_POLL_WAIT: Duration = Duration::from_millis(2);
 /// How often the retry group's positions are committed again even when they did not
 /// move: the group has no members, so the broker would expire positions left untouched
 /// for `offsets.retention.minutes`.
@@ -128,7 +133,8 @@ impl Poller {
     }
 
     fn poll_main(&mut self) -> Result<(), KafkaError> {
-        let mut wait = POLL_WAIT;
+        let mut wait =
+            if self.paused_main.is_empty() && self.paused_retry.is_empty() { POLL_WAIT } else { PAUSED_POLL_WAIT };
         for _ in 0..BATCH {
             match self.main.poll(wait) {
                 None => break,
@@ -169,13 +175,7 @@ impl Poller {
         let Some(ticket) = tracker.read(&tp, generation, m.offset()) else {
             return;
         };
-        let message = Message {
-            payload: m.payload().unwrap_or_default().to_vec(),
-            headers: headers_of(m),
-            coords: json!({"type": "kafka", "topic": m.topic(), "partition": m.partition(), "offset": m.offset()}),
-            ack: ack(ticket),
-            retry: None,
-        };
+        let message = as_message(m, ticket, None);
         let offset = m.offset();
         let _ = self.fwd.send(Handover { message, tracker: tracker.clone(), tp, generation, offset });
     }
@@ -198,13 +198,7 @@ impl Poller {
             Ok(r) => r,
             Err(e) => {
                 // Handed over as it is: the pipeline dead-letters it with the reason.
-                let message = Message {
-                    payload: m.payload().unwrap_or_default().to_vec(),
-                    headers: headers_of(m),
-                    coords: json!({"type": "kafka", "topic": m.topic(), "partition": m.partition(), "offset": m.offset()}),
-                    ack: ack(ticket),
-                    retry: Some(Err(e)),
-                };
+                let message = as_message(m, ticket, Some(Err(e)));
                 let _ =
                     self.fwd.send(Handover { message, tracker: tracker.clone(), tp, generation, offset: m.offset() });
                 return;
@@ -328,6 +322,17 @@ fn ack(ticket: Ticket) -> Ack {
     Ack::with_hold(move |how| ticket.settle(how == Settle::Done), hold)
 }
 
+/// A record as the pipeline sees it, with its own coordinates.
+fn as_message(m: &BorrowedMessage<'_>, ticket: Ticket, retry: Option<Result<RetryInfo, String>>) -> Message {
+    Message {
+        payload: m.payload().unwrap_or_default().to_vec(),
+        headers: headers_of(m),
+        coords: Coords::Kafka { topic: m.topic().into(), partition: m.partition(), offset: m.offset(), retry: None },
+        ack: ack(ticket),
+        retry,
+    }
+}
+
 fn headers_of(m: &BorrowedMessage<'_>) -> Vec<(String, Vec<u8>)> {
     m.headers()
         .map(|hs| hs.iter().map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec())).collect())
@@ -335,7 +340,9 @@ fn headers_of(m: &BorrowedMessage<'_>) -> Vec<(String, Vec<u8>)> {
 }
 
 /// Pauses each partition whose share of the backlog is full and resumes it once its share
-/// has drained by half. Every owned partition gets an equal share of `bound` (at least
+/// has drained by a quarter: a pause drops what librdkafka had fetched ahead for the
+/// partition, so a resume must fetch again, and waiting for half the share to drain left the
+/// pipeline idle while it did. Every owned partition gets an equal share of `bound` (at least
 /// [`MIN_SHARE`]), so the total stays bounded and one busy partition cannot keep the others
 /// waiting (librdkafka returns a fetch partition by partition). Partitions are known with
 /// their generation: a partition assigned again starts unpaused, as librdkafka has it.
@@ -359,7 +366,7 @@ fn throttle<C: ConsumerContext>(
         if !paused.contains(&key) && n >= share {
             let _ = pause.add_partition(&key.0.topic, key.0.partition);
             paused.insert(key);
-        } else if paused.contains(&key) && n <= share / 2 {
+        } else if paused.contains(&key) && n <= share * 3 / 4 {
             let _ = resume.add_partition(&key.0.topic, key.0.partition);
             paused.remove(&key);
         }

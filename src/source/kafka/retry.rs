@@ -21,14 +21,13 @@ use rdkafka::consumer::Consumer;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
 use std::future::Future;
 use std::pin::Pin;
 
 use super::client::Logging;
 use super::KafkaError;
 use crate::event::{parse_event, CloudEventHeaders};
-use crate::source::{DurableRetry, Message, RetryInfo};
+use crate::source::{Coords, DurableRetry, KafkaRecord, Message, RetryInfo, ScheduleError};
 
 /// Header holding the [`RetryInfo`] as JSON.
 pub const INFO_HEADER: &str = "hookbridge-retry";
@@ -120,23 +119,23 @@ pub struct Origin {
 impl Origin {
     /// The origin named by a message's coordinates (a retry record's coordinates are its
     /// origin's, so a delivery parked twice keeps its first coordinates).
-    pub fn from_coords(coords: &Value) -> Option<Origin> {
-        Some(Origin {
-            topic: coords.get("topic")?.as_str()?.to_string(),
-            partition: i32::try_from(coords.get("partition")?.as_i64()?).ok()?,
-            offset: coords.get("offset")?.as_i64()?,
-        })
+    pub fn from_coords(coords: &Coords) -> Option<Origin> {
+        match coords {
+            Coords::Kafka { topic, partition, offset, .. } => {
+                Some(Origin { topic: topic.clone(), partition: *partition, offset: *offset })
+            }
+            _ => None,
+        }
     }
 
     /// The coordinates of a retry record: its origin's, and where the record itself is.
-    pub fn coords(&self, retry_topic: &str, partition: i32, offset: i64) -> Value {
-        json!({
-            "type": "kafka",
-            "topic": self.topic,
-            "partition": self.partition,
-            "offset": self.offset,
-            "retry": {"topic": retry_topic, "partition": partition, "offset": offset},
-        })
+    pub fn coords(&self, retry_topic: &str, partition: i32, offset: i64) -> Coords {
+        Coords::Kafka {
+            topic: self.topic.clone(),
+            partition: self.partition,
+            offset: self.offset,
+            retry: Some(KafkaRecord { topic: retry_topic.to_string(), partition, offset }),
+        }
     }
 }
 
@@ -278,7 +277,7 @@ impl DurableRetry for KafkaRetry {
         message: &'life1 Message,
         info: RetryInfo,
         delay: Duration,
-    ) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'async_trait>>
+    ) -> Pin<Box<dyn Future<Output = Result<(), ScheduleError>> + Send + 'async_trait>>
     where
         'life0: 'async_trait,
         'life1: 'async_trait,
@@ -287,8 +286,8 @@ impl DurableRetry for KafkaRetry {
         let record = self.record(message, &info, delay);
         Box::pin(async move {
             match record {
-                Ok(parked) => self.send(parked).await.map_err(|e| e.to_string()),
-                Err(e) => Err(e.to_string()),
+                Ok(parked) => Ok(self.send(parked).await?),
+                Err(e) => Err(e.into()),
             }
         })
     }
@@ -330,11 +329,13 @@ impl<T> Waiting<T> {
     }
 
     /// How many are waiting.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.items.len()
     }
 
     /// Whether none is waiting.
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.items.is_empty()
     }
@@ -459,7 +460,7 @@ mod tests {
         let origin = Origin { topic: "changes".into(), partition: 1, offset: 7 };
         let coords = origin.coords("changes.retry", 1, 99);
         assert_eq!(Origin::from_coords(&coords), Some(origin));
-        assert_eq!(coords["retry"]["offset"], 99);
+        assert_eq!(serde_json::json!(coords)["retry"]["offset"], 99);
     }
 
     #[test]

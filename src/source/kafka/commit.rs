@@ -174,7 +174,7 @@ mod tests {
     }
 
     fn at(next: i64) -> Position {
-        Position { next, progress: crate::kafka::progress::Progress::none(next) }
+        Position { next, progress: crate::source::kafka::progress::Progress::none(next) }
     }
 
     fn out(due: Option<Vec<(Tp, Position)>>) -> Option<Vec<(Tp, i64)>> {

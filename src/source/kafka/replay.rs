@@ -86,11 +86,6 @@ impl ReplayFilter {
         }
     }
 
-    /// The end offset of the partition when it was taken.
-    pub fn end(&self) -> i64 {
-        self.end
-    }
-
     /// Whether the filter has a say on records past `offset` no more.
     pub fn done_at(&self, offset: i64) -> bool {
         offset + 1 >= self.end

@@ -22,7 +22,7 @@ use super::commit::{commit_now, Failed};
 use super::offsets::Tp;
 use super::progress::Progress;
 use super::replay::{self, ReplayFilter};
-use super::source::Shared;
+use super::shared::Shared;
 use crate::metrics;
 
 /// How long a query for committed offsets or watermarks may take while taking partitions.

@@ -15,18 +15,17 @@ use async_nats::jetstream::ErrorCode;
 use async_nats::jetstream::Message as JsMessage;
 use async_trait::async_trait;
 use futures::{FutureExt as _, StreamExt as _};
-use serde_json::json;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use super::connect::{connect, error_chain, Connection};
+use super::connect::{connect, error_chain, NatsClient};
 use super::error::NatsError;
 use super::keeper::{progress_interval, Keeper};
 use super::retry::{self, NatsRetry};
 use crate::config::raw::{default_nats_retry_stream, default_nats_retry_subject, NatsCredentials};
 use crate::config::{Config, SourceConfig};
 use crate::metrics;
-use crate::source::{Ack, Message, RetryStage, Source, SourceError};
+use crate::source::{Ack, Coords, Message, RetryStage, Source, SourceError};
 
 /// `ack_wait` of a consumer the bridge creates. Progress acks go out every third of it.
 pub const DEFAULT_ACK_WAIT: Duration = Duration::from_secs(30);
@@ -65,8 +64,9 @@ pub struct Settings {
 }
 
 impl Settings {
-    /// The settings of a config whose source is NATS.
-    pub fn from_config(config: &Config) -> Option<Settings> {
+    /// The settings of a config whose source is NATS; the replica holds at most `max_hold`
+    /// messages.
+    pub fn from_config(config: &Config, max_hold: usize) -> Option<Settings> {
         let SourceConfig::Nats { url, stream, subjects, consumer, retry_stream, retry_subject, credentials } =
             &config.source
         else {
@@ -81,7 +81,7 @@ impl Settings {
             retry_stream: retry_stream.clone().unwrap_or_else(|| default_nats_retry_stream(stream)),
             retry_subject: retry_subject.clone().unwrap_or_else(|| default_nats_retry_subject(consumer)),
             credentials: credentials.clone(),
-            max_hold: crate::pipeline::max_pending(config),
+            max_hold,
             drain: config.delivery.shutdown_timeout.0,
         })
     }
@@ -190,7 +190,7 @@ struct Pull {
 /// The bound source.
 pub struct NatsSource {
     settings: Settings,
-    conn: Connection,
+    conn: NatsClient,
     events: Pull,
     retries: Pull,
     stage: Arc<NatsRetry>,
@@ -283,13 +283,7 @@ impl Feed<'_> {
         // attempts are counted per action, in the retry records of the actions that failed.
         let held = self.keeper.hold(self.ids.fetch_add(1, Ordering::Relaxed), reply, room);
         Some(Message {
-            coords: json!({
-                "type": "nats",
-                "stream": stream,
-                "subject": msg.subject.as_str(),
-                "sequence": sequence,
-                "delivered": delivered,
-            }),
+            coords: coords_of(&msg, stream, sequence, delivered),
             headers: headers_of(&msg),
             payload: msg.message.payload.to_vec(),
             // The ack is settled by the pipeline only once every outcome for this message is
@@ -316,13 +310,7 @@ impl Feed<'_> {
                 tracing::warn!(%reason, stream = %stream, sequence, "nats: unreadable retry record");
                 let held = self.keeper.hold(id, reply, room);
                 return Some(Message {
-                    coords: json!({
-                        "type": "nats",
-                        "stream": stream,
-                        "subject": msg.subject.as_str(),
-                        "sequence": sequence,
-                        "delivered": delivered,
-                    }),
+                    coords: coords_of(&msg, stream.clone(), sequence, delivered),
                     headers: headers_of(&msg),
                     payload,
                     ack: Ack::new(move |how| held.settle(how)),
@@ -359,8 +347,13 @@ impl Feed<'_> {
     }
 }
 
+/// A message's own coordinates in its stream.
+fn coords_of(msg: &JsMessage, stream: String, sequence: u64, delivered: u64) -> Coords {
+    Coords::Nats { stream, subject: msg.subject.to_string(), sequence, delivered: Some(delivered), retry: None }
+}
+
 /// The stream, which must exist.
-async fn get_stream(conn: &Connection, name: &str) -> Result<Stream, NatsError> {
+async fn get_stream(conn: &NatsClient, name: &str) -> Result<Stream, NatsError> {
     match conn.jetstream.get_stream(name).await {
         Ok(s) => Ok(s),
         Err(e) => match e.kind() {
@@ -542,7 +535,7 @@ async fn wait_for_orphans(consumer: &PullConsumer, shutdown: &CancellationToken)
 impl Pull {
     /// Pulls batches until `shutdown`, recovering from every error: a pull request lost with
     /// a restarted server, a deleted consumer, a stream briefly unavailable.
-    async fn fetch_loop(mut self, conn: &Connection, feed: &Feed<'_>) {
+    async fn fetch_loop(mut self, conn: &NatsClient, feed: &Feed<'_>) {
         let shutdown = feed.shutdown;
         let mut connections = conn.connections.clone();
         let mut pause = Duration::from_millis(100);

@@ -21,15 +21,14 @@ use async_nats::jetstream::stream::{Config as StreamConfig, RetentionPolicy, Sto
 use async_nats::jetstream::ErrorCode;
 use async_nats::HeaderMap;
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 use tokio::sync::watch;
 
-use super::connect::{error_chain, Connection};
+use super::connect::{error_chain, NatsClient};
 use super::error::NatsError;
-use super::sink::subject_matches;
-use crate::source::{DurableRetry, Message, RetryInfo};
+use super::subject::subject_matches;
+use crate::source::{Coords, DurableRetry, Message, NatsRecord, RetryInfo};
 
 /// Header holding the [`RetryInfo`] as JSON.
 pub const INFO_HEADER: &str = "hookbridge-retry";
@@ -60,23 +59,24 @@ pub struct Origin {
 impl Origin {
     /// The origin named by a message's coordinates. A retry record's coordinates are its
     /// origin's, so a delivery parked again keeps its first coordinates.
-    pub fn from_coords(coords: &Value) -> Option<Origin> {
-        Some(Origin {
-            stream: coords.get("stream")?.as_str()?.to_string(),
-            subject: coords.get("subject")?.as_str()?.to_string(),
-            sequence: coords.get("sequence")?.as_u64()?,
-        })
+    pub fn from_coords(coords: &Coords) -> Option<Origin> {
+        match coords {
+            Coords::Nats { stream, subject, sequence, .. } => {
+                Some(Origin { stream: stream.clone(), subject: subject.clone(), sequence: *sequence })
+            }
+            _ => None,
+        }
     }
 
     /// The coordinates of a retry record: its origin's, and where the record itself is.
-    pub fn coords(&self, retry_stream: &str, record_sequence: u64) -> Value {
-        json!({
-            "type": "nats",
-            "stream": self.stream,
-            "subject": self.subject,
-            "sequence": self.sequence,
-            "retry": {"stream": retry_stream, "sequence": record_sequence},
-        })
+    pub fn coords(&self, retry_stream: &str, record_sequence: u64) -> Coords {
+        Coords::Nats {
+            stream: self.stream.clone(),
+            subject: self.subject.clone(),
+            sequence: self.sequence,
+            delivered: None,
+            retry: Some(NatsRecord { stream: retry_stream.to_string(), sequence: record_sequence }),
+        }
     }
 }
 
@@ -162,7 +162,7 @@ pub fn encode(
 pub enum ScheduleError {
     /// The message carries no NATS coordinates to name its origin.
     #[error("no NATS coordinates in {0}")]
-    NoOrigin(Value),
+    NoOrigin(Coords),
     /// An original header cannot be carried over.
     #[error("header {name:?} cannot be carried into the retry record: {detail}")]
     Header {
@@ -207,18 +207,13 @@ struct Parked {
 
 impl NatsRetry {
     /// A stage publishing to `subject`, which `stream` captures, on `conn`.
-    pub fn new(conn: &Connection, stream: &str, subject: &str) -> NatsRetry {
+    pub fn new(conn: &NatsClient, stream: &str, subject: &str) -> NatsRetry {
         NatsRetry {
             jetstream: conn.jetstream.clone(),
             connections: conn.connections.clone(),
             stream: stream.to_string(),
             subject: subject.to_string(),
         }
-    }
-
-    /// The retry stream's name.
-    pub fn stream(&self) -> &str {
-        &self.stream
     }
 
     /// Builds the record of a delivery; synchronous, so that the future publishing it does
@@ -228,7 +223,10 @@ impl NatsRetry {
             Origin::from_coords(&message.coords).ok_or_else(|| ScheduleError::NoOrigin(message.coords.clone()))?;
         let not_before = chrono::Utc::now().timestamp_millis() + delay.as_millis() as i64;
         let mut headers = encode(&message.headers, info, not_before, &origin)?;
-        let from = message.coords.get("retry").and_then(|r| r.get("sequence")).and_then(Value::as_u64);
+        let from = match &message.coords {
+            Coords::Nats { retry: Some(record), .. } => Some(record.sequence),
+            _ => None,
+        };
         let id = record_id(&origin, info, from);
         headers.insert("Nats-Msg-Id", id.as_str());
         Ok(Parked { headers, payload: message.payload.clone(), id })
@@ -299,7 +297,7 @@ impl DurableRetry for NatsRetry {
         message: &'life1 Message,
         info: RetryInfo,
         delay: Duration,
-    ) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'async_trait>>
+    ) -> Pin<Box<dyn Future<Output = Result<(), crate::source::ScheduleError>> + Send + 'async_trait>>
     where
         'life0: 'async_trait,
         'life1: 'async_trait,
@@ -308,8 +306,8 @@ impl DurableRetry for NatsRetry {
         let record = self.record(message, &info, delay);
         Box::pin(async move {
             match record {
-                Ok(parked) => self.send(parked).await.map_err(|e| e.to_string()),
-                Err(e) => Err(e.to_string()),
+                Ok(parked) => Ok(self.send(parked).await?),
+                Err(e) => Err(e.into()),
             }
         })
     }
@@ -321,7 +319,7 @@ const CAPTURE_TRIES: usize = 6;
 
 /// Makes sure the retry stream exists (creating it with work-queue retention and file
 /// storage) and captures `subject`, adding the subject to an existing stream that does not.
-pub async fn ensure_stream(conn: &Connection, name: &str, subject: &str) -> Result<Stream, NatsError> {
+pub async fn ensure_stream(conn: &NatsClient, name: &str, subject: &str) -> Result<Stream, NatsError> {
     let refused =
         |reason: String| NatsError::RetryStream { stream: name.to_string(), subject: subject.to_string(), reason };
     // A subject captured by another stream (the source stream with a `>` filter, an output
@@ -359,7 +357,7 @@ pub async fn ensure_stream(conn: &Connection, name: &str, subject: &str) -> Resu
     Err(refused(format!("{subject:?} was added but does not stay among its subjects (concurrent updates?)")))
 }
 
-async fn create_stream(conn: &Connection, name: &str, subject: &str) -> Result<Stream, String> {
+async fn create_stream(conn: &NatsClient, name: &str, subject: &str) -> Result<Stream, String> {
     let config = StreamConfig {
         name: name.to_string(),
         description: Some("hookbridge: deliveries waiting for a retry, one per record".into()),
@@ -482,10 +480,10 @@ mod tests {
     fn a_record_keeps_its_first_origin() {
         let origin = Origin { stream: "CHANGES".into(), subject: "changes.1".into(), sequence: 42 };
         let coords = origin.coords("CHANGES_RETRY", 7);
-        assert_eq!(coords["retry"], json!({"stream": "CHANGES_RETRY", "sequence": 7}));
+        assert_eq!(serde_json::json!(coords)["retry"], serde_json::json!({"stream": "CHANGES_RETRY", "sequence": 7}));
         assert_eq!(Origin::from_coords(&coords), Some(origin));
-        let main = json!({"type": "nats", "stream": "CHANGES", "subject": "changes.1", "sequence": 42, "delivered": 1});
+        let main: Coords = serde_json::from_value(serde_json::json!({"type": "nats", "stream": "CHANGES", "subject": "changes.1", "sequence": 42, "delivered": 1})).unwrap();
         assert_eq!(Origin::from_coords(&main).unwrap().sequence, 42);
-        assert_eq!(Origin::from_coords(&json!({"type": "file"})), None);
+        assert_eq!(Origin::from_coords(&Coords::Send), None);
     }
 }

@@ -21,7 +21,7 @@ const JETSTREAM_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A connected client, its JetStream context, and the number of (re)connections so far.
 #[derive(Clone)]
-pub struct Connection {
+pub struct NatsClient {
     /// The core client.
     pub client: Client,
     /// JetStream on that client.
@@ -33,7 +33,7 @@ pub struct Connection {
 /// Connects to `url` (comma-separated server URLs) with `credentials`; `name` shows in the
 /// server's connection list. Fails at once when no server answers: startup errors must be
 /// visible, while later disconnections are retried forever.
-pub async fn connect(url: &str, credentials: &NatsCredentials, name: &str) -> Result<Connection, NatsError> {
+pub async fn connect(url: &str, credentials: &NatsCredentials, name: &str) -> Result<NatsClient, NatsError> {
     let servers = parse_servers(url)?;
     let (count_tx, count_rx) = watch::channel(0u64);
     let options = options(credentials).await?.name(name).event_callback(move |event| {
@@ -67,7 +67,7 @@ pub async fn connect(url: &str, credentials: &NatsCredentials, name: &str) -> Re
     })?;
     let mut jetstream = async_nats::jetstream::new(client.clone());
     jetstream.set_timeout(JETSTREAM_TIMEOUT);
-    Ok(Connection { client, jetstream, connections: count_rx })
+    Ok(NatsClient { client, jetstream, connections: count_rx })
 }
 
 /// The server list of a comma-separated URL string.
