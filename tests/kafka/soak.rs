@@ -132,11 +132,13 @@ async fn run(plan: Plan) -> Report {
     let mut running = vec![replica(&broker, dir.path(), "r0", &rx.url("/hook"))];
     // When each replica was killed.
     let mut killed: HashMap<String, Instant> = HashMap::new();
-    let outcomes = |dead: &mut Reader| {
+    // Events with an outcome so far: delivered or dead-lettered.
+    let with_outcome = |dead: &mut Reader| {
         let mut ids = delivered_ids(&rx.seen());
         ids.extend(dead_letters(dead).into_iter().map(|(id, _)| id));
-        ids.len()
+        ids
     };
+    let outcomes = |dead: &mut Reader| with_outcome(dead).len();
     for (i, share) in plan.kills.iter().enumerate() {
         let target = total * share / 100;
         let deadline = Instant::now() + plan.limit;
@@ -159,8 +161,7 @@ async fn run(plan: Plan) -> Report {
     let deadline = started + plan.limit;
     while outcomes(&mut dead) < total {
         if Instant::now() >= deadline {
-            let mut seen = delivered_ids(&rx.seen());
-            seen.extend(dead_letters(&mut dead).into_iter().map(|(id, _)| id));
+            let seen = with_outcome(&mut dead);
             let missing: Vec<String> = (0..plan.objects)
                 .flat_map(|o| (0..plan.per_object).map(move |s| format!("e-{o}-{s}")))
                 .filter(|id| !seen.contains(id))
