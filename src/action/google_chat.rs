@@ -6,7 +6,7 @@ use crate::config::raw::ActionConfig;
 use crate::config::Problems;
 use crate::template::{object_name, Escape, RenderContext, Template};
 
-use super::chat::richtext::{mark_value, message, truncate, Dialect, Unit};
+use crate::rich_text::chat::{mark_value, message, truncate, Dialect, Unit};
 use super::template_field;
 
 /// Google Chat refuses messages above this many bytes; the whole body is kept under it.

@@ -7,7 +7,7 @@ use crate::config::raw::ActionConfig;
 use crate::config::Problems;
 use crate::template::{object_name, Escape, RenderContext, Template};
 
-use super::chat::richtext::{mark_value, message, truncate, Dialect, Unit};
+use crate::rich_text::chat::{mark_value, message, truncate, Dialect, Unit};
 use super::template_field;
 
 /// Rocket.Chat's default `Message_MaxAllowedSize`: longer messages are refused unless an

@@ -11,7 +11,7 @@ use crate::config::raw::{ActionConfig, PresentationLists, TeamsFormat};
 use crate::config::Problems;
 use crate::template::{object_name, Escape, RenderContext, Template};
 
-use super::chat::richtext::{convert, mark_value, message, truncate, value_within, Dialect, Unit};
+use crate::rich_text::chat::{convert, mark_value, message, truncate, value_within, Dialect, Unit};
 use super::chat::{actor_name, attribute_rows, buttons, Button, ButtonKind};
 use super::{compile_chat, template_field, ChatSpec};
 
