@@ -6,8 +6,8 @@ use crate::config::raw::ActionConfig;
 use crate::config::Problems;
 use crate::template::{object_name, Escape, RenderContext, Template};
 
-use crate::rich_text::chat::{mark_value, message, truncate, Dialect, Unit};
 use super::template_field;
+use crate::rich_text::chat::{mark_value, message, truncate, Dialect, Unit};
 
 /// Google Chat refuses messages above this many bytes; the whole body is kept under it.
 pub const MAX_MESSAGE_BYTES: usize = 32_000;

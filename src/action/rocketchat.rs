@@ -7,8 +7,8 @@ use crate::config::raw::ActionConfig;
 use crate::config::Problems;
 use crate::template::{object_name, Escape, RenderContext, Template};
 
-use crate::rich_text::chat::{mark_value, message, truncate, Dialect, Unit};
 use super::template_field;
+use crate::rich_text::chat::{mark_value, message, truncate, Dialect, Unit};
 
 /// Rocket.Chat's default `Message_MaxAllowedSize`: longer messages are refused unless an
 /// administrator raised it, so the text is cut (visibly) to this many characters.

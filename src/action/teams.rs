@@ -11,9 +11,9 @@ use crate::config::raw::{ActionConfig, PresentationLists, TeamsFormat};
 use crate::config::Problems;
 use crate::template::{object_name, Escape, RenderContext, Template};
 
-use crate::rich_text::chat::{convert, mark_value, message, truncate, value_within, Dialect, Unit};
 use super::chat::{actor_name, attribute_rows, buttons, Button, ButtonKind};
 use super::{compile_chat, template_field, ChatSpec};
+use crate::rich_text::chat::{convert, mark_value, message, truncate, value_within, Dialect, Unit};
 
 /// Teams refuses messages above 28 KB; this leaves room for what the service adds.
 pub const MAX_PAYLOAD_BYTES: usize = 28_000;

@@ -196,11 +196,9 @@ pub fn refused_in(err: &(dyn std::error::Error + 'static)) -> Option<Refused> {
     None
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
 
     /// Every range the policy refuses, and why: (address, refused even when private networks
     /// are allowed, words the reason holds).

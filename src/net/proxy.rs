@@ -300,7 +300,6 @@ async fn check_destination(policy: Policy, dst: &Url) -> Result<(), CheckError> 
     Ok(())
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,10 +3,10 @@
 
 use super::special::{google_special_text, slack_special_text, special_end};
 use super::text::{is_fence, TextContext, ValueText};
-use crate::rich_text::decode_entities;
 use super::{
     Dialect, JOINER, MAX_DEPTH, MAX_LIST_INDENT, MENTIONED_START, MENTION_END, MENTION_START, VALUE_END, VALUE_START,
 };
+use crate::rich_text::decode_entities;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Fmt {
@@ -151,9 +151,7 @@ impl Converter {
         // `<!` opens a comment or a declaration only when the user wrote what follows.
         let starts_tag = after.starts_with(|c: char| c.is_ascii_alphabetic())
             || after.strip_prefix('/').is_some_and(|s| s.starts_with(|c: char| c.is_ascii_alphabetic()))
-            || after
-                .strip_prefix('!')
-                .is_some_and(|s| s.starts_with(|c: char| c.is_ascii_alphabetic() || c == '['));
+            || after.strip_prefix('!').is_some_and(|s| s.starts_with(|c: char| c.is_ascii_alphabetic() || c == '['));
         if !starts_tag {
             return None;
         }
@@ -261,12 +259,10 @@ impl Converter {
                 });
                 self.push_frame(Kind::Link(href.map(|h| h.trim().to_string())), &name);
             }
-            "script" | "style" | "head" | "title" | "template" if !self_closing => {
-                self.push_frame(Kind::Skip, &name)
-            }
+            "script" | "style" | "head" | "title" | "template" if !self_closing => self.push_frame(Kind::Skip, &name),
             "br" => self.top().push('\n'),
-            "p" | "div" | "blockquote" | "table" | "tr" | "section" | "article" | "header" | "footer" | "hr"
-            | "dl" | "dt" | "dd" => self.line_break(),
+            "p" | "div" | "blockquote" | "table" | "tr" | "section" | "article" | "header" | "footer" | "hr" | "dl"
+            | "dt" | "dd" => self.line_break(),
             "ul" => {
                 self.line_break();
                 self.lists.push(None);
@@ -320,8 +316,8 @@ impl Converter {
                     self.top().push('\n');
                 }
             }
-            "p" | "div" | "blockquote" | "table" | "tr" | "li" | "section" | "article" | "header" | "footer"
-            | "dl" | "dt" | "dd" => self.line_break(),
+            "p" | "div" | "blockquote" | "table" | "tr" | "li" | "section" | "article" | "header" | "footer" | "dl"
+            | "dt" | "dd" => self.line_break(),
             _ => {}
         }
     }

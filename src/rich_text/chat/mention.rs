@@ -46,7 +46,11 @@ pub(super) fn protect_mentions(text: &str) -> String {
 
 /// `<@ID>` in its three spellings at the start of `text`; with `id_from_value`, the id
 /// may be the whole content of one value (its fences are moved into `fences`).
-pub(super) fn mention_in<'a>(text: &'a str, fences: &mut String, id_from_value: bool) -> Option<(&'a str, String, &'a str)> {
+pub(super) fn mention_in<'a>(
+    text: &'a str,
+    fences: &mut String,
+    id_from_value: bool,
+) -> Option<(&'a str, String, &'a str)> {
     for open in ["<@", "&lt;@", "&amp;lt;@"] {
         let Some(after) = text.strip_prefix(open) else { continue };
         let (id_start, fenced) = match after.chars().next() {

@@ -54,10 +54,7 @@ fn mentions_come_only_from_the_template() {
     assert_eq!(convert(&m, Dialect::Slack), "Hi <@U024BE7LH> and <@W0123ABC>");
     // Mentions inside values are text, in any spelling.
     let m = msg(&[("Values: ", false), ("&lt;@W0123ABC&gt; <@U024BE7LH> <!here>", true)]);
-    assert_eq!(
-        convert(&m, Dialect::Slack),
-        "Values: &amp;lt;@W0123ABC&amp;gt; &lt;@U024BE7LH&gt; &lt;!here&gt;"
-    );
+    assert_eq!(convert(&m, Dialect::Slack), "Values: &amp;lt;@W0123ABC&amp;gt; &lt;@U024BE7LH&gt; &lt;!here&gt;");
     assert_eq!(convert(&evh("<p>&lt;@U024BE7LH&gt;</p>"), Dialect::Slack), "&lt;@U024BE7LH&gt;");
     // A value that is more than an id does not complete the user's mention.
     let m = msg(&[("<@", false), ("U024BE7LH> <!channel", true), (">", false)]);
@@ -77,12 +74,8 @@ fn mentions_come_only_from_the_template() {
 #[test]
 fn rocket_chat_and_google_chat_values_cannot_mention() {
     let j = JOINER;
-    let m = msg(&[
-        ("Hi @", false),
-        ("all", true),
-        (" and ", false),
-        ("@here #general bob@example.com <users/all>", true),
-    ]);
+    let m =
+        msg(&[("Hi @", false), ("all", true), (" and ", false), ("@here #general bob@example.com <users/all>", true)]);
     assert_eq!(
         convert(&m, Dialect::RocketChat),
         format!("Hi @{j}all and @{j}here #{j}general bob@example.com <{j}users/all>")

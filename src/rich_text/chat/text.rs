@@ -17,9 +17,7 @@ impl Dialect {
         match (self, f) {
             (Dialect::Slack | Dialect::RocketChat, Fmt::Bold) => Some("*"),
             (Dialect::Teams | Dialect::TeamsConnector, Fmt::Bold) => Some("**"),
-            (Dialect::Slack | Dialect::RocketChat | Dialect::Teams | Dialect::TeamsConnector, Fmt::Italic) => {
-                Some("_")
-            }
+            (Dialect::Slack | Dialect::RocketChat | Dialect::Teams | Dialect::TeamsConnector, Fmt::Italic) => Some("_"),
             (Dialect::Slack | Dialect::RocketChat, Fmt::Strike) => Some("~"),
             (Dialect::TeamsConnector, Fmt::Strike) => Some("~~"),
             (Dialect::Slack | Dialect::RocketChat | Dialect::TeamsConnector, Fmt::Code) => Some("`"),
@@ -62,8 +60,8 @@ impl Dialect {
             // Only a letter of the same text counts as a word before `@`: a mark written
             // later (`*` of a bold the value opened) may come between.
             let word_prev = i.checked_sub(1).map(|j| chars[j]);
-            let break_after = from_value
-                && self.opens_mention(c, word_prev, &chars[i + 1..], t.value.is_some_and(|v| v.mentioned));
+            let break_after =
+                from_value && self.opens_mention(c, word_prev, &chars[i + 1..], t.value.is_some_and(|v| v.mentioned));
             match self {
                 Dialect::Slack | Dialect::SlackPlain => match c {
                     '&' => out.push_str("&amp;"),
@@ -198,8 +196,7 @@ impl Dialect {
             }
             Dialect::Teams | Dialect::TeamsConnector | Dialect::RocketChat => {
                 let target = escape_url_markdown(url);
-                let label =
-                    if same { url.replace('[', "\\[").replace(']', "\\]") } else { text.replace('\n', " ") };
+                let label = if same { url.replace('[', "\\[").replace(']', "\\]") } else { text.replace('\n', " ") };
                 format!("[{label}]({target})")
             }
             Dialect::Plain | Dialect::GoogleChat => {
@@ -244,9 +241,7 @@ pub(super) struct ValueText {
 
 pub(super) fn looks_like_entity(rest: &[char]) -> bool {
     let name: String = rest.iter().take(10).take_while(|c| **c != ';').collect();
-    name.len() < rest.len().min(10)
-        && !name.is_empty()
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '#')
+    name.len() < rest.len().min(10) && !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '#')
 }
 
 pub(super) fn escape_url_slack(url: &str) -> String {
