@@ -29,7 +29,7 @@ pub use lanes::{Arrival, DeliveryId, LaneKey, Parking};
 pub use verdict::{verdict, Attempted, DeliveryError, Policy as RetryPolicy, Verdict};
 
 use crate::config::Config;
-use crate::metrics;
+use crate::metrics::{self, AttemptClass, RetryWait};
 use crate::net::{Clients, Policy};
 use crate::publish::Publisher;
 use crate::request::Request;
@@ -285,7 +285,10 @@ impl Dispatcher {
             let info = self.retry_info(&job, job.attempts_before, job.first_attempt_ms.unwrap_or_else(now_ms));
             match stage.schedule(&job.inflight.message_copy(), info, delay).await {
                 Ok(()) => {
-                    metrics::get().retries_scheduled.with_label_values(&[&action.name, "parked"]).inc();
+                    metrics::get()
+                        .retries_scheduled
+                        .with_label_values(&[&action.name, RetryWait::Parked.as_str()])
+                        .inc();
                     self.parking().parked(&job.lane(), job.id(), due_ms);
                     job.inflight.complete();
                     return;
@@ -352,7 +355,7 @@ impl Dispatcher {
             Err(e) => return failed(DeliveryError::InvalidRequest(format!("rendered URL is invalid: {e}"))),
         };
         if let Err(refused) = self.config.connections[job.connection].policy(self.policy).check_url(&url) {
-            metrics::get().attempts.with_label_values(&[&action.name, "refused"]).inc();
+            metrics::get().attempts.with_label_values(&[&action.name, AttemptClass::Refused.as_str()]).inc();
             return failed(DeliveryError::DestinationRefused(refused.to_string()));
         }
         let policy = RetryPolicy {
@@ -383,18 +386,7 @@ impl Dispatcher {
                     let info = self.retry_info(job, attempts, first_ms);
                     match stage.schedule(&job.inflight.message_copy(), info, delay).await {
                         Ok(()) => {
-                            metrics::get().retries_scheduled.with_label_values(&[&action.name, "durable"]).inc();
-                            tracing::info!(
-                                action = %action.name,
-                                event_id = %job.inflight.event.id,
-                                webhook_id = job.request.header("webhook-id").unwrap_or(""),
-                                trace_id = job.trace_id(),
-                                attempts,
-                                stage = "durable",
-                                due_in_ms = delay.as_millis() as u64,
-                                reason = reason.as_deref().unwrap_or(""),
-                                "delivery failed; handed to the retry stage"
-                            );
+                            self.note_retry(job, attempts, RetryWait::Durable, delay, reason.as_deref());
                             let error = match attempted {
                                 Attempted::Error { error, .. } => Some(error),
                                 Attempted::Success => None,
@@ -413,23 +405,30 @@ impl Dispatcher {
         }
     }
 
+    /// Waits in process before the next attempt; `None` when shut down meanwhile.
     async fn wait(&self, job: &Job, attempts: u32, delay: Duration, reason: Option<&str>) -> Option<()> {
+        self.note_retry(job, attempts, RetryWait::InProcess, delay, reason);
+        tokio::select! {
+            _ = self.shutdown.cancelled() => None,
+            _ = tokio::time::sleep(delay) => Some(()),
+        }
+    }
+
+    /// Counts and logs a delivery that failed and waits `delay` for its next attempt in `wait`.
+    fn note_retry(&self, job: &Job, attempts: u32, wait: RetryWait, delay: Duration, reason: Option<&str>) {
         let action = &self.config.actions[job.matched.action];
-        metrics::get().retries_scheduled.with_label_values(&[&action.name, "in_process"]).inc();
+        metrics::get().retries_scheduled.with_label_values(&[&action.name, wait.as_str()]).inc();
         tracing::info!(
             action = %action.name,
             event_id = %job.inflight.event.id,
             webhook_id = job.request.header("webhook-id").unwrap_or(""),
             trace_id = job.trace_id(),
             attempts,
+            stage = wait.as_str(),
             delay_ms = delay.as_millis() as u64,
             reason = reason.unwrap_or(""),
-            "delivery failed; retrying"
+            "delivery failed; waiting for the next attempt"
         );
-        tokio::select! {
-            _ = self.shutdown.cancelled() => None,
-            _ = tokio::time::sleep(delay) => Some(()),
-        }
     }
 }
 
