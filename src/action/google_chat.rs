@@ -2,7 +2,7 @@
 
 use serde_json::json;
 
-use crate::config::raw::ActionConfig;
+use crate::config::raw::GoogleChatFields;
 use crate::config::Problems;
 use crate::template::{object_name, Escape, RenderContext, Template};
 
@@ -24,7 +24,7 @@ pub struct GoogleChatSpec {
 }
 
 /// Checks and compiles a Google Chat action's fields.
-pub fn compile(place: &str, raw: &ActionConfig, problems: &mut Problems) -> Option<GoogleChatSpec> {
+pub fn compile(place: &str, raw: &GoogleChatFields, problems: &mut Problems) -> Option<GoogleChatSpec> {
     if raw.message.as_deref().unwrap_or("").trim().is_empty() {
         problems.add(format!("{place}.message"), "a chat action needs a message");
     }

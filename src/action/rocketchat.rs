@@ -3,7 +3,7 @@
 
 use serde_json::{json, Map};
 
-use crate::config::raw::ActionConfig;
+use crate::config::raw::RocketchatFields;
 use crate::config::Problems;
 use crate::template::{object_name, Escape, RenderContext, Template};
 
@@ -30,7 +30,7 @@ pub struct RocketchatSpec {
 }
 
 /// Checks and compiles a Rocket.Chat action's fields.
-pub fn compile(place: &str, raw: &ActionConfig, problems: &mut Problems) -> Option<RocketchatSpec> {
+pub fn compile(place: &str, raw: &RocketchatFields, problems: &mut Problems) -> Option<RocketchatSpec> {
     let before = problems.0.len();
     if raw.message.as_deref().unwrap_or("").trim().is_empty() {
         problems.add(format!("{place}.message"), "a chat action needs a message");

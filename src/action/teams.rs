@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{json, Map, Value};
 
-use crate::config::raw::{ActionConfig, PresentationLists, TeamsFormat};
+use crate::config::raw::{ActionKind, PresentationLists, TeamsFields, TeamsFormat};
 use crate::config::Problems;
 use crate::template::{object_name, Escape, RenderContext, Template};
 
@@ -50,12 +50,12 @@ pub struct TeamsSpec {
 /// Checks and compiles a Teams action's fields.
 pub fn compile(
     place: &str,
-    raw: &ActionConfig,
+    raw: &TeamsFields,
     presentation: &BTreeMap<String, PresentationLists>,
     problems: &mut Problems,
 ) -> Option<TeamsSpec> {
     let before = problems.0.len();
-    let chat = compile_chat(place, raw, presentation, problems);
+    let chat = compile_chat(place, ActionKind::Teams, &raw.chat, presentation, problems);
     let title = raw.title.as_deref().and_then(|t| template_field(place, "title", Some(t), problems));
     let image_url = raw.image_url.as_deref().and_then(|t| template_field(place, "image_url", Some(t), problems));
     if let Some(c) = &raw.highlight_color {

@@ -15,8 +15,8 @@ use serde::Deserialize;
 use super::units::{Duration, Size};
 
 pub use action::{
-    ActionConfig, ActionKind, ActionStatus, AttributesFrom, CallbackWhen, HttpMethod, OtherActions, PresentationLists,
-    TeamsFormat,
+    ActionConfig, ActionKind, ActionStatus, ActionType, AttributesFrom, CallbackWhen, ChatFields, GoogleChatFields,
+    HttpMethod, ItopFields, OtherActions, PresentationLists, RocketchatFields, TeamsFields, TeamsFormat, WebhookFields,
 };
 pub use connection::{AuthConfig, ConnectionConfig, RateLimitConfig, TlsConfig};
 pub use source::{

@@ -3,83 +3,240 @@
 
 use std::collections::BTreeMap;
 
-use serde::Deserialize;
-use serde_json::Value;
+use serde::de::{self, DeserializeOwned};
+use serde::{Deserialize, Deserializer};
+use serde_json::{Map, Value};
 
 use super::RetryConfig;
 
-/// One action, every type's fields together; [`super::compile`] checks which belong.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// One action: the fields every type has, and its type with that type's own fields
+/// ([`ActionType`]). A field of another type is refused when the file is read.
+#[derive(Debug, Clone)]
 pub struct ActionConfig {
+    /// Unique name, referenced by triggers and used in results and metrics.
     pub name: String,
-    #[serde(rename = "type")]
-    pub kind: ActionKind,
-    #[serde(default)]
+    /// Whether it sends, sends to its test connection, or does nothing.
     pub status: ActionStatus,
-    // Informational (iTop's action form has them): accepted, never used.
-    #[serde(default)]
-    #[allow(dead_code)]
-    pub description: Option<String>,
-    #[serde(default)]
-    #[allow(dead_code)]
-    pub language: Option<String>,
+    /// The connection (key of `connections`) it sends to.
     pub connection: String,
-    #[serde(default)]
+    /// The connection used with `status: test`.
     pub test_connection: Option<String>,
     /// Replaces `delivery.retry` for this action.
-    #[serde(default)]
     pub retry: Option<RetryConfig>,
-    // webhook
+    /// The type and its own fields.
+    pub action_type: ActionType,
+}
+
+impl ActionConfig {
+    /// The action's type.
+    pub fn kind(&self) -> ActionKind {
+        self.action_type.kind()
+    }
+}
+
+/// The fields every action type has (`type` aside), as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CommonFields {
+    name: String,
     #[serde(default)]
+    status: ActionStatus,
+    // Informational (iTop's action form has them): accepted, never used.
+    #[serde(default, rename = "description")]
+    _description: Option<String>,
+    #[serde(default, rename = "language")]
+    _language: Option<String>,
+    connection: String,
+    #[serde(default)]
+    test_connection: Option<String>,
+    #[serde(default)]
+    retry: Option<RetryConfig>,
+}
+
+/// The keys of [`CommonFields`].
+const COMMON_FIELDS: [&str; 7] =
+    ["name", "status", "description", "language", "connection", "test_connection", "retry"];
+
+impl<'de> Deserialize<'de> for ActionConfig {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        // serde refuses unknown fields only without `flatten`: the common fields are taken
+        // out first, and what is left must be exactly the fields of the action's type.
+        let (common, action_type) =
+            split::<CommonFields, ActionType, D::Error>(Map::deserialize(deserializer)?, &COMMON_FIELDS)?;
+        let CommonFields { name, status, connection, test_connection, retry, .. } = common;
+        Ok(ActionConfig { name, status, connection, test_connection, retry, action_type })
+    }
+}
+
+/// Deserializes the keys of `fields` listed in `first` as `A` and the others as `B`, both
+/// refusing what they do not know.
+fn split<A: DeserializeOwned, B: DeserializeOwned, E: de::Error>(
+    mut fields: Map<String, Value>,
+    first: &[&str],
+) -> Result<(A, B), E> {
+    let taken: Map<String, Value> = first.iter().filter_map(|k| fields.remove_entry(*k)).collect();
+    let a = A::deserialize(Value::Object(taken)).map_err(E::custom)?;
+    let b = B::deserialize(Value::Object(fields)).map_err(E::custom)?;
+    Ok((a, b))
+}
+
+/// An action's type (`type`) and the fields only that type has.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ActionType {
+    /// A generic HTTP request.
+    Webhook(WebhookFields),
+    /// A call to a remote iTop's REST/JSON API.
+    Itop(ItopFields),
+    /// A Slack incoming-webhook message.
+    Slack(ChatFields),
+    /// A Rocket.Chat incoming-webhook message.
+    Rocketchat(RocketchatFields),
+    /// A Google Chat space message.
+    GoogleChat(GoogleChatFields),
+    /// A Microsoft Teams card.
+    Teams(TeamsFields),
+}
+
+impl ActionType {
+    /// The type without its fields.
+    pub fn kind(&self) -> ActionKind {
+        match self {
+            ActionType::Webhook(_) => ActionKind::Webhook,
+            ActionType::Itop(_) => ActionKind::Itop,
+            ActionType::Slack(_) => ActionKind::Slack,
+            ActionType::Rocketchat(_) => ActionKind::Rocketchat,
+            ActionType::GoogleChat(_) => ActionKind::GoogleChat,
+            ActionType::Teams(_) => ActionKind::Teams,
+        }
+    }
+
+    /// The callback mapping, for the types that have one.
+    pub fn callback(&self) -> Option<&CallbackConfig> {
+        match self {
+            ActionType::Webhook(w) => w.callback.as_ref(),
+            ActionType::Itop(i) => i.callback.as_ref(),
+            ActionType::Slack(_) | ActionType::Rocketchat(_) | ActionType::GoogleChat(_) | ActionType::Teams(_) => None,
+        }
+    }
+}
+
+/// `type: webhook`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebhookFields {
+    /// HTTP method (POST).
     pub method: Option<HttpMethod>,
-    #[serde(default)]
+    /// Appended to the connection URL; placeholders percent-encoded.
     pub path: Option<String>,
-    #[serde(default)]
+    /// Added after the connection's headers; values may hold placeholders.
     pub headers: Option<BTreeMap<String, String>>,
-    #[serde(default)]
+    /// The body: JSON text with placeholders, or a mapping whose strings hold them.
     pub payload: Option<Value>,
-    #[serde(default)]
+    /// `Content-Type` of the body (application/json).
     pub content_type: Option<String>,
-    #[serde(default)]
+    /// Attribute updates taken from the answer.
     pub callback: Option<CallbackConfig>,
-    // itop
-    #[serde(default)]
+}
+
+/// `type: itop`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ItopFields {
+    /// Added after the connection's headers; values may hold placeholders.
+    pub headers: Option<BTreeMap<String, String>>,
+    /// The REST/JSON request: JSON text with placeholders, or a mapping whose strings hold them.
     pub json_data: Option<Value>,
-    // chat
-    #[serde(default)]
+    /// Attribute updates taken from the answer.
+    pub callback: Option<CallbackConfig>,
+}
+
+/// `type: slack`, and what `type: teams` shares with it.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ChatFields {
+    /// The message, with placeholders.
     pub message: Option<String>,
-    #[serde(default)]
+    /// Which presentation list is shown under the message.
     pub attributes_from: Option<AttributesFrom>,
-    #[serde(default)]
+    /// Show who made the change.
     pub user_info: Option<bool>,
-    #[serde(default)]
+    /// A button opening the object for edition.
     pub modify_button: Option<bool>,
-    #[serde(default)]
+    /// A button deleting the object.
     pub delete_button: Option<bool>,
-    #[serde(default)]
+    /// Which transition buttons are shown.
     pub other_actions: Option<OtherActions>,
-    #[serde(default)]
+    /// With `other_actions: specify`: the stimulus codes, in display order.
     pub other_actions_codes: Option<Vec<String>>,
-    // rocketchat
-    #[serde(default)]
+}
+
+/// The keys of [`ChatFields`].
+const CHAT_FIELDS: [&str; 7] = [
+    "message",
+    "attributes_from",
+    "user_info",
+    "modify_button",
+    "delete_button",
+    "other_actions",
+    "other_actions_codes",
+];
+
+/// `type: rocketchat`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RocketchatFields {
+    /// The message, with placeholders.
+    pub message: Option<String>,
+    /// Name shown as the author.
     pub alias: Option<String>,
-    #[serde(default)]
+    /// URL of the author's avatar.
     pub avatar_url: Option<String>,
-    #[serde(default)]
+    /// Emoji used as the avatar.
     pub emoji: Option<String>,
-    // google chat
-    #[serde(default)]
+}
+
+/// `type: google_chat`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GoogleChatFields {
+    /// The message, with placeholders.
+    pub message: Option<String>,
+    /// Messages with the same key are grouped in one thread; may hold placeholders.
     pub thread_key: Option<String>,
-    // teams
-    #[serde(default)]
+}
+
+/// `type: teams`: the fields it shares with Slack, and its own.
+#[derive(Debug, Clone, Default)]
+pub struct TeamsFields {
+    /// What Teams shares with Slack.
+    pub chat: ChatFields,
+    /// Card title; may hold placeholders.
     pub title: Option<String>,
-    #[serde(default)]
+    /// Accent colour, `#RRGGBB`.
     pub highlight_color: Option<String>,
-    #[serde(default)]
+    /// An image shown on the card; may hold placeholders.
     pub image_url: Option<String>,
-    #[serde(default)]
+    /// Adaptive card or legacy message card.
     pub format: Option<TeamsFormat>,
+}
+
+/// The fields only Teams has.
+#[derive(Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct TeamsOwnFields {
+    title: Option<String>,
+    highlight_color: Option<String>,
+    image_url: Option<String>,
+    format: Option<TeamsFormat>,
+}
+
+impl<'de> Deserialize<'de> for TeamsFields {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let (chat, own) = split::<ChatFields, TeamsOwnFields, D::Error>(Map::deserialize(deserializer)?, &CHAT_FIELDS)?;
+        let TeamsOwnFields { title, highlight_color, image_url, format } = own;
+        Ok(TeamsFields { chat, title, highlight_color, image_url, format })
+    }
 }
 
 /// How an answer becomes attribute updates for the triggering object.
@@ -215,3 +372,6 @@ pub enum CallbackWhen {
     /// Any HTTP answer.
     AnyResponse,
 }
+
+#[cfg(test)]
+mod tests;
