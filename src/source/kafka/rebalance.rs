@@ -18,7 +18,7 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::ClientContext;
 
 use super::client;
-use super::commit::{commit_now, Failed};
+use super::commit::{commit_now, Answers};
 use super::offsets::Tp;
 use super::progress::Progress;
 use super::replay::{self, ReplayFilter};
@@ -36,7 +36,7 @@ pub struct MainContext {
 
 /// Context of the retry-topic consumer (assigned by hand: no rebalances of its own).
 pub struct RetryContext {
-    pub(crate) failed: Arc<Failed>,
+    pub(crate) answers: Arc<Answers>,
 }
 
 impl ClientContext for MainContext {
@@ -65,7 +65,7 @@ impl ClientContext for RetryContext {
 
 impl ConsumerContext for RetryContext {
     fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
-        self.failed.record_commit("retry", &result, offsets);
+        self.answers.record_commit("retry", &result, offsets);
     }
 }
 
@@ -85,7 +85,7 @@ impl ConsumerContext for MainContext {
     }
 
     fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
-        self.shared.main_failed.record_commit("source", &result, offsets);
+        self.shared.main_answers.record_commit("source", &result, offsets);
     }
 }
 
@@ -137,6 +137,10 @@ impl MainContext {
             // owner starts where this replica stopped instead of replaying.
             let deadline = s.drain_deadline(Instant::now());
             not_final = s.main.wait_settled(Some(&tps), deadline) + s.retry.wait_settled(Some(&rtps), deadline);
+            // An asynchronous commit still in flight cannot be waited for here (its answer
+            // is served by the poll this callback runs in). Should librdkafka send it again
+            // after this one, the next owner reads some final events again: duplicates,
+            // never a loss.
             commit_now(consumer, &s.main, &tps, "source", deadline + Duration::from_secs(2));
             commit_now(&*self.retry, &s.retry, &rtps, "retry", deadline + Duration::from_secs(2));
         }

@@ -23,7 +23,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::client;
-use super::commit::{Failed, Pacer, INTERVAL};
+use super::commit::{Answers, Pacer, INTERVAL};
 use super::offsets::Tracker;
 use super::poller::{ErrorLog, Poller};
 use super::rebalance::{MainContext, RetryContext};
@@ -65,7 +65,7 @@ impl KafkaSource {
         let drain_timeout = config.delivery.shutdown_timeout.0;
         let map = Arc::new(MapCell::default());
         let retry_settings = client::retry_consumer(brokers, group_id, properties);
-        let retry_failed = Arc::new(Failed::default());
+        let retry_answers = Arc::new(Answers::default());
         let shared = Arc::new(Shared {
             main: Tracker::new(),
             retry: Tracker::new(),
@@ -78,12 +78,13 @@ impl KafkaSource {
             scan_settings: retry_settings.clone(),
             drain_timeout,
             shutdown_deadline: Mutex::new(None),
-            main_failed: Failed::default(),
-            retry_failed: retry_failed.clone(),
+            main_answers: Answers::default(),
+            retry_answers: retry_answers.clone(),
             ready: Default::default(),
         });
-        let retry: BaseConsumer<RetryContext> =
-            retry_settings.create_with_context(RetryContext { failed: retry_failed }).map_err(KafkaError::Settings)?;
+        let retry: BaseConsumer<RetryContext> = retry_settings
+            .create_with_context(RetryContext { answers: retry_answers })
+            .map_err(KafkaError::Settings)?;
         let retry = Arc::new(retry);
         let instance = group_instance_id.as_deref().filter(|i| !i.is_empty());
         let settings = client::consumer(brokers, group_id, instance, properties);
