@@ -12,17 +12,19 @@
 //!    message that is not an event becomes a dead letter, never a crash), matches the
 //!    compiled triggers with `trigger`, and renders each (trigger, action) pair with
 //!    `render::plan` into an exact `request::Request` — through the action's renderer in
-//!    `action`, the placeholders of `template` and the endpoint of `connection`.
+//!    `action` (chat markup from `rich_text`), the placeholders of `template` and the
+//!    endpoint of `connection`.
 //! 3. `dispatch` sends it: concurrency limits, per-connection isolation, per-object order,
 //!    retries with backoff (`retry`), `Retry-After`, the durable retry stage of the source;
-//!    it builds each delivery result and callback update (`output`).
+//!    it builds each delivery result and callback update (`dispatch/report.rs`, `output`).
 //! 4. `publish` writes results, callback updates and dead letters through a `sink`
 //!    (`sink/file.rs`, `sink/kafka.rs`, `sink/nats.rs`), retrying while a destination is away.
 //!
 //! Around them: `config` validates and compiles the YAML once at start; `runtime` wires a
 //! config into a running bridge (and the one-shot `send`); `server` serves `/metrics`,
 //! `/healthz` and `/readyz`; `metrics` holds every metric; `mask` hides secrets wherever a
-//! URL or text is shown; `net` guards destinations (private ranges, DNS pinning).
+//! URL or text is shown; `net` guards destinations (private ranges, DNS pinning, the
+//! proxy) and holds the pooled HTTP clients.
 //!
 //! # Public API
 //!

@@ -21,11 +21,6 @@ use crate::config::{Config, SourceConfig};
 /// Final delivery outcomes, the `outcome` label of `hookbridge_deliveries_total`. A retry
 /// handed to the durable stage is not final: it is counted by `retries_scheduled_total`.
 pub const OUTCOMES: &[&str] = &["delivered", "failed", "skipped", "dry_run"];
-/// Answer classes of an HTTP attempt, the `status_class` label of `hookbridge_attempts_total`.
-pub const STATUS_CLASSES: &[&str] = &["2xx", "3xx", "4xx", "5xx", "timeout", "network", "refused", "invalid"];
-/// Where a retry waits, the `stage` label of `hookbridge_retries_scheduled_total`.
-/// `parked`: handed to the stage behind an earlier delivery of its lane, without an attempt.
-pub const RETRY_STAGES: &[&str] = &["in_process", "durable", "parked"];
 /// Why a message was not an event, the `reason` label of `hookbridge_events_invalid_total`.
 pub const INVALID_REASONS: &[&str] = &["not_utf8", "invalid_json", "schema_violation", "invalid_cloudevent"];
 /// Dead-letter reasons known in advance (invalid events, final delivery failures). HTTP
@@ -49,6 +44,91 @@ pub const DEAD_LETTER_REASONS: &[&str] = &[
 ];
 /// What a failed publish carried, the `kind` label of `hookbridge_publish_errors_total`.
 pub const PUBLISH_KINDS: &[&str] = &["response", "dead_letter"];
+
+/// How one HTTP attempt ended: the `status_class` label of `hookbridge_attempts_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttemptClass {
+    /// A 2xx answer.
+    Success,
+    /// A 3xx answer (redirects are not followed).
+    Redirect,
+    /// A 4xx answer.
+    ClientError,
+    /// A 5xx answer (or any other status).
+    ServerError,
+    /// No answer within the timeout.
+    Timeout,
+    /// The connection failed.
+    Network,
+    /// The destination is in a refused range: nothing was sent.
+    Refused,
+    /// The request could not be built: nothing was sent.
+    Invalid,
+}
+
+impl AttemptClass {
+    /// Every class, in the order the metric is exported.
+    pub const ALL: [AttemptClass; 8] = [
+        AttemptClass::Success,
+        AttemptClass::Redirect,
+        AttemptClass::ClientError,
+        AttemptClass::ServerError,
+        AttemptClass::Timeout,
+        AttemptClass::Network,
+        AttemptClass::Refused,
+        AttemptClass::Invalid,
+    ];
+
+    /// The class of an answered attempt.
+    pub fn of_status(status: u16) -> AttemptClass {
+        match status {
+            200..=299 => AttemptClass::Success,
+            300..=399 => AttemptClass::Redirect,
+            400..=499 => AttemptClass::ClientError,
+            _ => AttemptClass::ServerError,
+        }
+    }
+
+    /// The metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttemptClass::Success => "2xx",
+            AttemptClass::Redirect => "3xx",
+            AttemptClass::ClientError => "4xx",
+            AttemptClass::ServerError => "5xx",
+            AttemptClass::Timeout => "timeout",
+            AttemptClass::Network => "network",
+            AttemptClass::Refused => "refused",
+            AttemptClass::Invalid => "invalid",
+        }
+    }
+}
+
+/// Where a delivery waits for its next attempt: the `stage` label of
+/// `hookbridge_retries_scheduled_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryWait {
+    /// In this process, after a delay.
+    InProcess,
+    /// In the source's durable retry stage.
+    Durable,
+    /// Handed to the durable stage behind an earlier delivery of its lane, without an attempt.
+    Parked,
+}
+
+impl RetryWait {
+    /// Every place, in the order the metric is exported.
+    pub const ALL: [RetryWait; 3] = [RetryWait::InProcess, RetryWait::Durable, RetryWait::Parked];
+
+    /// The metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RetryWait::InProcess => "in_process",
+            RetryWait::Durable => "durable",
+            RetryWait::Parked => "parked",
+        }
+    }
+}
 
 /// The registry and its metrics.
 pub struct Metrics {
@@ -283,11 +363,11 @@ impl Metrics {
             for outcome in OUTCOMES {
                 self.deliveries.with_label_values(&[name, action.kind.as_str(), outcome]);
             }
-            for class in STATUS_CLASSES {
-                self.attempts.with_label_values(&[name, class]);
+            for class in AttemptClass::ALL {
+                self.attempts.with_label_values(&[name, class.as_str()]);
             }
-            for stage in RETRY_STAGES {
-                self.retries_scheduled.with_label_values(&[name, stage]);
+            for wait in RetryWait::ALL {
+                self.retries_scheduled.with_label_values(&[name, wait.as_str()]);
             }
             self.delivery_duration.with_label_values(&[name]);
             self.missing_placeholders.with_label_values(&[name]);
@@ -326,6 +406,19 @@ pub fn get() -> &'static Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn attempt_and_retry_labels_are_the_documented_ones() {
+        // Dashboards and alerts select on these values: they never change.
+        let classes = AttemptClass::ALL.map(AttemptClass::as_str);
+        assert_eq!(classes, ["2xx", "3xx", "4xx", "5xx", "timeout", "network", "refused", "invalid"]);
+        assert_eq!(RetryWait::ALL.map(RetryWait::as_str), ["in_process", "durable", "parked"]);
+        let by_status = [204, 302, 429, 503].map(AttemptClass::of_status);
+        assert_eq!(
+            by_status,
+            [AttemptClass::Success, AttemptClass::Redirect, AttemptClass::ClientError, AttemptClass::ServerError]
+        );
+    }
 
     #[test]
     fn http_reasons_are_counted_by_class() {

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{Config, DestinationConfig, SourceConfig};
 use crate::dispatch::{Dispatcher, InFlight, Job, Outcome};
 use crate::event::Event;
-use crate::output::excerpt;
+use crate::output::{excerpt, DeliveryResult, ObjectUpdate};
 use crate::pipeline::{self, RunError};
 use crate::publish::Publisher;
 use crate::render::{plan, Planned};
@@ -143,23 +143,47 @@ pub enum SendOutcome {
     Skipped,
 }
 
-/// What `send` reports: the outcome, the request, the answer and any callback update.
+/// What `send` reports: the outcome, the request, the answer and any callback update. It
+/// serializes as the JSON `send` prints.
 #[derive(Debug, serde::Serialize)]
 pub struct SendReport {
     /// How it ended (the `status` of `result`).
     #[serde(skip)]
     pub outcome: SendOutcome,
-    /// The delivery result, as `run` would publish it.
-    pub result: Value,
+    /// The delivery result, as `run` would publish it, or why nothing was sent.
+    result: SendResult,
     /// The request, secrets masked.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub request: Option<crate::request::ShownRequest>,
+    request: Option<crate::request::ShownRequest>,
     /// The answer.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub response: Option<Value>,
+    response: Option<SentAnswer>,
     /// The callback update the answer yields.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub callback_update: Option<Value>,
+    callback_update: Option<ObjectUpdate>,
+}
+
+/// The `result` of `send`.
+#[derive(Debug, serde::Serialize)]
+#[serde(untagged)]
+enum SendResult {
+    /// A delivery was attempted (or rendered, on a dry run).
+    Delivery(Box<DeliveryResult>),
+    /// Nothing was sent.
+    Skipped {
+        /// Always `skipped`, like the `status` of a delivery result.
+        status: &'static str,
+        /// Why (`disabled`, `no_test_connection`, …).
+        reason: &'static str,
+    },
+}
+
+/// The endpoint's answer as `send` shows it: the body cut to an excerpt.
+#[derive(Debug, serde::Serialize)]
+struct SentAnswer {
+    status: u16,
+    headers: serde_json::Map<String, Value>,
+    body: String,
 }
 
 /// Sends one action for one event now, whatever the triggers say, and returns what a user
@@ -185,7 +209,7 @@ pub async fn send_one(
         Planned::Skip(reason) => {
             return Ok(SendReport {
                 outcome: SendOutcome::Skipped,
-                result: json!({"status": "skipped", "reason": reason}),
+                result: SendResult::Skipped { status: "skipped", reason },
                 request: None,
                 response: None,
                 callback_update: None,
@@ -209,7 +233,7 @@ pub async fn send_one(
         returning: false,
     };
     let report = dispatcher.deliver(&job).await.ok_or(SendError::Interrupted)?;
-    let result = serde_json::to_value(dispatcher.result_message(&job, &report)).expect("results serialize");
+    let result = SendResult::Delivery(Box::new(dispatcher.result_message(&job, &report)));
     let outcome = match report.status {
         Outcome::Delivered => SendOutcome::Delivered,
         Outcome::DryRun => SendOutcome::DryRun,
@@ -221,11 +245,9 @@ pub async fn send_one(
     if let Some(answer) = &report.answer {
         let headers: serde_json::Map<String, Value> =
             answer.headers.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
-        out.response = Some(json!({"status": answer.status, "headers": headers, "body": excerpt(&answer.body)}));
+        out.response = Some(SentAnswer { status: answer.status, headers, body: excerpt(&answer.body) });
         if let Some(cb) = &config.actions[action].callback {
-            out.callback_update = dispatcher
-                .callback_update(&job, cb, answer)
-                .map(|u| serde_json::to_value(u).expect("updates serialize"));
+            out.callback_update = dispatcher.callback_update(&job, cb, answer);
         }
     }
     Ok(out)

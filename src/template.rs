@@ -14,6 +14,7 @@ use thiserror::Error;
 
 use crate::event::Event;
 use crate::rich_text as markup;
+pub use crate::rich_text::{Origin, ValueKind};
 
 /// A placeholder that does not parse.
 #[derive(Debug, Clone, Error, PartialEq, Eq)]
@@ -121,26 +122,6 @@ pub enum Escape {
     /// mentioned contact's own values may carry a mention, and whether the value is HTML
     /// (`html(…)`, `head_html(…)`, `hyperlink()`), which is the only HTML a message takes.
     Markup(fn(&str, Origin, ValueKind) -> String),
-}
-
-/// What a substituted value holds, for the chat markup escaping.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ValueKind {
-    /// Text: shown as written, never read as markup.
-    Text,
-    /// HTML from the event (an attribute declared HTML, a case-log entry): parsed as HTML.
-    Html,
-    /// Well-formed HTML written here (a link, an escaped text value).
-    OwnHtml,
-}
-
-/// Where a substituted value comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Origin {
-    /// The event: the object, the actor, previous values, names.
-    Event,
-    /// `$mentioned->…$`: the contact a mention trigger fired for.
-    Mentioned,
 }
 
 /// Characters left as they are in a URL component (RFC 3986 unreserved).

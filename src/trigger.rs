@@ -95,7 +95,7 @@ pub fn compile(
             Some(&i) => {
                 if raw.on == TriggerOn::LogUpdate {
                     let kind =
-                        raw_actions.iter().find(|a| &a.name == name).map(|a| a.kind.as_str()).unwrap_or("webhook");
+                        raw_actions.iter().find(|a| &a.name == name).map(|a| a.kind().as_str()).unwrap_or("webhook");
                     problems.add(
                         format!("{place}.actions[{j}]"),
                         format!("a log_update trigger is reserved for e-mail replies and cannot run the {kind} action {name:?}"),

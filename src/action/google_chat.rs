@@ -2,12 +2,12 @@
 
 use serde_json::json;
 
-use crate::config::raw::ActionConfig;
+use crate::config::raw::GoogleChatFields;
 use crate::config::Problems;
 use crate::template::{object_name, Escape, RenderContext, Template};
 
-use super::chat::richtext::{mark_value, message, truncate, Dialect, Unit};
 use super::template_field;
+use crate::rich_text::chat::{mark_value, message, truncate, Dialect, Unit};
 
 /// Google Chat refuses messages above this many bytes; the whole body is kept under it.
 pub const MAX_MESSAGE_BYTES: usize = 32_000;
@@ -24,7 +24,7 @@ pub struct GoogleChatSpec {
 }
 
 /// Checks and compiles a Google Chat action's fields.
-pub fn compile(place: &str, raw: &ActionConfig, problems: &mut Problems) -> Option<GoogleChatSpec> {
+pub fn compile(place: &str, raw: &GoogleChatFields, problems: &mut Problems) -> Option<GoogleChatSpec> {
     if raw.message.as_deref().unwrap_or("").trim().is_empty() {
         problems.add(format!("{place}.message"), "a chat action needs a message");
     }

@@ -4,7 +4,7 @@
 
 use serde_json::Value;
 
-use crate::config::raw::ActionConfig;
+use crate::config::raw::ItopFields;
 use crate::config::Problems;
 use crate::template::{JsonTemplate, RenderContext, Template};
 
@@ -23,7 +23,7 @@ pub struct ItopSpec {
 }
 
 /// Checks and compiles an iTop action's fields.
-pub fn compile(place: &str, raw: &ActionConfig, problems: &mut Problems) -> Option<ItopSpec> {
+pub fn compile(place: &str, raw: &ItopFields, problems: &mut Problems) -> Option<ItopSpec> {
     let Some(json) = &raw.json_data else {
         problems.add(format!("{place}.json_data"), "an itop action needs json_data (the REST operation to run)");
         return None;

@@ -16,7 +16,8 @@ use std::collections::{BTreeMap, HashMap};
 use serde_json::Value;
 
 use crate::config::raw::{
-    ActionConfig, ActionKind, ActionStatus, AttributesFrom, CallbackWhen, OtherActions, PresentationLists,
+    ActionConfig, ActionKind, ActionStatus, ActionType, AttributesFrom, CallbackWhen, ChatFields, OtherActions,
+    PresentationLists,
 };
 use crate::config::Problems;
 use crate::connection::{check_header_name, check_header_text, Connection, UrlForm};
@@ -116,15 +117,15 @@ pub fn compile(
         .test_connection
         .as_ref()
         .and_then(|name| resolve_connection(&format!("{place}.test_connection"), name, connections, problems));
-    let spec = match raw.kind {
-        ActionKind::Webhook => webhook::compile(place, raw, problems).map(Spec::Webhook),
-        ActionKind::Itop => itop::compile(place, raw, problems).map(Spec::Itop),
-        ActionKind::Slack => compile_chat(place, raw, presentation, problems).map(Spec::Slack),
-        ActionKind::Rocketchat => rocketchat::compile(place, raw, problems).map(Spec::Rocketchat),
-        ActionKind::GoogleChat => google_chat::compile(place, raw, problems).map(Spec::GoogleChat),
-        ActionKind::Teams => teams::compile(place, raw, presentation, problems).map(Spec::Teams),
+    let spec = match &raw.action_type {
+        ActionType::Webhook(w) => webhook::compile(place, w, problems).map(Spec::Webhook),
+        ActionType::Itop(i) => itop::compile(place, i, problems).map(Spec::Itop),
+        ActionType::Slack(c) => compile_chat(place, ActionKind::Slack, c, presentation, problems).map(Spec::Slack),
+        ActionType::Rocketchat(r) => rocketchat::compile(place, r, problems).map(Spec::Rocketchat),
+        ActionType::GoogleChat(g) => google_chat::compile(place, g, problems).map(Spec::GoogleChat),
+        ActionType::Teams(t) => teams::compile(place, t, presentation, problems).map(Spec::Teams),
     };
-    let callback = raw.callback.as_ref().map(|cb| {
+    let callback = raw.action_type.callback().map(|cb| {
         let mut fields = Vec::new();
         for (code, src) in &cb.fields {
             match Expression::compile(src, &CALLBACK_VARIABLES) {
@@ -145,7 +146,7 @@ pub fn compile(
     }
     Some(Action {
         name: raw.name.clone(),
-        kind: raw.kind,
+        kind: raw.kind(),
         status: raw.status,
         connection: connection?,
         test_connection,
@@ -224,7 +225,8 @@ pub(crate) fn headers_field(
 /// Compiles the fields Slack and Teams share.
 pub(crate) fn compile_chat(
     place: &str,
-    raw: &ActionConfig,
+    kind: ActionKind,
+    raw: &ChatFields,
     presentation: &BTreeMap<String, PresentationLists>,
     problems: &mut Problems,
 ) -> Option<ChatSpec> {
@@ -242,19 +244,19 @@ pub(crate) fn compile_chat(
     }
     let attributes_from = raw.attributes_from.unwrap_or_default();
     let fits = matches!(
-        (raw.kind, attributes_from),
+        (kind, attributes_from),
         (_, AttributesFrom::None | AttributesFrom::List)
             | (ActionKind::Slack, AttributesFrom::Slack)
             | (ActionKind::Teams, AttributesFrom::Msteams)
     );
     if !fits {
-        let own = if raw.kind == ActionKind::Teams { "msteams" } else { "slack" };
+        let own = if kind == ActionKind::Teams { "msteams" } else { "slack" };
         problems.add(
             format!("{place}.attributes_from"),
             format!(
                 "{:?} is not a list a {} action shows: none, list or {own}",
                 format!("{attributes_from:?}").to_lowercase(),
-                raw.kind.as_str()
+                kind.as_str()
             ),
         );
     }

@@ -3,12 +3,12 @@
 
 use serde_json::{json, Map};
 
-use crate::config::raw::ActionConfig;
+use crate::config::raw::RocketchatFields;
 use crate::config::Problems;
 use crate::template::{object_name, Escape, RenderContext, Template};
 
-use super::chat::richtext::{mark_value, message, truncate, Dialect, Unit};
 use super::template_field;
+use crate::rich_text::chat::{mark_value, message, truncate, Dialect, Unit};
 
 /// Rocket.Chat's default `Message_MaxAllowedSize`: longer messages are refused unless an
 /// administrator raised it, so the text is cut (visibly) to this many characters.
@@ -30,7 +30,7 @@ pub struct RocketchatSpec {
 }
 
 /// Checks and compiles a Rocket.Chat action's fields.
-pub fn compile(place: &str, raw: &ActionConfig, problems: &mut Problems) -> Option<RocketchatSpec> {
+pub fn compile(place: &str, raw: &RocketchatFields, problems: &mut Problems) -> Option<RocketchatSpec> {
     let before = problems.0.len();
     if raw.message.as_deref().unwrap_or("").trim().is_empty() {
         problems.add(format!("{place}.message"), "a chat action needs a message");

@@ -10,9 +10,9 @@ use serde_json::{json, Value};
 use crate::config::raw::PresentationLists;
 use crate::template::{object_name, Escape, RenderContext};
 
-use super::chat::richtext::{mark_value, message, truncate, value_within, Dialect, Unit};
 use super::chat::{actor_name, attribute_rows, buttons, AttributeRow, ButtonKind};
 use super::{AnswerError, ChatSpec};
+use crate::rich_text::chat::{mark_value, message, truncate, value_within, Dialect, Unit};
 
 /// Longest `text` of a section block.
 pub const MAX_SECTION_TEXT: usize = 3_000;
@@ -41,11 +41,6 @@ const MAX_BUTTONS: usize = 4 * MAX_ACTION_ELEMENTS;
 const MORE_NOTE_ROOM: usize = 100;
 /// A field is only worth adding with at least this much text left.
 const MIN_FIELD_ROOM: usize = MAX_LABEL + 60;
-
-/// Escapes Slack's three control characters (`&`, `<`, `>`) in a text.
-pub fn escape(text: &str) -> String {
-    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
-}
 
 /// The JSON body.
 pub fn body(

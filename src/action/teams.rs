@@ -7,13 +7,13 @@ use std::collections::BTreeMap;
 
 use serde_json::{json, Map, Value};
 
-use crate::config::raw::{ActionConfig, PresentationLists, TeamsFormat};
+use crate::config::raw::{ActionKind, PresentationLists, TeamsFields, TeamsFormat};
 use crate::config::Problems;
 use crate::template::{object_name, Escape, RenderContext, Template};
 
-use super::chat::richtext::{convert, mark_value, message, truncate, value_within, Dialect, Unit};
 use super::chat::{actor_name, attribute_rows, buttons, Button, ButtonKind};
 use super::{compile_chat, template_field, ChatSpec};
+use crate::rich_text::chat::{convert, mark_value, message, truncate, value_within, Dialect, Unit};
 
 /// Teams refuses messages above 28 KB; this leaves room for what the service adds.
 pub const MAX_PAYLOAD_BYTES: usize = 28_000;
@@ -50,12 +50,12 @@ pub struct TeamsSpec {
 /// Checks and compiles a Teams action's fields.
 pub fn compile(
     place: &str,
-    raw: &ActionConfig,
+    raw: &TeamsFields,
     presentation: &BTreeMap<String, PresentationLists>,
     problems: &mut Problems,
 ) -> Option<TeamsSpec> {
     let before = problems.0.len();
-    let chat = compile_chat(place, raw, presentation, problems);
+    let chat = compile_chat(place, ActionKind::Teams, &raw.chat, presentation, problems);
     let title = raw.title.as_deref().and_then(|t| template_field(place, "title", Some(t), problems));
     let image_url = raw.image_url.as_deref().and_then(|t| template_field(place, "image_url", Some(t), problems));
     if let Some(c) = &raw.highlight_color {

@@ -1,6 +1,6 @@
 //! The generic webhook action: any method, path, headers and payload.
 
-use crate::config::raw::{ActionConfig, HttpMethod};
+use crate::config::raw::{HttpMethod, WebhookFields};
 use crate::config::Problems;
 use crate::template::{RenderContext, Template};
 
@@ -24,7 +24,7 @@ pub struct WebhookSpec {
 pub use super::payload::Payload;
 
 /// Checks and compiles a webhook action's fields.
-pub fn compile(place: &str, raw: &ActionConfig, problems: &mut Problems) -> Option<WebhookSpec> {
+pub fn compile(place: &str, raw: &WebhookFields, problems: &mut Problems) -> Option<WebhookSpec> {
     // A Content-Type among the headers is the payload's type: honoured, or refused when
     // `content_type` says otherwise, never silently replaced.
     let header_type = raw

@@ -16,7 +16,7 @@ use tokio::sync::Semaphore;
 use super::verdict::{Attempted, DeliveryError};
 use crate::action::answer_error;
 use crate::config::Config;
-use crate::metrics;
+use crate::metrics::{self, AttemptClass};
 use crate::net::{refused_in, Clients};
 use crate::output::excerpt;
 use crate::request::Request;
@@ -137,29 +137,32 @@ impl Sender {
         }
         .await;
         m.in_flight.dec();
-        let (attempted, answer, class) = match result {
-            Ok(answer) => {
-                let class = match answer.status {
-                    200..=299 => "2xx",
-                    300..=399 => "3xx",
-                    400..=499 => "4xx",
-                    _ => "5xx",
-                };
-                (judge_answer(action.kind, &answer), Some(answer), class)
+        let (attempted, class, answer) = match result {
+            Ok(answer) => (judge_answer(action.kind, &answer), AttemptClass::of_status(answer.status), Some(answer)),
+            Err(e) => {
+                let failure = transport_error(&e);
+                let class = failure.attempt_class();
+                (error(failure), class, None)
             }
-            Err(e) if e.is_timeout() => (error(DeliveryError::Timeout), None, "timeout"),
-            // The request could not even be built (a header value HTTP cannot carry): the
-            // same request fails every time, so it is final.
-            Err(e) if e.is_builder() => {
-                (error(DeliveryError::InvalidRequest(crate::mask::error_text(&e))), None, "invalid")
-            }
-            Err(e) => match refused_in(&e) {
-                Some(r) => (error(DeliveryError::DestinationRefused(r.to_string())), None, "refused"),
-                None => (error(DeliveryError::Network(crate::mask::error_text(&e))), None, "network"),
-            },
         };
-        m.attempts.with_label_values(&[&action.name, class]).inc();
+        m.attempts.with_label_values(&[&action.name, class.as_str()]).inc();
         (attempted, answer)
+    }
+}
+
+/// What a request that got no answer failed on.
+fn transport_error(e: &reqwest::Error) -> DeliveryError {
+    if e.is_timeout() {
+        DeliveryError::Timeout
+    } else if e.is_builder() {
+        // The request could not even be built (a header value HTTP cannot carry): the same
+        // request fails every time, so it is final.
+        DeliveryError::InvalidRequest(crate::mask::error_text(e))
+    } else {
+        match refused_in(e) {
+            Some(r) => DeliveryError::DestinationRefused(r.to_string()),
+            None => DeliveryError::Network(crate::mask::error_text(e)),
+        }
     }
 }
 

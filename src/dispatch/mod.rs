@@ -7,33 +7,31 @@
 //! - [`lanes`]: the order of a lane's deliveries across long retries (pure, time passed in).
 //! - [`verdict`]: what an attempt means (pure): delivered, failed, retry now, long retry.
 //! - [`attempt`]: one HTTP attempt within the limits.
+//! - [`report`]: what a finished delivery publishes: its result, callback update, dead letter.
 //! - this file: the lane tasks that tie them together, and the outcome of every job.
 
 mod attempt;
 mod inflight;
 mod lanes;
+mod report;
 mod verdict;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Map, Value};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 pub use attempt::Answer;
 pub use inflight::InFlight;
-pub use lanes::{Arrival, DeliveryId, LaneKey, Parking};
+pub use lanes::{Arrival, DeliveryId, LaneKey, Parking, Seq};
 pub use verdict::{verdict, Attempted, DeliveryError, Policy as RetryPolicy, Verdict};
 
-use crate::action::Callback;
-use crate::config::raw::CallbackWhen;
 use crate::config::Config;
-use crate::metrics;
+use crate::metrics::{self, AttemptClass, RetryWait};
 use crate::net::{Clients, Policy};
-use crate::output::{excerpt, now_rfc3339, DeadLetter, DeliveryResult, ErrorBody, ObjectUpdate, RequestSummary};
-use crate::publish::{PublishFailure, Publisher};
+use crate::publish::Publisher;
 use crate::request::Request;
 use crate::source::{DurableRetry, RetryInfo, RetryStage};
 use crate::trigger::Match;
@@ -146,9 +144,6 @@ pub struct Dispatcher {
     shutdown: CancellationToken,
 }
 
-/// Masked URLs kept for results: most deliveries go to a few URLs, and masking parses them.
-const MASKED_URLS_KEPT: usize = 4096;
-
 impl Dispatcher {
     /// Builds the HTTP clients and limits of every connection; with a durable stage, also
     /// the sweep of parked lanes.
@@ -221,14 +216,30 @@ impl Dispatcher {
         self.parking.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Parks the lanes of the deliveries the stage found waiting when this replica took
+    /// their partitions. The source finds them before it reads those partitions, so this runs
+    /// before any newer delivery of theirs arrives here. A delivery whose trigger or action
+    /// the config no longer has parks nothing (it is dead-lettered when it comes back).
+    fn park_found(&self, stage: &dyn DurableRetry, parking: &mut Parking<Job>) {
+        for found in stage.take_found() {
+            let trigger = self.config.triggers.iter().position(|t| t.name == found.trigger);
+            let action = self.config.actions.iter().position(|a| a.name == found.action);
+            if let (Some(trigger), Some(action)) = (trigger, action) {
+                let id = DeliveryId { seq: Seq(found.order.0, found.order.1), trigger, mention: found.mention };
+                parking.parked(&(found.object, action), id, found.due_ms);
+            }
+        }
+    }
+
     /// Takes one job to its outcome for this run (and the lane's held jobs that it frees).
     async fn process(&self, job: Job) {
         let arrival = match &self.stage {
             None => Arrival::Go(job),
-            Some(_) => {
+            Some(stage) => {
                 let (key, id, now) = (job.lane(), job.id(), now_ms());
                 let inflight = Arc::clone(&job.inflight);
                 let mut parking = self.parking();
+                self.park_found(stage.as_ref(), &mut parking);
                 let arrival = if job.returning {
                     parking.arrive_returning(&key, id, job, now)
                 } else {
@@ -290,7 +301,10 @@ impl Dispatcher {
             let info = self.retry_info(&job, job.attempts_before, job.first_attempt_ms.unwrap_or_else(now_ms));
             match stage.schedule(&job.inflight.message_copy(), info, delay).await {
                 Ok(()) => {
-                    metrics::get().retries_scheduled.with_label_values(&[&action.name, "parked"]).inc();
+                    metrics::get()
+                        .retries_scheduled
+                        .with_label_values(&[&action.name, RetryWait::Parked.as_str()])
+                        .inc();
                     self.parking().parked(&job.lane(), job.id(), due_ms);
                     job.inflight.complete();
                     return;
@@ -357,7 +371,7 @@ impl Dispatcher {
             Err(e) => return failed(DeliveryError::InvalidRequest(format!("rendered URL is invalid: {e}"))),
         };
         if let Err(refused) = self.config.connections[job.connection].policy(self.policy).check_url(&url) {
-            metrics::get().attempts.with_label_values(&[&action.name, "refused"]).inc();
+            metrics::get().attempts.with_label_values(&[&action.name, AttemptClass::Refused.as_str()]).inc();
             return failed(DeliveryError::DestinationRefused(refused.to_string()));
         }
         let policy = RetryPolicy {
@@ -388,18 +402,7 @@ impl Dispatcher {
                     let info = self.retry_info(job, attempts, first_ms);
                     match stage.schedule(&job.inflight.message_copy(), info, delay).await {
                         Ok(()) => {
-                            metrics::get().retries_scheduled.with_label_values(&[&action.name, "durable"]).inc();
-                            tracing::info!(
-                                action = %action.name,
-                                event_id = %job.inflight.event.id,
-                                webhook_id = job.request.header("webhook-id").unwrap_or(""),
-                                trace_id = job.trace_id(),
-                                attempts,
-                                stage = "durable",
-                                due_in_ms = delay.as_millis() as u64,
-                                reason = reason.as_deref().unwrap_or(""),
-                                "delivery failed; handed to the retry stage"
-                            );
+                            self.note_retry(job, attempts, RetryWait::Durable, delay, reason.as_deref());
                             let error = match attempted {
                                 Attempted::Error { error, .. } => Some(error),
                                 Attempted::Success => None,
@@ -418,189 +421,30 @@ impl Dispatcher {
         }
     }
 
+    /// Waits in process before the next attempt; `None` when shut down meanwhile.
     async fn wait(&self, job: &Job, attempts: u32, delay: Duration, reason: Option<&str>) -> Option<()> {
-        let action = &self.config.actions[job.matched.action];
-        metrics::get().retries_scheduled.with_label_values(&[&action.name, "in_process"]).inc();
-        tracing::info!(
-            action = %action.name,
-            event_id = %job.inflight.event.id,
-            webhook_id = job.request.header("webhook-id").unwrap_or(""),
-            trace_id = job.trace_id(),
-            attempts,
-            delay_ms = delay.as_millis() as u64,
-            reason = reason.unwrap_or(""),
-            "delivery failed; retrying"
-        );
+        self.note_retry(job, attempts, RetryWait::InProcess, delay, reason);
         tokio::select! {
             _ = self.shutdown.cancelled() => None,
             _ = tokio::time::sleep(delay) => Some(()),
         }
     }
 
-    /// The result message of a report.
-    pub fn result_message(&self, job: &Job, report: &Report) -> DeliveryResult {
+    /// Counts and logs a delivery that failed and waits `delay` for its next attempt in `wait`.
+    fn note_retry(&self, job: &Job, attempts: u32, wait: RetryWait, delay: Duration, reason: Option<&str>) {
         let action = &self.config.actions[job.matched.action];
-        let trigger = &self.config.triggers[job.matched.trigger];
-        let mut request = RequestSummary {
-            method: job.request.method.clone(),
-            url: self.masked_url(&job.request).to_string(),
-            headers: None,
-            body: None,
-        };
-        if report.status == Outcome::DryRun {
-            let shown = job.request.shown();
-            request.headers = Some(shown.headers);
-            request.body = Some(shown.body);
-        }
-        DeliveryResult {
-            kind: "delivery",
-            event_id: job.inflight.event.id.clone(),
-            object: job.inflight.event.object_key(),
-            trigger: trigger.name.clone(),
-            action: action.name.clone(),
-            status: report.status.as_str(),
-            attempts: report.attempts,
-            http_status: report.answer.as_ref().map(|a| a.status),
-            duration_ms: report.duration.as_millis() as u64,
-            request: Some(request),
-            response_excerpt: report.answer.as_ref().map(|a| excerpt(&a.body)),
-            error: report.error.as_ref().map(|e| error_body(e, report.exhausted, report.attempts)),
-            webhook_id: job.request.header("webhook-id").map(str::to_string),
-            mention: job.matched.mention,
-            missing_placeholders: job.missing.clone(),
-            time: now_rfc3339(),
-        }
-    }
-
-    /// The URL as results show it, secrets masked.
-    fn masked_url(&self, request: &Request) -> Arc<str> {
-        let mut cache = self.masked_urls.lock().unwrap_or_else(|p| p.into_inner());
-        let key = (request.url.clone(), request.host_only);
-        if let Some(m) = cache.get(&key) {
-            return m.clone();
-        }
-        if cache.len() >= MASKED_URLS_KEPT {
-            cache.clear();
-        }
-        let masked: Arc<str> = request.masked_url().into();
-        cache.insert(key, masked.clone());
-        masked
-    }
-
-    /// Publishes a report's messages; `Err` when shutdown interrupted them (the outcome is
-    /// then not final: the message is read again after a restart).
-    async fn publish_report(&self, job: &Job, report: &Report) -> Result<(), PublishFailure> {
-        let action = &self.config.actions[job.matched.action];
-        let trigger = &self.config.triggers[job.matched.trigger];
-        // A delivery handed to the retry stage is not over: its result comes when it is.
-        if report.status == Outcome::RetryScheduled {
-            return Ok(());
-        }
-        let key = job.inflight.event.object_key();
-        let m = metrics::get();
-        m.deliveries.with_label_values(&[&action.name, action.kind.as_str(), report.status.as_str()]).inc();
-        m.delivery_duration.with_label_values(&[&action.name]).observe(report.duration.as_secs_f64());
-        let result = self.result_message(job, report);
-        crate::telemetry::record_delivery(
-            job.request.header("traceparent"),
-            job.inflight.event.trace.as_ref(),
-            &result,
+        metrics::get().retries_scheduled.with_label_values(&[&action.name, wait.as_str()]).inc();
+        tracing::info!(
+            action = %action.name,
+            event_id = %job.inflight.event.id,
+            webhook_id = job.request.header("webhook-id").unwrap_or(""),
+            trace_id = job.trace_id(),
+            attempts,
+            stage = wait.as_str(),
+            delay_ms = delay.as_millis() as u64,
+            reason = reason.unwrap_or(""),
+            "delivery failed; waiting for the next attempt"
         );
-        keep_going(self.publisher.response(&key, &result, &self.shutdown).await)?;
-        if let (Some(cb), Some(answer)) = (&action.callback, &report.answer) {
-            if report.status == Outcome::Delivered || cb.when == CallbackWhen::AnyResponse {
-                if let Some(update) = self.callback_update(job, cb, answer) {
-                    m.callback_updates.with_label_values(&[&action.name]).inc();
-                    keep_going(self.publisher.response(&key, &update, &self.shutdown).await)?;
-                }
-            }
-        }
-        if report.status == Outcome::Failed {
-            let error = result.error.clone().unwrap_or(ErrorBody { reason: "failed".into(), detail: String::new() });
-            tracing::warn!(
-                event_id = %job.inflight.event.id,
-                webhook_id = result.webhook_id.as_deref().unwrap_or(""),
-                trace_id = job.trace_id(),
-                http_status = report.answer.as_ref().map(|a| a.status),
-                trigger = %trigger.name,
-                action = %action.name,
-                attempts = report.attempts,
-                reason = %error.reason,
-                detail = %error.detail,
-                "delivery failed for good; dead-lettered"
-            );
-            let letter = DeadLetter {
-                reason: &error.reason,
-                detail: &error.detail,
-                source: &job.inflight.coords,
-                raw: &job.inflight.payload,
-                event_id: Some(&job.inflight.event.id),
-                trigger: Some(&trigger.name),
-                action: Some(&action.name),
-            };
-            keep_going(self.publisher.dead_letter(&key, letter, &self.shutdown).await)?;
-        }
-        Ok(())
-    }
-
-    /// Evaluates a callback mapping over an answer.
-    pub fn callback_update(&self, job: &Job, cb: &Callback, answer: &Answer) -> Option<ObjectUpdate> {
-        let action = &self.config.actions[job.matched.action];
-        let event = &job.inflight.event;
-        let body = serde_json::from_slice::<Value>(&answer.body)
-            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&answer.body).into_owned()));
-        let headers: Map<String, Value> = answer.headers.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
-        let response = json!({"status": answer.status, "headers": headers, "body": body});
-        let object = Value::Object(event.object.clone());
-        let previous = Value::Object(event.previous.clone());
-        let mut fields = Map::new();
-        for (code, expr) in &cb.fields {
-            match expr.eval(&[
-                ("response", &response),
-                ("event", &event.document),
-                ("object", &object),
-                ("previous", &previous),
-            ]) {
-                Ok(v) => {
-                    fields.insert(code.clone(), v);
-                }
-                Err(e) => {
-                    metrics::get().callback_errors.with_label_values(&[&action.name]).inc();
-                    tracing::warn!(action = %action.name, field = %code, error = %e, "callback field failed to evaluate");
-                }
-            }
-        }
-        if fields.is_empty() {
-            return None;
-        }
-        Some(ObjectUpdate {
-            kind: "object_update",
-            event_id: event.id.clone(),
-            trigger: self.config.triggers[job.matched.trigger].name.clone(),
-            action: action.name.clone(),
-            class: event.class.clone(),
-            key: event.key.clone(),
-            fields,
-            time: now_rfc3339(),
-        })
-    }
-}
-
-/// A message the destination refuses for good was logged and counted by the publisher; the
-/// delivery's outcome stands (its result, when that was what failed, cannot be had any other
-/// way). Only an interruption stops here.
-fn keep_going(r: Result<(), PublishFailure>) -> Result<(), PublishFailure> {
-    match r {
-        Err(PublishFailure::Interrupted) => Err(PublishFailure::Interrupted),
-        _ => Ok(()),
-    }
-}
-
-fn error_body(error: &DeliveryError, exhausted: bool, attempts: u32) -> ErrorBody {
-    let detail = error.detail();
-    ErrorBody {
-        reason: error.reason().into_owned(),
-        detail: if exhausted { format!("{detail} (after {attempts} attempts)") } else { detail },
     }
 }
 

@@ -8,6 +8,7 @@ use std::time::Duration;
 use thiserror::Error;
 
 use crate::config::RetryConfig;
+use crate::metrics::AttemptClass;
 use crate::retry::{next_delay, status_is_retryable};
 
 /// Why a delivery is not delivered (yet). Every variant has a bounded `reason()` label and
@@ -73,6 +74,19 @@ impl DeliveryError {
             | DeliveryError::DestinationRefused(_)
             | DeliveryError::InvalidRequest(_)
             | DeliveryError::TooLarge(_) => false,
+        }
+    }
+
+    /// The class of an attempt that failed with this error and got no answer.
+    pub fn attempt_class(&self) -> AttemptClass {
+        match self {
+            DeliveryError::Timeout => AttemptClass::Timeout,
+            DeliveryError::DestinationRefused(_) => AttemptClass::Refused,
+            DeliveryError::InvalidRequest(_) | DeliveryError::TooLarge(_) => AttemptClass::Invalid,
+            // Status and service errors come with an answer, classed by its status.
+            DeliveryError::Network(_) | DeliveryError::Status { .. } | DeliveryError::Service { .. } => {
+                AttemptClass::Network
+            }
         }
     }
 
@@ -227,5 +241,13 @@ mod tests {
         let redirect =
             DeliveryError::Status { status: 302, excerpt: String::new(), location: Some("https://x/y".into()) };
         assert!(redirect.detail().contains("https://x/y"), "{}", redirect.detail());
+    }
+
+    #[test]
+    fn unanswered_attempts_are_classed_by_their_error() {
+        assert_eq!(DeliveryError::Timeout.attempt_class(), AttemptClass::Timeout);
+        assert_eq!(DeliveryError::DestinationRefused("x".into()).attempt_class(), AttemptClass::Refused);
+        assert_eq!(DeliveryError::InvalidRequest("x".into()).attempt_class(), AttemptClass::Invalid);
+        assert_eq!(DeliveryError::Network("x".into()).attempt_class(), AttemptClass::Network);
     }
 }

@@ -228,3 +228,32 @@ async fn commits_time_out() {
     run.broker.fail_requests(RDKafkaApiKey::OffsetCommit, &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT; 6]);
     run.finish("commits time out", false).await;
 }
+
+/// The commit of the last event of a quiet topic is refused: nothing moves afterwards to
+/// commit again, so the refusal itself must bring the commit back (an asynchronous commit's
+/// answer was once never seen, and the group stayed behind by that event for good).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_commit_after_the_last_event_is_sent_again() {
+    let mut run = FaultRun::start("refused-commit").await;
+    run.produce_the_rest().await;
+    let total = (OBJECTS * PER_OBJECT) as usize;
+    wait_until("every event delivered", Duration::from_secs(90), || run.rx.distinct_delivered() >= total, String::new)
+        .await;
+    let (committed, ends) = run.broker.committed_to_the_end(run.group, "changes", Duration::from_secs(20)).await;
+    assert_eq!(committed, ends, "committed to the end before the fault");
+    // Refused for good by the broker (librdkafka does not send these again by itself).
+    run.broker
+        .fail_requests(RDKafkaApiKey::OffsetCommit, &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_OFFSET_METADATA_TOO_LARGE; 3]);
+    let (key, value) = event(0, PER_OBJECT);
+    run.broker.produce_many("changes", &[(key, value)]).await;
+    wait_until(
+        "the last event delivered",
+        Duration::from_secs(30),
+        || run.rx.distinct_delivered() > total,
+        String::new,
+    )
+    .await;
+    let (committed, ends) = run.broker.committed_to_the_end(run.group, "changes", Duration::from_secs(20)).await;
+    assert_eq!(committed, ends, "the refused commit was sent again");
+    run.bridge.take().unwrap().stop().await;
+}

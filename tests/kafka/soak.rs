@@ -167,10 +167,33 @@ async fn run(plan: Plan) -> Report {
                 .filter(|id| !seen.contains(id))
                 .take(20)
                 .collect();
+            // Where the missing events wait: their records in the retry topic, against the
+            // positions the replicas committed there.
+            let retry = broker.read_all("changes.retry").await;
+            let text = |r: &crate::broker::Record, h: &str| {
+                String::from_utf8_lossy(r.header(h).unwrap_or_default()).into_owned()
+            };
+            let parked: Vec<String> = retry
+                .iter()
+                .filter(|r| missing.iter().any(|id| r.json()["id"] == id.as_str()))
+                .map(|r| {
+                    format!(
+                        "{} at {}/{}: not before {} info {}",
+                        r.json()["id"],
+                        r.partition,
+                        r.offset,
+                        text(r, "hookbridge-retry-not-before"),
+                        text(r, "hookbridge-retry")
+                    )
+                })
+                .collect();
             panic!(
-                "{} of {total} events have an outcome after {:?}; missing (first 20): {missing:?}; retry topic kept from offsets {:?} (above 0: the mock's size limit deleted records)\n{}",
+                "{} of {total} events have an outcome after {:?}; missing (first 20): {missing:?}\nretry records of those:\n{}\nretry topic ends {:?}, committed by the replicas {:?}; kept from offsets {:?} (above 0: the mock's size limit deleted records)\n{}",
                 seen.len(),
                 plan.limit,
+                parked.join("\n"),
+                broker.end_offsets("changes.retry"),
+                broker.committed("chaos.retry", "changes.retry"),
                 broker.start_offsets("changes.retry"),
                 running.iter().map(|r| r.log_tail()).collect::<Vec<_>>().join("\n---\n")
             );

@@ -19,7 +19,7 @@ use rdkafka::Message as _;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::commit::{commit_async, commit_now, Pacer};
+use super::commit::{commit_due, commit_now, Pacer};
 use super::lag::LagReporter;
 use super::offsets::{Ticket, Tp, Tracker};
 use super::rebalance::{MainContext, RetryContext};
@@ -100,20 +100,29 @@ impl Poller {
     fn commit_positions(&mut self, now: Instant) {
         let s = &self.shared;
         self.main_pacer.moved(s.main.take_storable());
-        if s.main_failed.take() {
+        if s.main_answers.take_failed() {
             self.main_pacer.moved(s.main.positions(None));
         }
-        if let Some(positions) = self.main_pacer.due(now, |tp| s.main.current(tp).is_some()) {
-            commit_async(&*self.main, &positions);
-        }
+        commit_due(
+            &*self.main,
+            &mut self.main_pacer,
+            &s.main_answers,
+            now,
+            |tp| s.main.current(tp).is_some(),
+            "source",
+        );
         self.retry_pacer.moved(s.retry.take_storable());
-        if s.retry_failed.take() {
+        if s.retry_answers.take_failed() {
             self.retry_pacer.moved(s.retry.positions(None));
         }
-        if let Some(positions) = self.retry_pacer.due(now, |tp| s.retry.current(tp).is_some()) {
-            tracing::debug!(?positions, "committing retry positions");
-            commit_async(&*self.retry, &positions);
-        }
+        commit_due(
+            &*self.retry,
+            &mut self.retry_pacer,
+            &s.retry_answers,
+            now,
+            |tp| s.retry.current(tp).is_some(),
+            "retry",
+        );
     }
 
     /// Keeps the backlog (messages read and not settled) under the bound, by partition.
@@ -294,6 +303,12 @@ impl Poller {
             }
             // Keep serving the group (heartbeats are librdkafka's, rebalances are ours);
             // nothing new is taken, the partitions are revoking.
+            let _ = self.main.poll(POLL_WAIT);
+            let _ = self.retry.poll(Duration::ZERO);
+        }
+        // The answers to commits in flight first: one that librdkafka sends again could
+        // otherwise land after the last commit below and move the position back.
+        while (s.main_answers.unanswered() || s.retry_answers.unanswered()) && Instant::now() < deadline {
             let _ = self.main.poll(POLL_WAIT);
             let _ = self.retry.poll(Duration::ZERO);
         }

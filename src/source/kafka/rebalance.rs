@@ -18,7 +18,7 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::ClientContext;
 
 use super::client;
-use super::commit::{commit_now, Failed};
+use super::commit::{commit_now, Answers};
 use super::offsets::Tp;
 use super::progress::Progress;
 use super::replay::{self, ReplayFilter};
@@ -36,7 +36,7 @@ pub struct MainContext {
 
 /// Context of the retry-topic consumer (assigned by hand: no rebalances of its own).
 pub struct RetryContext {
-    pub(crate) failed: Arc<Failed>,
+    pub(crate) answers: Arc<Answers>,
 }
 
 impl ClientContext for MainContext {
@@ -65,7 +65,7 @@ impl ClientContext for RetryContext {
 
 impl ConsumerContext for RetryContext {
     fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
-        self.failed.record_commit("retry", &result, offsets);
+        self.answers.record_commit("retry", &result, offsets);
     }
 }
 
@@ -85,7 +85,7 @@ impl ConsumerContext for MainContext {
     }
 
     fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
-        self.shared.main_failed.record_commit("source", &result, offsets);
+        self.shared.main_answers.record_commit("source", &result, offsets);
     }
 }
 
@@ -137,6 +137,10 @@ impl MainContext {
             // owner starts where this replica stopped instead of replaying.
             let deadline = s.drain_deadline(Instant::now());
             not_final = s.main.wait_settled(Some(&tps), deadline) + s.retry.wait_settled(Some(&rtps), deadline);
+            // An asynchronous commit still in flight cannot be waited for here (its answer
+            // is served by the poll this callback runs in). Should librdkafka send it again
+            // after this one, the next owner reads some final events again: duplicates,
+            // never a loss.
             commit_now(consumer, &s.main, &tps, "source", deadline + Duration::from_secs(2));
             commit_now(&*self.retry, &s.retry, &rtps, "retry", deadline + Duration::from_secs(2));
         }
@@ -244,7 +248,8 @@ pub(crate) fn link(s: &Shared, retry: &BaseConsumer<RetryContext>, tps: &[Tp], r
                 let start = retry_committed.get(&rtp).map_or(low, |(o, _)| *o).max(low);
                 if start < end {
                     let source = replayed.get(&tp).map(|from| (tp.clone(), *from));
-                    filters.push((r, start, ReplayFilter::new(end, source)));
+                    let final_past = retry_committed.get(&rtp).and_then(|(_, p)| p.clone());
+                    filters.push((r, start, ReplayFilter::new(end, source, final_past)));
                 }
             }
             Err(e) => tracing::debug!(error = %e, partition = r, "retry partition end unknown"),
@@ -257,7 +262,14 @@ pub(crate) fn link(s: &Shared, retry: &BaseConsumer<RetryContext>, tps: &[Tp], r
     if !filters.is_empty() {
         let mut scanned: Vec<(i32, i64, &mut ReplayFilter)> =
             filters.iter_mut().map(|(r, st, f)| (*r, *st, f)).collect();
-        replay::scan(&s.scan_settings, &s.retry_topic, &mut scanned);
+        replay::scan(&s.scan_settings, &s.retry_topic, &s.group, &mut scanned);
+        // Before any message of the source partitions is read (they are read once this
+        // returns): the dispatcher parks the lanes of what waits here.
+        let found: Vec<_> = filters.iter().flat_map(|(_, _, f)| f.found()).collect();
+        if !found.is_empty() {
+            tracing::info!(deliveries = found.len(), "deliveries found waiting in the retry partitions taken; newer events of their objects wait behind them");
+        }
+        s.found.add(found);
         let mut all = s.lock_filters();
         for (r, _, f) in filters {
             all.insert(r, f);

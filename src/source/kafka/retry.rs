@@ -27,7 +27,7 @@ use std::pin::Pin;
 use super::client::Logging;
 use super::KafkaError;
 use crate::event::{parse_event, CloudEventHeaders};
-use crate::source::{Coords, DurableRetry, KafkaRecord, Message, RetryInfo, ScheduleError};
+use crate::source::{Coords, DurableRetry, FoundAway, FoundBook, KafkaRecord, Message, RetryInfo, ScheduleError};
 
 /// Header holding the [`RetryInfo`] as JSON.
 pub const INFO_HEADER: &str = "hookbridge-retry";
@@ -213,14 +213,21 @@ pub struct KafkaRetry {
     topic: String,
     group: String,
     map: Arc<MapCell>,
+    found: Arc<FoundBook>,
 }
 
 impl KafkaRetry {
     /// A stage of `group` producing to `topic` with `settings`; `map` is filled by the
-    /// source once it knows the partitions.
-    pub fn new(settings: &ClientConfig, topic: &str, group: &str, map: Arc<MapCell>) -> Result<KafkaRetry, KafkaError> {
+    /// source once it knows the partitions, `found` when it takes retry partitions.
+    pub fn new(
+        settings: &ClientConfig,
+        topic: &str,
+        group: &str,
+        map: Arc<MapCell>,
+        found: Arc<FoundBook>,
+    ) -> Result<KafkaRetry, KafkaError> {
         let producer = settings.create_with_context(Logging).map_err(KafkaError::Settings)?;
-        Ok(KafkaRetry { producer, topic: topic.to_string(), group: group.to_string(), map })
+        Ok(KafkaRetry { producer, topic: topic.to_string(), group: group.to_string(), map, found })
     }
 
     /// Builds the retry record of a delivery; synchronous, so that the future sending it
@@ -290,6 +297,9 @@ impl DurableRetry for KafkaRetry {
                 Err(e) => Err(e.into()),
             }
         })
+    }
+    fn take_found(&self) -> Vec<FoundAway> {
+        self.found.take()
     }
 }
 

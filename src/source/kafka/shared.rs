@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
 
-use super::commit::Failed;
+use super::commit::Answers;
 use super::offsets::{Tp, Tracker};
 use super::replay::ReplayFilter;
 use super::retry::{MapCell, Waiting};
@@ -41,10 +41,14 @@ pub struct Shared {
     pub(crate) drain_timeout: Duration,
     /// Set once shutting down: revokes do not wait past it.
     pub(crate) shutdown_deadline: Mutex<Option<Instant>>,
-    /// Set when a commit of the group consumer failed.
-    pub(crate) main_failed: Failed,
-    /// Set when a commit of the retry consumer failed.
-    pub(crate) retry_failed: Arc<Failed>,
+    /// The consumer group: retry records of other groups are theirs.
+    pub(crate) group: String,
+    /// Deliveries found waiting in retry partitions when they were taken, for the dispatcher.
+    pub(crate) found: Arc<crate::source::FoundBook>,
+    /// Answers to the group consumer's commits.
+    pub(crate) main_answers: Answers,
+    /// Answers to the retry consumer's commits.
+    pub(crate) retry_answers: Arc<Answers>,
     pub(crate) ready: OnceLock<Arc<AtomicBool>>,
 }
 

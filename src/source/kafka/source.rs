@@ -23,7 +23,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::client;
-use super::commit::{Failed, Pacer, INTERVAL};
+use super::commit::{Answers, Pacer, INTERVAL};
 use super::offsets::Tracker;
 use super::poller::{ErrorLog, Poller};
 use super::rebalance::{MainContext, RetryContext};
@@ -65,8 +65,11 @@ impl KafkaSource {
         let drain_timeout = config.delivery.shutdown_timeout.0;
         let map = Arc::new(MapCell::default());
         let retry_settings = client::retry_consumer(brokers, group_id, properties);
-        let retry_failed = Arc::new(Failed::default());
+        let retry_answers = Arc::new(Answers::default());
+        let found = Arc::new(crate::source::FoundBook::default());
         let shared = Arc::new(Shared {
+            group: group_id.clone(),
+            found: found.clone(),
             main: Tracker::new(),
             retry: Tracker::new(),
             waiting: Mutex::new(Waiting::default()),
@@ -78,12 +81,13 @@ impl KafkaSource {
             scan_settings: retry_settings.clone(),
             drain_timeout,
             shutdown_deadline: Mutex::new(None),
-            main_failed: Failed::default(),
-            retry_failed: retry_failed.clone(),
+            main_answers: Answers::default(),
+            retry_answers: retry_answers.clone(),
             ready: Default::default(),
         });
-        let retry: BaseConsumer<RetryContext> =
-            retry_settings.create_with_context(RetryContext { failed: retry_failed }).map_err(KafkaError::Settings)?;
+        let retry: BaseConsumer<RetryContext> = retry_settings
+            .create_with_context(RetryContext { answers: retry_answers })
+            .map_err(KafkaError::Settings)?;
         let retry = Arc::new(retry);
         let instance = group_instance_id.as_deref().filter(|i| !i.is_empty());
         let settings = client::consumer(brokers, group_id, instance, properties);
@@ -97,7 +101,8 @@ impl KafkaSource {
             );
         }
         let inherited = client::inherited_by_producers(properties);
-        let stage = Arc::new(KafkaRetry::new(&client::producer(brokers, &inherited), &retry_topic, group_id, map)?);
+        let stage =
+            Arc::new(KafkaRetry::new(&client::producer(brokers, &inherited), &retry_topic, group_id, map, found)?);
         let mut admin = ClientConfig::new();
         admin.set("bootstrap.servers", brokers.join(","));
         for (k, v) in &inherited {

@@ -2,8 +2,10 @@
 //! publisher.
 //!
 //! - [`connect`]: one client per role, with credentials, TLS and endless reconnection.
-//! - [`source`]: binds (or creates) the durable consumer on the user's stream and the one on
-//!   the retry stream, and pulls batches from both no larger than the replica's room.
+//! - [`source`]: the source: pulls batches from the consumer on the user's stream and the
+//!   one on the retry stream, no larger than the replica's room; `settings.rs` describes
+//!   both consumers, `consumer.rs` binds (or creates) them, `feed.rs` hands what is fetched
+//!   to the keeper and the pipeline.
 //! - [`retry`]: the retry stream, the durable retry stage: one record per delivery that waits
 //!   for a long retry, so an event's other actions are never sent again.
 //! - [`keeper`]: holds every fetched message with in-progress acks until the pipeline
@@ -16,9 +18,12 @@
 //! Ordering and deployment notes are in the README (section "NATS JetStream").
 
 pub(crate) mod connect;
+mod consumer;
 pub(crate) mod error;
+mod feed;
 pub(crate) mod keeper;
 pub(crate) mod retry;
+mod settings;
 pub(crate) mod source;
 pub(crate) mod subject;
 
@@ -29,7 +34,7 @@ use crate::config::Config;
 /// Opens the JetStream source of `config`, holding at most `max_hold` messages, waiting
 /// (not ready) while the server cannot be reached.
 pub(crate) async fn open_source(config: &Config, max_hold: usize) -> Result<source::NatsSource, NatsError> {
-    let settings = source::Settings::from_config(config, max_hold).ok_or(NatsError::NotNats)?;
+    let settings = settings::Settings::from_config(config, max_hold).ok_or(NatsError::NotNats)?;
     retry_start("source", || source::NatsSource::open(settings.clone())).await
 }
 

@@ -7,30 +7,23 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::jetstream::consumer::pull::{Batch, Config as PullConfig};
-use async_nats::jetstream::consumer::{AckPolicy, Info as ConsumerInfo, PullConsumer};
-use async_nats::jetstream::context::{ConsumerInfoErrorKind, GetStreamErrorKind};
+use async_nats::jetstream::consumer::PullConsumer;
 use async_nats::jetstream::stream::Stream;
-use async_nats::jetstream::ErrorCode;
-use async_nats::jetstream::Message as JsMessage;
 use async_trait::async_trait;
-use futures::{FutureExt as _, StreamExt as _};
-use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use futures::StreamExt as _;
+use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use super::connect::{connect, error_chain, NatsClient};
+use super::consumer::{bind, effective_ack_wait, get_stream};
 use super::error::NatsError;
+use super::feed::{arrived, reserve, Feed, Kind};
 use super::keeper::{progress_interval, Keeper};
 use super::retry::{self, NatsRetry};
-use crate::config::raw::{default_nats_retry_stream, default_nats_retry_subject, NatsCredentials};
-use crate::config::{Config, SourceConfig};
+use super::settings::{ConsumerSpec, Settings};
 use crate::metrics;
-use crate::source::{Ack, Coords, Message, RetryStage, Source, SourceError};
+use crate::source::{Message, RetryStage, Source, SourceError};
 
-/// `ack_wait` of a consumer the bridge creates. Progress acks go out every third of it.
-pub const DEFAULT_ACK_WAIT: Duration = Duration::from_secs(30);
-/// Messages asked for in one pull request, at most.
-const MAX_BATCH: usize = 256;
 /// How long a pull request waits on the server for messages. Short, so that a request the
 /// server forgot without the client seeing a reconnection is soon replaced.
 const PULL_EXPIRES: Duration = Duration::from_secs(5);
@@ -38,144 +31,6 @@ const PULL_EXPIRES: Duration = Duration::from_secs(5);
 const LAG_INTERVAL: Duration = Duration::from_secs(5);
 /// How often readiness follows the connection state.
 const READY_INTERVAL: Duration = Duration::from_secs(1);
-
-/// The NATS source settings, taken from the config.
-#[derive(Debug, Clone)]
-pub struct Settings {
-    /// Server URL(s).
-    pub url: String,
-    /// The stream to consume (it must exist).
-    pub stream: String,
-    /// Subjects the consumer filters on; empty: whatever the consumer has, or all.
-    pub subjects: Vec<String>,
-    /// Durable consumer name shared by every replica.
-    pub consumer: String,
-    /// The stream holding retry records (created when missing).
-    pub retry_stream: String,
-    /// The subject retry records are published on.
-    pub retry_subject: String,
-    /// Authentication and TLS.
-    pub credentials: NatsCredentials,
-    /// Messages this replica holds at most (fetched and not settled), events and retry
-    /// records together.
-    pub max_hold: usize,
-    /// How long to wait for held messages to settle after shutdown.
-    pub drain: Duration,
-}
-
-impl Settings {
-    /// The settings of a config whose source is NATS; the replica holds at most `max_hold`
-    /// messages.
-    pub fn from_config(config: &Config, max_hold: usize) -> Option<Settings> {
-        let SourceConfig::Nats { url, stream, subjects, consumer, retry_stream, retry_subject, credentials } =
-            &config.source
-        else {
-            return None;
-        };
-        Some(Settings {
-            url: url.clone(),
-            stream: stream.clone(),
-            subjects: subjects.clone(),
-            consumer: consumer.clone(),
-            // Filled in when the config was compiled; the defaults again for a hand-built one.
-            retry_stream: retry_stream.clone().unwrap_or_else(|| default_nats_retry_stream(stream)),
-            retry_subject: retry_subject.clone().unwrap_or_else(|| default_nats_retry_subject(consumer)),
-            credentials: credentials.clone(),
-            max_hold,
-            drain: config.delivery.shutdown_timeout.0,
-        })
-    }
-
-    /// The durable consumer reading the retry stream, shared by the replicas.
-    pub fn retry_consumer(&self) -> String {
-        format!("{}-retry", self.consumer)
-    }
-
-    /// `max_ack_pending` of a consumer the bridge creates. It caps messages delivered and not
-    /// acked across all replicas: a small cap would let a burst of slow deliveries stop the
-    /// whole consumer.
-    pub fn max_ack_pending(&self) -> i64 {
-        (self.max_hold * 16).max(10_000) as i64
-    }
-
-    /// Retry records the fetch loop asks for at once, at most: a share of the room, so that
-    /// a pull waiting on the retry consumer never keeps the room from the events, nor the
-    /// other way round.
-    fn retry_share(&self) -> usize {
-        (self.max_hold / 4).clamp(1, 64)
-    }
-
-    /// Events the fetch loop asks for at once, at most: what the retry records leave.
-    fn events_batch(&self) -> usize {
-        MAX_BATCH.min(self.max_hold.saturating_sub(self.retry_share()).max(1))
-    }
-
-    /// The main consumer the bridge creates when none exists.
-    fn consumer_spec(&self) -> ConsumerSpec {
-        let mut config = PullConfig {
-            durable_name: Some(self.consumer.clone()),
-            description: Some("hookbridge: object-change events to webhooks".into()),
-            ack_policy: AckPolicy::Explicit,
-            ack_wait: DEFAULT_ACK_WAIT,
-            // Never let the server drop a message after N deliveries: the bridge counts
-            // attempts itself and dead-letters when retries are exhausted.
-            max_deliver: -1,
-            max_ack_pending: self.max_ack_pending(),
-            ..Default::default()
-        };
-        match self.subjects.as_slice() {
-            [] => {}
-            // One filter works on every server version; several need NATS 2.10.
-            [one] => config.filter_subject = one.clone(),
-            many => config.filter_subjects = many.to_vec(),
-        }
-        ConsumerSpec {
-            stream: self.stream.clone(),
-            name: self.consumer.clone(),
-            subjects: self.subjects.clone(),
-            config,
-        }
-    }
-
-    /// The retry consumer the bridge creates when none exists.
-    fn retry_spec(&self) -> ConsumerSpec {
-        let config = PullConfig {
-            durable_name: Some(self.retry_consumer()),
-            description: Some("hookbridge: deliveries waiting for a retry".into()),
-            ack_policy: AckPolicy::Explicit,
-            ack_wait: DEFAULT_ACK_WAIT,
-            max_deliver: -1,
-            // Records not yet due wait as NAKed with a delay, and those count as pending: any
-            // cap would let a long outage of one endpoint hold back the records of the others.
-            max_ack_pending: -1,
-            filter_subject: self.retry_subject.clone(),
-            ..Default::default()
-        };
-        ConsumerSpec {
-            stream: self.retry_stream.clone(),
-            name: self.retry_consumer(),
-            subjects: vec![self.retry_subject.clone()],
-            config,
-        }
-    }
-}
-
-/// A durable pull consumer the bridge binds, or creates with `config` when missing.
-#[derive(Debug, Clone)]
-struct ConsumerSpec {
-    stream: String,
-    name: String,
-    /// The filter it must have; empty: any.
-    subjects: Vec<String>,
-    config: PullConfig,
-}
-
-/// What a fetch loop reads: events from the user's stream, or records from the retry stream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Events,
-    Retries,
-}
 
 /// One bound consumer and how to bind it again.
 struct Pull {
@@ -236,209 +91,6 @@ impl NatsSource {
         let stage = Arc::new(NatsRetry::new(&conn, &settings.retry_stream, &settings.retry_subject));
         Ok(NatsSource { settings, conn, events, retries, stage, ack_wait })
     }
-}
-
-fn effective_ack_wait(consumer: &PullConsumer) -> Duration {
-    let ack_wait = consumer.cached_info().config.ack_wait;
-    if ack_wait.is_zero() {
-        DEFAULT_ACK_WAIT
-    } else {
-        ack_wait
-    }
-}
-
-/// The JetStream coordinates of a fetched message; `None` (logged) without metadata.
-fn metadata(msg: &JsMessage) -> Option<(String, u64, u64)> {
-    match msg.info() {
-        Ok(info) => Some((info.stream.to_string(), info.stream_sequence, info.delivered as u64)),
-        Err(e) => {
-            tracing::warn!(error = %e, subject = %msg.subject, "nats: message without JetStream metadata skipped");
-            None
-        }
-    }
-}
-
-fn headers_of(msg: &JsMessage) -> Vec<(String, Vec<u8>)> {
-    msg.headers
-        .iter()
-        .flat_map(|h| h.iter())
-        .flat_map(|(name, values)| values.iter().map(move |v| (name.to_string(), v.as_str().as_bytes().to_vec())))
-        .collect()
-}
-
-impl Feed<'_> {
-    /// One message as the pipeline sees it; `None` if it is not to be handled now (no
-    /// JetStream metadata, or a retry record that is not due yet).
-    fn message(&self, kind: Kind, msg: JsMessage, room: Option<OwnedSemaphorePermit>) -> Option<Message> {
-        match kind {
-            Kind::Events => self.event(msg, room),
-            Kind::Retries => self.retry_record(msg, room),
-        }
-    }
-
-    fn event(&self, msg: JsMessage, room: Option<OwnedSemaphorePermit>) -> Option<Message> {
-        let (stream, sequence, delivered) = metadata(&msg)?;
-        let reply = msg.reply.clone()?;
-        // A redelivery of the source message (after a crash or a lost ack) charges no attempts:
-        // attempts are counted per action, in the retry records of the actions that failed.
-        let held = self.keeper.hold(self.ids.fetch_add(1, Ordering::Relaxed), reply, room);
-        Some(Message {
-            coords: coords_of(&msg, stream, sequence, delivered),
-            headers: headers_of(&msg),
-            payload: msg.message.payload.to_vec(),
-            // The ack is settled by the pipeline only once every outcome for this message is
-            // final (delivered, failed and dead-lettered, or stored in the retry stream); the
-            // keeper confirms it with the server. Dropping it unsettled NAKs it so another
-            // replica can take it.
-            ack: Ack::new(move |how| held.settle(how)),
-            retry: None,
-        })
-    }
-
-    /// A record of the retry stream: handed over when due, with the original message's
-    /// headers and coordinates; NAKed with the remaining delay when not.
-    fn retry_record(&self, msg: JsMessage, room: Option<OwnedSemaphorePermit>) -> Option<Message> {
-        let (stream, sequence, delivered) = metadata(&msg)?;
-        let reply = msg.reply.clone()?;
-        let id = self.ids.fetch_add(1, Ordering::Relaxed);
-        let payload = msg.message.payload.to_vec();
-        let returned = match retry::decode(headers_of(&msg)) {
-            Ok(r) => r,
-            Err(reason) => {
-                // Handed over as it is: the pipeline dead-letters it with the reason. Never run
-                // as a new event (its other actions were delivered), never dropped in silence.
-                tracing::warn!(%reason, stream = %stream, sequence, "nats: unreadable retry record");
-                let held = self.keeper.hold(id, reply, room);
-                return Some(Message {
-                    coords: coords_of(&msg, stream.clone(), sequence, delivered),
-                    headers: headers_of(&msg),
-                    payload,
-                    ack: Ack::new(move |how| held.settle(how)),
-                    retry: Some(Err(reason)),
-                });
-            }
-        };
-        let wait_ms = returned.not_before_ms - chrono::Utc::now().timestamp_millis();
-        tracing::debug!(
-            sequence,
-            delivered,
-            id = msg.headers.as_ref().and_then(|h| h.get("Nats-Msg-Id")).map(|v| v.as_str()).unwrap_or(""),
-            event_sequence = returned.origin.sequence,
-            action = %returned.info.action,
-            attempts = returned.info.attempts,
-            wait_ms,
-            "nats: retry record read"
-        );
-        if wait_ms > 0 {
-            // Not due: JetStream holds it until then; it takes no room meanwhile.
-            drop(room);
-            self.keeper.hold(id, reply, None).postpone(Duration::from_millis(wait_ms as u64));
-            return None;
-        }
-        let held = self.keeper.hold(id, reply, room);
-        Some(Message {
-            coords: returned.origin.coords(&stream, sequence),
-            headers: returned.headers,
-            payload,
-            // Acked once this delivery is final, or once its next record is stored.
-            ack: Ack::new(move |how| held.settle(how)),
-            retry: Some(Ok(returned.info)),
-        })
-    }
-}
-
-/// A message's own coordinates in its stream.
-fn coords_of(msg: &JsMessage, stream: String, sequence: u64, delivered: u64) -> Coords {
-    Coords::Nats { stream, subject: msg.subject.to_string(), sequence, delivered: Some(delivered), retry: None }
-}
-
-/// The stream, which must exist.
-async fn get_stream(conn: &NatsClient, name: &str) -> Result<Stream, NatsError> {
-    match conn.jetstream.get_stream(name).await {
-        Ok(s) => Ok(s),
-        Err(e) => match e.kind() {
-            GetStreamErrorKind::JetStream(js) if js.error_code() == ErrorCode::STREAM_NOT_FOUND => {
-                Err(NatsError::StreamMissing { stream: name.to_string() })
-            }
-            _ => Err(NatsError::js("looking up the stream", error_chain(&e))),
-        },
-    }
-}
-
-/// Binds the durable consumer as it is, or creates it. An existing consumer is the
-/// operator's (its `ack_wait`, `max_ack_pending`, backoff are respected) but must be a pull
-/// consumer with explicit acks on the configured subjects.
-async fn bind(stream: &Stream, spec: &ConsumerSpec) -> Result<PullConsumer, NatsError> {
-    let existing = match stream.consumer_info(&spec.name).await {
-        Ok(info) => Some(info),
-        Err(e) if e.kind() == ConsumerInfoErrorKind::NotFound => None,
-        Err(e) => return Err(NatsError::js("looking up the consumer", error_chain(&e))),
-    };
-    let Some(info) = existing else {
-        let created = match stream.create_consumer(spec.config.clone()).await {
-            Ok(consumer) => consumer,
-            // Another replica may have created it a moment ago, with other settings.
-            Err(create) => {
-                let info = stream
-                    .consumer_info(&spec.name)
-                    .await
-                    .map_err(|_| NatsError::js("creating the consumer", error_chain(&create)))?;
-                check(&info, spec)?;
-                return get_consumer(stream, spec).await;
-            }
-        };
-        if let Err(e) = check(created.cached_info(), spec) {
-            // A server older than 2.10 ignores several filter subjects and would have made a
-            // consumer of the whole stream: do not leave it behind.
-            let _ = stream.delete_consumer(&spec.name).await;
-            return Err(e);
-        }
-        tracing::info!(stream = %spec.stream, consumer = %spec.name, "nats: durable consumer created");
-        return Ok(created);
-    };
-    check(&info, spec)?;
-    get_consumer(stream, spec).await
-}
-
-async fn get_consumer(stream: &Stream, spec: &ConsumerSpec) -> Result<PullConsumer, NatsError> {
-    stream.get_consumer(&spec.name).await.map_err(|e| NatsError::js("binding the consumer", error_chain(e.as_ref())))
-}
-
-/// Whether a consumer can serve as the bridge's: pull, explicit acks, the configured filter.
-fn check(info: &ConsumerInfo, spec: &ConsumerSpec) -> Result<(), NatsError> {
-    let mismatch = |reason: String| NatsError::ConsumerMismatch {
-        stream: spec.stream.clone(),
-        consumer: spec.name.clone(),
-        reason,
-    };
-    let c = &info.config;
-    if c.deliver_subject.is_some() {
-        return Err(mismatch("it is a push consumer; hookbridge needs a pull consumer".into()));
-    }
-    if c.ack_policy != AckPolicy::Explicit {
-        return Err(mismatch(format!("its ack policy is {:?}; hookbridge needs explicit acks", c.ack_policy)));
-    }
-    let mut have: Vec<String> = c.filter_subjects.clone();
-    if !c.filter_subject.is_empty() {
-        have.push(c.filter_subject.clone());
-    }
-    have.sort();
-    let mut want = spec.subjects.clone();
-    want.sort();
-    if !want.is_empty() && have != want {
-        let hint = if want.len() > 1 { " (several subjects need NATS Server 2.10 or later)" } else { "" };
-        return Err(mismatch(format!(
-            "it filters {have:?} but the config says subjects {want:?}{hint}; delete the consumer or use another name"
-        )));
-    }
-    if c.max_deliver > 0 {
-        tracing::warn!(
-            consumer = %spec.name,
-            max_deliver = c.max_deliver,
-            "nats: the consumer has max_deliver set: the server drops a message after that many deliveries, without a dead letter"
-        );
-    }
-    Ok(())
 }
 
 #[async_trait]
@@ -631,59 +283,6 @@ impl Pull {
     }
 }
 
-impl Feed<'_> {
-    /// Wraps and sends one message; `false` when the pipeline is gone or shutting down.
-    async fn hand_over(&self, kind: Kind, m: JsMessage, permits: &mut Vec<OwnedSemaphorePermit>) -> bool {
-        // The server never sends more than asked; if it did, the message is held anyway.
-        let permit = permits.pop().or_else(|| self.room.clone().try_acquire_owned().ok());
-        let Some(message) = self.message(kind, m, permit) else {
-            return true;
-        };
-        tokio::select! {
-            sent = self.tx.send(message) => sent.is_ok(),
-            _ = self.shutdown.cancelled() => false,
-        }
-    }
-}
-
-/// Where fetched messages go: registered with the keeper, then sent to the pipeline.
-struct Feed<'a> {
-    tx: &'a mpsc::Sender<Message>,
-    keeper: &'a Keeper,
-    room: Arc<Semaphore>,
-    ids: AtomicU64,
-    shutdown: &'a CancellationToken,
-}
-
-/// The messages of a batch that have already arrived, without waiting for more.
-fn arrived(batch: &mut Batch) -> Vec<JsMessage> {
-    let mut out = Vec::new();
-    while let Some(Some(Ok(m))) = batch.next().now_or_never() {
-        out.push(m);
-    }
-    out
-}
-
-/// Waits for room for at least one message, then takes what else is free, up to `batch`.
-async fn reserve(
-    room: &Arc<Semaphore>,
-    batch: usize,
-    shutdown: &CancellationToken,
-) -> Option<Vec<OwnedSemaphorePermit>> {
-    let first = tokio::select! {
-        _ = shutdown.cancelled() => return None,
-        p = room.clone().acquire_owned() => p.ok()?,
-    };
-    let mut permits = vec![first];
-    while permits.len() < batch {
-        match room.clone().try_acquire_owned() {
-            Ok(p) => permits.push(p),
-            Err(_) => break,
-        }
-    }
-    Some(permits)
-}
-
 /// Keeps readiness on the connection state and the lag metric on the consumer's pending
 /// count, until aborted.
 async fn watch_health(
@@ -709,48 +308,5 @@ async fn watch_health(
                 Err(e) => tracing::debug!(error = %e, "nats: consumer info failed"),
             },
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn settings(max_hold: usize) -> Settings {
-        Settings {
-            url: "nats://127.0.0.1:4222".into(),
-            stream: "CHANGES".into(),
-            subjects: vec!["changes.>".into()],
-            consumer: "bridge".into(),
-            retry_stream: "CHANGES_RETRY".into(),
-            retry_subject: "hookbridge.retry.bridge".into(),
-            credentials: NatsCredentials::default(),
-            max_hold,
-            drain: Duration::from_secs(1),
-        }
-    }
-
-    #[test]
-    fn events_and_retry_records_share_the_room_without_taking_it_all() {
-        for max_hold in [1, 64, 256, 1024, 16_384] {
-            let s = settings(max_hold);
-            let (events, retries) = (s.events_batch(), s.retry_share());
-            assert!(events >= 1 && retries >= 1, "{max_hold}: {events} {retries}");
-            // While one loop waits on a pull with its permits, the other can still get some.
-            if max_hold > 1 {
-                assert!(events + retries <= max_hold, "{max_hold}: {events} + {retries}");
-            }
-        }
-        assert_eq!((settings(256).events_batch(), settings(256).retry_share()), (192, 64));
-    }
-
-    #[test]
-    fn the_retry_consumer_has_its_own_name_filter_and_no_cap() {
-        let spec = settings(256).retry_spec();
-        assert_eq!(spec.name, "bridge-retry");
-        assert_eq!(spec.stream, "CHANGES_RETRY");
-        assert_eq!(spec.config.filter_subject, "hookbridge.retry.bridge");
-        assert_eq!(spec.config.ack_policy, AckPolicy::Explicit);
-        assert_eq!((spec.config.max_deliver, spec.config.max_ack_pending), (-1, -1));
     }
 }
