@@ -154,7 +154,7 @@ impl Dispatcher {
         shutdown: CancellationToken,
     ) -> Result<Arc<Dispatcher>, DispatchError> {
         let policy = Policy { allow_private: config.delivery.allow_private_networks };
-        let clients = Clients::build(&config.connections, policy)?;
+        let clients = Clients::build(&config.connections, policy, config.delivery.concurrency)?;
         let stage = match retry_stage {
             RetryStage::Handoff(stage) => Some(stage),
             RetryStage::InProcess => None,

@@ -30,8 +30,10 @@ pub struct Clients {
 }
 
 impl Clients {
-    /// Builds the clients for every connection.
-    pub fn build(connections: &[Connection], policy: Policy) -> Result<Clients, ClientError> {
+    /// Builds the clients for every connection; each keeps up to `max_idle_per_host` idle
+    /// connections to a host (`delivery.concurrency`: no more can be busy at once, so no
+    /// more are worth keeping; fewer would close and reopen connections under full load).
+    pub fn build(connections: &[Connection], policy: Policy, max_idle_per_host: usize) -> Result<Clients, ClientError> {
         let mut cache: HashMap<String, reqwest::Client> = HashMap::new();
         let mut by_connection = Vec::with_capacity(connections.len());
         for c in connections {
@@ -45,7 +47,7 @@ impl Clients {
             let client = match cache.get(&key) {
                 Some(client) => client.clone(),
                 None => {
-                    let client = build_client(&c.tls, c.proxy.as_ref(), policy)
+                    let client = build_client(&c.tls, c.proxy.as_ref(), policy, max_idle_per_host)
                         .map_err(|message| ClientError::Tls { connection: c.name.clone(), message })?;
                     cache.insert(key, client.clone());
                     client
@@ -66,13 +68,18 @@ fn tls_key(tls: &TlsConfig) -> String {
     format!("{}|{:?}|{:?}|{:?}", tls.verify, tls.ca_file, tls.client_cert, tls.client_key)
 }
 
-fn build_client(tls: &TlsConfig, proxy: Option<&ProxySettings>, policy: Policy) -> Result<reqwest::Client, String> {
+fn build_client(
+    tls: &TlsConfig,
+    proxy: Option<&ProxySettings>,
+    policy: Policy,
+    max_idle_per_host: usize,
+) -> Result<reqwest::Client, String> {
     let mut builder = reqwest::Client::builder()
         .use_rustls_tls()
         .user_agent(concat!("hookbridge/", env!("CARGO_PKG_VERSION")))
         .redirect(reqwest::redirect::Policy::none())
         .pool_idle_timeout(std::time::Duration::from_secs(90))
-        .pool_max_idle_per_host(64)
+        .pool_max_idle_per_host(max_idle_per_host)
         // Proxy variables from the environment are ignored: through them the destination
         // would never be resolved here and the policy would not run.
         .no_proxy()
