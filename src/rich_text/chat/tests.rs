@@ -169,7 +169,8 @@ proptest::proptest! {
 
 #[test]
 fn what_is_not_inert_is_converted() {
-    for text in ["", " a", "a ", "a  b", "a\nb", "a_b", "a*b", "@here", "#x", "a&b", "<a>", "a`b", "[x]", "~x", "x\\y"] {
+    for text in ["", " a", "a ", "a  b", "a\nb", "a_b", "a*b", "@here", "#x", "a&b", "<a>", "a`b", "[x]", "~x", "x\\y"]
+    {
         assert!(!is_inert(text), "{text:?}");
     }
     assert!(is_inert("R-000123"));
