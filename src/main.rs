@@ -13,7 +13,7 @@ use hookbridge::{Config, Exit, ExitStatus};
 /// jemalloc rather than glibc's malloc: every event allocates its parsed document, rendered
 /// requests and results on one thread and frees them on another, which glibc's per-thread
 /// arenas handle poorly (consolidation and lock traffic showed in profiles). Measured against
-/// mimalloc 3 on the end-to-end benchmark (mimalloc 2 did no better), jemalloc took 9-20 %
+/// mimalloc 3 on the end-to-end benchmark (mimalloc 2 did no better), jemalloc took about 10 %
 /// less CPU per delivery and kept a lower peak RSS (BENCHMARKS.md); its background thread returns freed
 /// pages to the system while the process is idle.
 #[global_allocator]
