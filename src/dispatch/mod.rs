@@ -159,9 +159,12 @@ impl Dispatcher {
             RetryStage::Handoff(stage) => Some(stage),
             RetryStage::InProcess => None,
         };
-        // Held deliveries keep their read-ahead slot: at most half of them, so that the
-        // deliveries they wait for can always come back.
-        let max_held = max_pending(&config) / 2;
+        // Held deliveries give their read-ahead room back (`InFlight::hold`), so this bounds
+        // only their memory (a rendered request and its event each, a few KiB). Each one
+        // that does not fit is written to the retry stage again every time the delivery it
+        // waits for fails once more: too few, and a failing endpoint with many objects
+        // multiplies the retry records.
+        let max_held = (max_pending(&config) * 8).clamp(1_024, 16_384);
         let dispatcher = Arc::new(Dispatcher {
             sender: attempt::Sender::new(&config, clients),
             config,
