@@ -57,6 +57,8 @@ struct Report {
     early_after_429: usize,
     /// Records written to the retry topic in all.
     retry_records: i64,
+    /// How often the replicas logged what explains a late or out-of-order delivery.
+    telling_logs: Vec<(&'static str, usize)>,
     seconds: f64,
 }
 
@@ -290,14 +292,35 @@ async fn run(plan: Plan) -> Report {
         order_violations_within_a_replica: within,
         early_after_429,
         retry_records: broker.end_offsets("changes.retry").values().sum(),
+        telling_logs: telling_logs(dir.path()),
         seconds,
     }
 }
 
+/// Log lines of every replica of the run that explain a late or out-of-order delivery.
+fn telling_logs(dir: &Path) -> Vec<(&'static str, usize)> {
+    let logs: String = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "log"))
+        .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+        .collect();
+    [
+        "deliveries found waiting in the retry partitions taken",
+        "retry partitions not scanned to the end in time",
+        "a parked delivery did not come back in time",
+        "parking a delivery behind an earlier one failed",
+    ]
+    .into_iter()
+    .map(|line| (line, logs.matches(line).count()))
+    .collect()
+}
+
 fn print(name: &str, r: &Report) {
     eprintln!(
-        "kafka chaos soak ({name}): {} events in {:.0} s: {} delivered, {} dead-lettered ({} of them delivered just before a SIGKILL), lost 0; {} duplicates; first deliveries out of order per object: {} in all, {} within a replica; {} retries sooner than Retry-After; {} retry records written",
-        r.total, r.seconds, r.delivered, r.dead_lettered, r.delivered_then_dead_lettered_across_a_crash, r.duplicates, r.order_violations, r.order_violations_within_a_replica, r.early_after_429, r.retry_records
+        "kafka chaos soak ({name}): {} events in {:.0} s: {} delivered, {} dead-lettered ({} of them delivered just before a SIGKILL), lost 0; {} duplicates; first deliveries out of order per object: {} in all, {} within a replica; {} retries sooner than Retry-After; {} retry records written; replica logs: {:?}",
+        r.total, r.seconds, r.delivered, r.dead_lettered, r.delivered_then_dead_lettered_across_a_crash, r.duplicates, r.order_violations, r.order_violations_within_a_replica, r.early_after_429, r.retry_records, r.telling_logs
     );
 }
 
