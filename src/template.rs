@@ -127,6 +127,11 @@ pub enum Escape {
 /// Characters left as they are in a URL component (RFC 3986 unreserved).
 const URL_COMPONENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
 
+/// Characters a header value cannot carry: C0 controls but tab, DEL, and C1 controls.
+pub fn is_header_control(c: char) -> bool {
+    c != '\t' && c.is_control()
+}
+
 /// What a render can see: the event and the names of the trigger and action.
 pub struct RenderContext<'a> {
     /// The triggering event.
@@ -268,7 +273,7 @@ impl Template {
                         // HTTP cannot carry them, and a value must not split the header.
                         Escape::Header => out.extend(text.chars().filter_map(|c| match c {
                             '\r' | '\n' => Some(' '),
-                            c if crate::connection::is_header_control(c) => None,
+                            c if is_header_control(c) => None,
                             c => Some(c),
                         })),
                         Escape::Form => out.push_str(&form_encode(&text)),

@@ -4,8 +4,8 @@ use std::collections::HashMap;
 
 use serde_json::Value;
 
-use crate::config::raw::{ActionConfig, TriggerConfig, TriggerOn};
-use crate::config::Problems;
+use crate::config_file::raw::{ActionConfig, TriggerConfig, TriggerOn};
+use crate::config_file::Problems;
 use crate::event::{Event, Operation};
 use crate::expr::Expression;
 
@@ -118,7 +118,7 @@ pub fn compile(
         condition,
         context: raw.context.clone(),
         actions,
-        max_mentions: crate::config::raw::DeliveryConfig::default().max_mentions,
+        max_mentions: crate::config_file::raw::DeliveryConfig::default().max_mentions,
     })
 }
 

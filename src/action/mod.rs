@@ -15,14 +15,14 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde_json::Value;
 
-use crate::config::raw::{
+use crate::config_file::raw::{
     ActionConfig, ActionKind, ActionStatus, ActionType, AttributesFrom, CallbackWhen, ChatFields, OtherActions,
     PresentationLists,
 };
-use crate::config::Problems;
+use crate::config_file::Problems;
 use crate::connection::{check_header_name, check_header_text, Connection, UrlForm};
 use crate::expr::Expression;
-use crate::request::Request;
+use crate::request::{set_header, Request};
 use crate::template::{Escape, JsonTemplate, RenderContext, Template};
 
 /// Variables a callback mapping may read.
@@ -46,7 +46,7 @@ pub struct Action {
     /// Attribute updates taken from the answer.
     pub callback: Option<Callback>,
     /// This action's backoff policy, replacing `delivery.retry`.
-    pub retry: Option<crate::config::RetryConfig>,
+    pub retry: Option<crate::config_file::raw::RetryConfig>,
 }
 
 /// The type-specific part of an action.
@@ -139,7 +139,7 @@ pub fn compile(
         Callback { when: cb.when, fields }
     });
     if let Some(r) = &raw.retry {
-        crate::config::check_retry(&format!("{place}.retry"), r, problems);
+        crate::config_file::check_retry(&format!("{place}.retry"), r, problems);
     }
     if problems.0.len() > before {
         return None;
@@ -363,14 +363,6 @@ fn whole_url(t: &Template, ctx: &RenderContext<'_>) -> String {
 fn set_headers(headers: &mut Vec<(String, String)>, extra: &[(String, Template)], ctx: &RenderContext<'_>) {
     for (k, t) in extra {
         set_header(headers, k, t.render(ctx, Escape::Header));
-    }
-}
-
-/// Sets a header, replacing one of the same (lower-case) name.
-pub fn set_header(headers: &mut Vec<(String, String)>, name: &str, value: String) {
-    match headers.iter_mut().find(|(k, _)| k == name) {
-        Some(slot) => slot.1 = value,
-        None => headers.push((name.to_string(), value)),
     }
 }
 

@@ -3,8 +3,8 @@
 
 use serde_json::{json, Map};
 
-use crate::config::raw::RocketchatFields;
-use crate::config::Problems;
+use crate::config_file::raw::RocketchatFields;
+use crate::config_file::Problems;
 use crate::template::{object_name, Escape, RenderContext, Template};
 
 use super::template_field;

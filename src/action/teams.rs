@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 
 use serde_json::{json, Map, Value};
 
-use crate::config::raw::{ActionKind, PresentationLists, TeamsFields, TeamsFormat};
-use crate::config::Problems;
+use crate::config_file::raw::{ActionKind, PresentationLists, TeamsFields, TeamsFormat};
+use crate::config_file::Problems;
 use crate::template::{object_name, Escape, RenderContext, Template};
 
 use super::chat::{actor_name, attribute_rows, buttons, Button, ButtonKind};

@@ -5,12 +5,9 @@
 
 mod checks;
 mod document;
-pub mod raw;
-pub mod secret;
-pub mod units;
+mod metrics;
 
 use std::collections::{BTreeMap, HashMap};
-use std::fmt;
 use std::path::Path;
 
 use serde_json::Value;
@@ -21,41 +18,11 @@ use crate::connection::{self, Connection};
 use crate::trigger::{self, Trigger};
 
 use checks::check_delivery;
-pub(crate) use checks::check_retry;
-use document::{expand_env, normalise_yes_no, schema_problems, without_foreign_action_fields, Expanded};
+pub(crate) use document::normalise_yes_no;
+use document::{expand_env, schema_problems, without_foreign_action_fields, Expanded};
 
+pub use crate::config_file::{check_retry, raw, secret, Problem, Problems};
 pub use raw::{DeliveryConfig, DestinationConfig, PresentationLists, RetryConfig, ServerConfig, SourceConfig};
-
-/// One thing wrong with the config.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
-    /// Where: `actions[2].payload`.
-    pub place: String,
-    /// What is wrong.
-    pub message: String,
-}
-
-impl fmt::Display for Problem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.place, self.message)
-    }
-}
-
-/// Collects problems while checking, so the user sees them all at once.
-#[derive(Debug, Default)]
-pub struct Problems(pub(crate) Vec<Problem>);
-
-impl Problems {
-    /// Records one problem.
-    pub fn add(&mut self, place: impl Into<String>, message: impl Into<String>) {
-        self.0.push(Problem { place: place.into(), message: message.into() });
-    }
-
-    /// Whether nothing was recorded.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
 
 /// Why a config cannot be used.
 #[derive(Debug, Error)]
