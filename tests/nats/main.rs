@@ -53,7 +53,7 @@ fn config_on(nats: &str, consumer: &str, filter: &str, hook: &str, delivery: &st
   consumer: {consumer}
 responses: {{type: nats, subject: {RESULTS}}}
 dead_letter: {{type: nats, subject: {DEAD}}}
-server: {{listen: "127.0.0.1:{{metrics}}"}}
+server: {{listen: "127.0.0.1:0"}}
 delivery: {{allow_private_networks: true, shutdown_timeout: 20s, {delivery}}}
 connections:
   hook: {{url: "{hook}"}}
@@ -540,7 +540,7 @@ fn two_actions(nats: &str, ok: &str, down: &str, delivery: &str) -> String {
   consumer: {CONSUMER}
 responses: {{type: nats, subject: {RESULTS}}}
 dead_letter: {{type: nats, subject: {DEAD}}}
-server: {{listen: "127.0.0.1:{{metrics}}"}}
+server: {{listen: "127.0.0.1:0"}}
 delivery: {{allow_private_networks: true, shutdown_timeout: 20s, {delivery}}}
 connections:
   ok: {{url: "{ok}"}}
