@@ -44,7 +44,7 @@ pub struct Match {
     pub action: usize,
     /// For mention triggers: which entry of `event.mentions` this pair is for. An index at
     /// or past the trigger's `max_mentions` stands for all the mentions left out (see
-    /// [`Trigger::skips_mention`]).
+    /// `Trigger::skips_mention`).
     pub mention: Option<usize>,
 }
 
