@@ -277,7 +277,7 @@ impl Template {
                             c => Some(c),
                         })),
                         Escape::Form => out.push_str(&form_encode(&text)),
-                        Escape::Xml => xml_escape_into(&mut out, &text),
+                        Escape::Xml => markup::xml_escape_into(&mut out, &text),
                         Escape::Markup(f) => {
                             let origin = if p.root == Root::Mentioned { Origin::Mentioned } else { Origin::Event };
                             out.push_str(&f(&text, origin, kind))
@@ -314,23 +314,6 @@ pub fn url_encode(text: &str) -> String {
 pub fn form_encode(text: &str) -> String {
     const FORM: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'*');
     utf8_percent_encode(text, FORM).to_string().replace("%20", "+")
-}
-
-/// Escapes `text` for XML character data and quoted attribute values; characters XML 1.0
-/// cannot carry at all (most C0 controls, U+FFFE, U+FFFF) are dropped.
-pub fn xml_escape_into(out: &mut String, text: &str) {
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
-            '\t' | '\n' | '\r' => out.push(c),
-            c if (c as u32) < 0x20 || c == '\u{FFFE}' || c == '\u{FFFF}' => {}
-            c => out.push(c),
-        }
-    }
 }
 
 /// Whether a placeholder placed after `before` and followed by `next` fills a whole segment
