@@ -139,7 +139,7 @@ pub const RESERVED_HEADERS: [&str; 5] =
 /// Checks and compiles one connection; problems are recorded and `None` returned.
 pub fn compile(name: &str, raw: &ConnectionConfig, problems: &mut Problems) -> Option<Connection> {
     let place = format!("connections.{name}");
-    let before = problems_len(problems);
+    let before = problems.mark();
     let url = match Template::parse(&raw.url) {
         Ok(t) => Some(t),
         Err(e) => {
@@ -231,7 +231,7 @@ pub fn compile(name: &str, raw: &ConnectionConfig, problems: &mut Problems) -> O
     if raw.tls.client_cert.is_some() != raw.tls.client_key.is_some() {
         problems.add(format!("{place}.tls"), "client_cert and client_key go together");
     }
-    if problems_len(problems) > before {
+    if problems.added_since(before) {
         return None;
     }
     Some(Connection {
@@ -257,10 +257,6 @@ pub fn compile(name: &str, raw: &ConnectionConfig, problems: &mut Problems) -> O
             Some("slack" | "rocketchat" | "google_chat" | "teams" | "mattermost" | "discord")
         ),
     })
-}
-
-fn problems_len(p: &Problems) -> usize {
-    p.0.len()
 }
 
 /// A header name must be a token and must not be one hookbridge sets itself.

@@ -107,11 +107,11 @@ pub struct AnswerError {
 pub fn compile(
     place: &str,
     raw: &ActionConfig,
-    connections: &HashMap<String, usize>,
+    connections: &HashMap<String, Option<usize>>,
     presentation: &BTreeMap<String, PresentationLists>,
     problems: &mut Problems,
 ) -> Option<Action> {
-    let before = problems.0.len();
+    let before = problems.mark();
     let connection = resolve_connection(&format!("{place}.connection"), &raw.connection, connections, problems);
     let test_connection = raw
         .test_connection
@@ -141,7 +141,7 @@ pub fn compile(
     if let Some(r) = &raw.retry {
         crate::config_file::check_retry(&format!("{place}.retry"), r, problems);
     }
-    if problems.0.len() > before {
+    if problems.added_since(before) {
         return None;
     }
     Some(Action {
@@ -159,7 +159,7 @@ pub fn compile(
 fn resolve_connection(
     place: &str,
     name: &str,
-    connections: &HashMap<String, usize>,
+    connections: &HashMap<String, Option<usize>>,
     problems: &mut Problems,
 ) -> Option<usize> {
     match connections.get(name) {
@@ -168,9 +168,8 @@ fn resolve_connection(
             problems.add(place, format!("no connection named {name:?} (known: {})", known.join(", ")));
             None
         }
-        // The connection itself failed to compile and was reported there.
-        Some(&usize::MAX) => None,
-        Some(&i) => Some(i),
+        // `None`: the connection itself failed to compile and was reported there.
+        Some(&index) => index,
     }
 }
 

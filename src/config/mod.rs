@@ -184,29 +184,31 @@ fn compile(mut raw: raw::RawConfig) -> Result<Config, ConfigError> {
             None
         }
     });
-    let mut connection_index = HashMap::new();
+    // Name -> index; `None` for one that failed to compile: still known, so that one bad
+    // connection does not also fail every action on it (its problems are reported already).
+    let mut connection_index: HashMap<String, Option<usize>> = HashMap::new();
     let mut connections = Vec::new();
     for (name, c) in &raw.connections {
         if let Some(mut conn) = connection::compile(name, c, &mut problems) {
             conn.proxy = proxy.clone();
-            connection_index.insert(name.clone(), connections.len());
+            connection_index.insert(name.clone(), Some(connections.len()));
             connections.push(conn);
         } else {
-            // Keep the name resolvable so one bad connection does not also fail every action.
-            connection_index.insert(name.clone(), usize::MAX);
+            connection_index.insert(name.clone(), None);
         }
     }
     let mut actions = Vec::new();
-    let mut action_index = HashMap::new();
+    // Likewise for actions.
+    let mut action_index: HashMap<String, Option<usize>> = HashMap::new();
     for (i, a) in raw.actions.iter().enumerate() {
         let place = format!("actions[{i}]");
-        if action_index.insert(a.name.clone(), actions.len()).is_some() {
+        if action_index.insert(a.name.clone(), Some(actions.len())).is_some() {
             problems.add(format!("{place}.name"), format!("duplicate action name {:?}", a.name));
         }
         if let Some(action) = action::compile(&place, a, &connection_index, &raw.presentation, &mut problems) {
             actions.push(action);
         } else {
-            action_index.insert(a.name.clone(), usize::MAX);
+            action_index.insert(a.name.clone(), None);
         }
     }
     // A chat webhook's URL is its credential: every connection a chat action sends

@@ -27,6 +27,17 @@ impl Problems {
         self.0.push(Problem { place: place.into(), message: message.into() });
     }
 
+    /// Where the list stands now, to ask later whether a part added problems.
+    pub fn mark(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether problems were recorded since `mark`: a part with problems is reported, never
+    /// compiled.
+    pub fn added_since(&self, mark: usize) -> bool {
+        self.0.len() > mark
+    }
+
     /// Whether nothing was recorded.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
