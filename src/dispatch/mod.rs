@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use attempt::Answer;
 pub use inflight::InFlight;
-pub use lanes::{Arrival, DeliveryId, LaneKey, Parking};
+pub use lanes::{Arrival, DeliveryId, LaneKey, Parking, Seq};
 pub use verdict::{verdict, Attempted, DeliveryError, Policy as RetryPolicy, Verdict};
 
 use crate::config::Config;
@@ -164,9 +164,12 @@ impl Dispatcher {
             RetryStage::Handoff(stage) => Some(stage),
             RetryStage::InProcess => None,
         };
-        // Held deliveries keep their read-ahead slot: at most half of them, so that the
-        // deliveries they wait for can always come back.
-        let max_held = max_pending(&config) / 2;
+        // Held deliveries give their read-ahead room back (`InFlight::hold`), so this bounds
+        // only their memory (a rendered request and its event each, a few KiB). Each one
+        // that does not fit is written to the retry stage again every time the delivery it
+        // waits for fails once more: too few, and a failing endpoint with many objects
+        // multiplies the retry records.
+        let max_held = (max_pending(&config) * 8).clamp(1_024, 16_384);
         let dispatcher = Arc::new(Dispatcher {
             sender: attempt::Sender::new(&config, clients),
             config,
@@ -221,14 +224,30 @@ impl Dispatcher {
         self.parking.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Parks the lanes of the deliveries the stage found waiting when this replica took
+    /// their partitions. The source finds them before it reads those partitions, so this runs
+    /// before any newer delivery of theirs arrives here. A delivery whose trigger or action
+    /// the config no longer has parks nothing (it is dead-lettered when it comes back).
+    fn park_found(&self, stage: &dyn DurableRetry, parking: &mut Parking<Job>) {
+        for found in stage.take_found() {
+            let trigger = self.config.triggers.iter().position(|t| t.name == found.trigger);
+            let action = self.config.actions.iter().position(|a| a.name == found.action);
+            if let (Some(trigger), Some(action)) = (trigger, action) {
+                let id = DeliveryId { seq: Seq(found.order.0, found.order.1), trigger, mention: found.mention };
+                parking.parked(&(found.object, action), id, found.due_ms);
+            }
+        }
+    }
+
     /// Takes one job to its outcome for this run (and the lane's held jobs that it frees).
     async fn process(&self, job: Job) {
         let arrival = match &self.stage {
             None => Arrival::Go(job),
-            Some(_) => {
+            Some(stage) => {
                 let (key, id, now) = (job.lane(), job.id(), now_ms());
                 let inflight = Arc::clone(&job.inflight);
                 let mut parking = self.parking();
+                self.park_found(stage.as_ref(), &mut parking);
                 let arrival = if job.returning {
                     parking.arrive_returning(&key, id, job, now)
                 } else {

@@ -110,6 +110,53 @@ pub struct Message {
     pub retry: Option<Result<RetryInfo, String>>,
 }
 
+/// A delivery found waiting in the durable retry stage when this replica took its
+/// partition (after a crash or a rebalance). The dispatcher parks the delivery's lane behind
+/// it before any newer message of that partition is read, so that a newer event of the
+/// object does not overtake it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FoundAway {
+    /// The object, `class::key`.
+    pub object: String,
+    /// Trigger name.
+    pub trigger: String,
+    /// Action name.
+    pub action: String,
+    /// Mention index, for mention triggers.
+    pub mention: Option<usize>,
+    /// The original message's place in its source ([`Coords::order`]).
+    pub order: (i64, i64),
+    /// When it is due (unix ms).
+    pub due_ms: i64,
+}
+
+/// Deliveries found waiting, from the source that finds them to the dispatcher that parks
+/// their lanes; cheap to look at when empty, as the dispatcher looks before every delivery.
+#[derive(Debug, Default)]
+pub struct FoundBook {
+    any: std::sync::atomic::AtomicBool,
+    found: std::sync::Mutex<Vec<FoundAway>>,
+}
+
+impl FoundBook {
+    /// Adds deliveries found.
+    pub fn add(&self, found: Vec<FoundAway>) {
+        if found.is_empty() {
+            return;
+        }
+        self.found.lock().unwrap_or_else(|p| p.into_inner()).extend(found);
+        self.any.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Takes what was found since the last call.
+    pub fn take(&self) -> Vec<FoundAway> {
+        if !self.any.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            return Vec::new();
+        }
+        std::mem::take(&mut *self.found.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
 /// Where deliveries wait when their quick in-process attempts are used up.
 #[derive(Clone)]
 pub enum RetryStage {
@@ -124,6 +171,11 @@ pub enum RetryStage {
 pub trait DurableRetry: Send + Sync {
     /// Stores the delivery; returns once the store is durable.
     async fn schedule(&self, message: &Message, info: RetryInfo, delay: Duration) -> Result<(), ScheduleError>;
+
+    /// The deliveries found waiting in the stage since the last call ([`FoundAway`]).
+    fn take_found(&self) -> Vec<FoundAway> {
+        Vec::new()
+    }
 }
 
 /// A durable retry stage in two steps, for which [`DurableRetry`] is implemented once: the
@@ -138,6 +190,10 @@ pub(crate) trait TwoStepRetry: Send + Sync {
     fn record(&self, message: &Message, info: &RetryInfo, delay: Duration) -> Result<Self::Record, Self::Error>;
     /// Stores it; returns once the store is durable.
     fn store(&self, record: Self::Record) -> impl Future<Output = Result<(), Self::Error>> + Send;
+    /// The deliveries found waiting in the stage since the last call ([`FoundAway`]).
+    fn take_found(&self) -> Vec<FoundAway> {
+        Vec::new()
+    }
 }
 
 // Written out rather than with `#[async_trait]`: the record is made before the future starts.
@@ -155,6 +211,10 @@ impl<T: TwoStepRetry> DurableRetry for T {
     {
         let record = self.record(message, &info, delay);
         Box::pin(async move { self.store(record.map_err(Into::into)?).await.map_err(Into::into) })
+    }
+
+    fn take_found(&self) -> Vec<FoundAway> {
+        TwoStepRetry::take_found(self)
     }
 }
 

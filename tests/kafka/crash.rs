@@ -374,3 +374,62 @@ async fn events_final_past_a_stuck_one_are_not_delivered_again_after_a_crash() {
     assert_eq!(hits.iter().filter(|h| h.key == "R-stuck").count(), 2, "the stuck one twice: hung, then answered");
     assert_eq!(broker.committed("stuck", "changes"), BTreeMap::from([(0, 201)]));
 }
+
+/// After a crash, a delivery waiting in the retry topic keeps its place in its object's
+/// order: the replica that takes the partitions finds it there before it reads the source
+/// partition, and the object's newer events wait behind it (they once went first, and the
+/// waiting one came when due, after them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_waiting_in_the_retry_topic_after_a_crash_is_not_overtaken() {
+    use hookbridge::internals::source::kafka::{encode, Origin};
+    use hookbridge::internals::source::RetryInfo;
+    use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+    use rdkafka::producer::FutureRecord;
+    use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+
+    let broker = Broker::start();
+    broker.create_topics(&["changes", "changes.retry", "responses", "dead-letter"], 1);
+    let rx = Receiver::slow(Duration::from_millis(1)).await;
+    let value = |n: i64| ticket(&format!("e{n}"), "k", json!({"ref": "R-k", "seq": n}));
+    broker.produce_many("changes", &(0..6).map(|n| ("k".to_string(), value(n))).collect::<Vec<_>>()).await;
+    // What a crashed replica left: e0's delivery parked in the retry topic, due in 4 s, and
+    // the source position past it; e1-e5 not read yet.
+    let group: BaseConsumer = broker.config().set("group.id", "overtaken").create().unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset("changes", 0, Offset::Offset(1)).unwrap();
+    group.commit(&tpl, CommitMode::Sync).unwrap();
+    let (t0, now) = (std::time::Instant::now(), chrono::Utc::now().timestamp_millis());
+    let info = RetryInfo {
+        trigger: "created".into(),
+        action: "hook".into(),
+        mention: None,
+        attempts: 2,
+        first_attempt_ms: now,
+    };
+    let origin = Origin { topic: "changes".into(), partition: 0, offset: 0 };
+    let payload = value(0);
+    let record = FutureRecord::to("changes.retry")
+        .partition(0)
+        .key("UserRequest::k")
+        .payload(&payload)
+        .headers(encode(&[], &info, now + 4_000, &origin, "overtaken"));
+    broker.producer().send(record, Duration::from_secs(10)).await.map_err(|(e, _)| e).unwrap();
+
+    let setup = Setup {
+        brokers: &broker.addr,
+        group: "overtaken",
+        topic: "changes",
+        delivery: "concurrency: 8",
+        body: webhook_body(&rx.url("/hook")),
+        listen: None,
+    };
+    let bridge = crate::bridge::InProcess::start(&setup.yaml());
+    let mut responses = broker.reader("responses");
+    responses.until("six results", Duration::from_secs(30), |rs| rs.len() >= 6).await;
+    bridge.stop().await;
+
+    let seqs: Vec<i64> = rx.seen().iter().map(|h| h.seq).collect();
+    assert_eq!(seqs, vec![0, 1, 2, 3, 4, 5], "the object's events in order, the waiting one first");
+    assert!(rx.seen()[0].at.duration_since(t0) >= Duration::from_secs(3), "e0 came when due, the others behind it");
+    assert_eq!(broker.committed("overtaken", "changes"), BTreeMap::from([(0, 6)]));
+}

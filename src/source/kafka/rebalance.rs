@@ -248,7 +248,8 @@ pub(crate) fn link(s: &Shared, retry: &BaseConsumer<RetryContext>, tps: &[Tp], r
                 let start = retry_committed.get(&rtp).map_or(low, |(o, _)| *o).max(low);
                 if start < end {
                     let source = replayed.get(&tp).map(|from| (tp.clone(), *from));
-                    filters.push((r, start, ReplayFilter::new(end, source)));
+                    let final_past = retry_committed.get(&rtp).and_then(|(_, p)| p.clone());
+                    filters.push((r, start, ReplayFilter::new(end, source, final_past)));
                 }
             }
             Err(e) => tracing::debug!(error = %e, partition = r, "retry partition end unknown"),
@@ -261,7 +262,14 @@ pub(crate) fn link(s: &Shared, retry: &BaseConsumer<RetryContext>, tps: &[Tp], r
     if !filters.is_empty() {
         let mut scanned: Vec<(i32, i64, &mut ReplayFilter)> =
             filters.iter_mut().map(|(r, st, f)| (*r, *st, f)).collect();
-        replay::scan(&s.scan_settings, &s.retry_topic, &mut scanned);
+        replay::scan(&s.scan_settings, &s.retry_topic, &s.group, &mut scanned);
+        // Before any message of the source partitions is read (they are read once this
+        // returns): the dispatcher parks the lanes of what waits here.
+        let found: Vec<_> = filters.iter().flat_map(|(_, _, f)| f.found()).collect();
+        if !found.is_empty() {
+            tracing::info!(deliveries = found.len(), "deliveries found waiting in the retry partitions taken; newer events of their objects wait behind them");
+        }
+        s.found.add(found);
         let mut all = s.lock_filters();
         for (r, _, f) in filters {
             all.insert(r, f);

@@ -16,6 +16,11 @@
 //! read from, and scans the records between the retry group's committed position and that
 //! end ([`scan`]) for where the last copy of each delivery is: a [`ReplayFilter`]. Records
 //! written after the partition was taken are all live.
+//!
+//! The same scan tells which deliveries are waiting in the partition ([`ReplayFilter::found`]):
+//! the dispatcher parks their lanes behind them before the source partition's newer
+//! messages are read, so an event read after a crash does not overtake an earlier delivery
+//! of its object that waits here.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -27,7 +32,9 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::Message as _;
 
 use super::offsets::Tp;
+use super::progress::Progress;
 use super::retry::{self, Origin};
+use crate::source::FoundAway;
 
 /// The longest a scan may take; what it did not reach is treated as live.
 pub const SCAN_LIMIT: Duration = Duration::from_secs(15);
@@ -65,25 +72,69 @@ pub struct ReplayFilter {
     /// The linked source partition and the committed offset its reading starts from, when
     /// it was just taken from there.
     source: Option<(Tp, i64)>,
-    /// The offset of the last copy of each delivery, as far as the scan reached.
-    last: HashMap<DeliveryKey, i64>,
+    /// What the retry group's committed position knew was final past itself.
+    final_past: Option<Progress>,
+    /// The last copy of each delivery, as far as the scan reached.
+    last: HashMap<DeliveryKey, ScannedCopy>,
     /// Records settled as replayed by the source, and as superseded by a later copy.
     pub dropped: (usize, usize),
 }
 
+/// One copy of a delivery seen by the scan.
+#[derive(Debug, Clone)]
+pub struct ScannedCopy {
+    /// Its offset in the retry partition.
+    pub offset: i64,
+    /// The object, `class::key` (the record's key).
+    pub object: String,
+    /// When it is due (unix ms).
+    pub due_ms: i64,
+}
+
 impl ReplayFilter {
     /// A filter for a retry partition ending at `end`, whose source partition (when given)
-    /// is read from its committed offset.
-    pub fn new(end: i64, source: Option<(Tp, i64)>) -> ReplayFilter {
-        ReplayFilter { end, source, last: HashMap::new(), dropped: (0, 0) }
+    /// is read from its committed offset; `final_past` is what the retry group's commit knew
+    /// was final past its position.
+    pub fn new(end: i64, source: Option<(Tp, i64)>, final_past: Option<Progress>) -> ReplayFilter {
+        ReplayFilter { end, source, final_past, last: HashMap::new(), dropped: (0, 0) }
     }
 
     /// Notes a record seen by the scan.
-    pub fn scanned(&mut self, offset: i64, key: DeliveryKey) {
-        if offset < self.end {
-            let last = self.last.entry(key).or_insert(offset);
-            *last = (*last).max(offset);
+    pub fn scanned(&mut self, key: DeliveryKey, copy: ScannedCopy) {
+        if copy.offset < self.end {
+            match self.last.get(&key) {
+                Some(last) if last.offset >= copy.offset => {}
+                _ => {
+                    self.last.insert(key, copy);
+                }
+            }
         }
+    }
+
+    /// The deliveries waiting in the partition: the last copy of each, unless the source
+    /// replays its message or the retry group's commit knew it was final.
+    pub fn found(&self) -> Vec<FoundAway> {
+        self.last
+            .iter()
+            .filter(|(key, copy)| {
+                !self.replayed_by_source(key) && !self.final_past.as_ref().is_some_and(|p| p.is_final(copy.offset))
+            })
+            .map(|(key, copy)| FoundAway {
+                object: copy.object.clone(),
+                trigger: key.trigger.clone(),
+                action: key.action.clone(),
+                mention: key.mention,
+                order: (i64::from(key.origin.partition), key.origin.offset),
+                due_ms: copy.due_ms,
+            })
+            .collect()
+    }
+
+    fn replayed_by_source(&self, key: &DeliveryKey) -> bool {
+        self.source.as_ref().is_some_and(|(tp, committed)| {
+            let o = &key.origin;
+            *o.topic == *tp.topic && o.partition == tp.partition && o.offset >= *committed
+        })
     }
 
     /// Whether the filter has a say on records past `offset` no more.
@@ -96,14 +147,11 @@ impl ReplayFilter {
         if offset >= self.end {
             return Verdict::Live;
         }
-        if let Some((tp, committed)) = &self.source {
-            let o = &key.origin;
-            if *o.topic == *tp.topic && o.partition == tp.partition && o.offset >= *committed {
-                self.dropped.0 += 1;
-                return Verdict::ReplayedBySource;
-            }
+        if self.replayed_by_source(key) {
+            self.dropped.0 += 1;
+            return Verdict::ReplayedBySource;
         }
-        if self.last.get(key).is_some_and(|last| *last > offset) {
+        if self.last.get(key).is_some_and(|last| last.offset > offset) {
             self.dropped.1 += 1;
             return Verdict::SupersededByCopy;
         }
@@ -111,17 +159,22 @@ impl ReplayFilter {
     }
 }
 
-/// The delivery a retry record's headers name.
-pub fn key_of(headers: Vec<(String, Vec<u8>)>) -> Option<DeliveryKey> {
+/// The delivery a retry record's headers name, and when it is due; none for a record
+/// parked by another group than `group` (theirs to deliver).
+pub fn key_of(headers: Vec<(String, Vec<u8>)>, group: &str) -> Option<(DeliveryKey, i64)> {
     let r = retry::decode(headers).ok()?;
-    Some(DeliveryKey { origin: r.origin, trigger: r.info.trigger, action: r.info.action, mention: r.info.mention })
+    if r.group.as_ref().is_some_and(|g| g != group) {
+        return None;
+    }
+    let key = DeliveryKey { origin: r.origin, trigger: r.info.trigger, action: r.info.action, mention: r.info.mention };
+    Some((key, r.not_before_ms))
 }
 
 /// Reads each `(partition, start, filter)` of `topic` from `start` up to the filter's end,
 /// with a consumer of its own built from `settings` (assigned by hand, committing nothing),
-/// and notes in the filter where the last copy of each delivery is. Stops at [`SCAN_LIMIT`];
+/// and notes in the filter where the last copy of each delivery of `group` is. Stops at [`SCAN_LIMIT`];
 /// copies past what it read are not known, and the records before them stay live.
-pub fn scan(settings: &ClientConfig, topic: &str, partitions: &mut [(i32, i64, &mut ReplayFilter)]) {
+pub fn scan(settings: &ClientConfig, topic: &str, group: &str, partitions: &mut [(i32, i64, &mut ReplayFilter)]) {
     let mut tpl = TopicPartitionList::new();
     for (r, start, filter) in partitions.iter() {
         if *start < filter.end {
@@ -154,10 +207,11 @@ pub fn scan(settings: &ClientConfig, topic: &str, partitions: &mut [(i32, i64, &
                     .headers()
                     .map(|hs| hs.iter().map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec())).collect())
                     .unwrap_or_default();
-                if let (Some(key), Some((_, _, filter))) =
-                    (key_of(headers), partitions.iter_mut().find(|(r, _, _)| *r == m.partition()))
+                if let (Some((key, due_ms)), Some((_, _, filter))) =
+                    (key_of(headers, group), partitions.iter_mut().find(|(r, _, _)| *r == m.partition()))
                 {
-                    filter.scanned(m.offset(), key);
+                    let object = m.key().map(|k| String::from_utf8_lossy(k).into_owned()).unwrap_or_default();
+                    filter.scanned(key, ScannedCopy { offset: m.offset(), object, due_ms });
                 }
                 (m.partition(), m.offset() + 1)
             }
@@ -190,14 +244,18 @@ mod tests {
         }
     }
 
+    fn copy(offset: i64) -> ScannedCopy {
+        ScannedCopy { offset, object: "UserRequest::1".into(), due_ms: 1_000 + offset }
+    }
+
     #[test]
     fn records_the_source_replays_and_earlier_copies_are_dropped() {
         // Source partition changes/2 is read from 40; the retry partition ended at 10.
-        let mut f = ReplayFilter::new(10, Some((Tp::new("changes", 2), 40)));
+        let mut f = ReplayFilter::new(10, Some((Tp::new("changes", 2), 40)), None);
         for (offset, k) in
             [(0, key(41, "a")), (1, key(12, "a")), (2, key(12, "b")), (3, key(13, "a")), (4, key(12, "a"))]
         {
-            f.scanned(offset, k);
+            f.scanned(k, copy(offset));
         }
         assert_eq!(f.verdict(0, &key(41, "a")), Verdict::ReplayedBySource, "41 >= 40: the source replays it");
         assert_eq!(f.verdict(1, &key(12, "a")), Verdict::SupersededByCopy, "offset 4 carries it again");
@@ -211,13 +269,34 @@ mod tests {
 
     #[test]
     fn without_the_source_position_or_past_the_scan_records_are_live() {
-        let mut f = ReplayFilter::new(10, None);
-        f.scanned(0, key(99, "a"));
-        f.scanned(1, key(99, "a"));
-        f.scanned(12, key(98, "a"));
+        let mut f = ReplayFilter::new(10, None, None);
+        f.scanned(key(99, "a"), copy(0));
+        f.scanned(key(99, "a"), copy(1));
+        f.scanned(key(98, "a"), copy(12));
         assert_eq!(f.verdict(0, &key(99, "a")), Verdict::SupersededByCopy);
         assert_eq!(f.verdict(1, &key(99, "a")), Verdict::Live);
         assert_eq!(f.verdict(5, &key(98, "a")), Verdict::Live, "a copy past the end does not count");
         assert_eq!(f.verdict(6, &key(41, "a")), Verdict::Live);
+    }
+
+    #[test]
+    fn deliveries_waiting_are_the_live_last_copies_not_known_final() {
+        // Source partition changes/2 is read from 40; the retry group's commit at 0 knew
+        // that offset 3 was final.
+        let final_past = Progress::new(0, 5, [1, 2, 4, 5]);
+        let mut f = ReplayFilter::new(10, Some((Tp::new("changes", 2), 40)), Some(final_past));
+        for (offset, k) in
+            [(0, key(41, "a")), (1, key(12, "a")), (2, key(12, "b")), (3, key(13, "a")), (4, key(12, "a"))]
+        {
+            f.scanned(k, copy(offset));
+        }
+        let mut found: Vec<(String, (i64, i64), i64)> =
+            f.found().into_iter().map(|w| (w.action, w.order, w.due_ms)).collect();
+        found.sort();
+        assert_eq!(
+            found,
+            vec![("a".to_string(), (2, 12), 1_004), ("b".to_string(), (2, 12), 1_002)],
+            "41 is replayed by the source, 13 was final, 12/a's last copy is at 4"
+        );
     }
 }

@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use super::client::Logging;
 use super::KafkaError;
 use crate::event::{parse_event, CloudEventHeaders};
-use crate::source::{Coords, KafkaRecord, Message, RetryInfo, TwoStepRetry};
+use crate::source::{Coords, FoundAway, FoundBook, KafkaRecord, Message, RetryInfo, TwoStepRetry};
 
 /// Header holding the [`RetryInfo`] as JSON.
 pub const INFO_HEADER: &str = "hookbridge-retry";
@@ -211,14 +211,21 @@ pub struct KafkaRetry {
     topic: String,
     group: String,
     map: Arc<MapCell>,
+    found: Arc<FoundBook>,
 }
 
 impl KafkaRetry {
     /// A stage of `group` producing to `topic` with `settings`; `map` is filled by the
-    /// source once it knows the partitions.
-    pub fn new(settings: &ClientConfig, topic: &str, group: &str, map: Arc<MapCell>) -> Result<KafkaRetry, KafkaError> {
+    /// source once it knows the partitions, `found` when it takes retry partitions.
+    pub fn new(
+        settings: &ClientConfig,
+        topic: &str,
+        group: &str,
+        map: Arc<MapCell>,
+        found: Arc<FoundBook>,
+    ) -> Result<KafkaRetry, KafkaError> {
         let producer = settings.create_with_context(Logging).map_err(KafkaError::Settings)?;
-        Ok(KafkaRetry { producer, topic: topic.to_string(), group: group.to_string(), map })
+        Ok(KafkaRetry { producer, topic: topic.to_string(), group: group.to_string(), map, found })
     }
 }
 
@@ -269,6 +276,10 @@ impl TwoStepRetry for KafkaRetry {
             .await
             .map(|_| ())
             .map_err(|(source, _)| KafkaError::Produce { topic: self.topic.clone(), source })
+    }
+
+    fn take_found(&self) -> Vec<FoundAway> {
+        self.found.take()
     }
 }
 

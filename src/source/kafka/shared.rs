@@ -41,6 +41,10 @@ pub struct Shared {
     pub(crate) drain_timeout: Duration,
     /// Set once shutting down: revokes do not wait past it.
     pub(crate) shutdown_deadline: Mutex<Option<Instant>>,
+    /// The consumer group: retry records of other groups are theirs.
+    pub(crate) group: String,
+    /// Deliveries found waiting in retry partitions when they were taken, for the dispatcher.
+    pub(crate) found: Arc<crate::source::FoundBook>,
     /// Answers to the group consumer's commits.
     pub(crate) main_answers: Answers,
     /// Answers to the retry consumer's commits.

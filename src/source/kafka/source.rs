@@ -66,7 +66,10 @@ impl KafkaSource {
         let map = Arc::new(MapCell::default());
         let retry_settings = client::retry_consumer(brokers, group_id, properties);
         let retry_answers = Arc::new(Answers::default());
+        let found = Arc::new(crate::source::FoundBook::default());
         let shared = Arc::new(Shared {
+            group: group_id.clone(),
+            found: found.clone(),
             main: Tracker::new(),
             retry: Tracker::new(),
             waiting: Mutex::new(Waiting::default()),
@@ -98,7 +101,8 @@ impl KafkaSource {
             );
         }
         let inherited = client::inherited_by_producers(properties);
-        let stage = Arc::new(KafkaRetry::new(&client::producer(brokers, &inherited), &retry_topic, group_id, map)?);
+        let stage =
+            Arc::new(KafkaRetry::new(&client::producer(brokers, &inherited), &retry_topic, group_id, map, found)?);
         let mut admin = ClientConfig::new();
         admin.set("bootstrap.servers", brokers.join(","));
         for (k, v) in &inherited {
