@@ -370,6 +370,8 @@ async fn partitioned_subjects_keep_per_object_order_across_a_crash() {
     wait_until(Duration::from_secs(60), "a third of the events", || stats(&rx.seen()).unique >= EVENTS / 3).await;
     p0.kill9();
     let (at_kill, killed_after) = (stats(&rx.seen()).unique, started.elapsed());
+    // What the killed replica held and did not ack: the restarted one must wait for it.
+    let (_, orphans) = counts_of(&js, "hookbridge-p0").await;
     let mut p0 = Bridge::start(dir.path(), "p0-restarted", &yaml(0), &[]);
     // Restart the server while the restarted replica is delivering (after its wait).
     let bucket0 = |hits: &[Seen]| {
@@ -396,7 +398,15 @@ async fn partitioned_subjects_keep_per_object_order_across_a_crash() {
         let status = bridge.terminate(Duration::from_secs(30)).await;
         assert!(status.success(), "replica exited with {status}:\n{}", bridge.log());
     }
-    assert!(p0.log().contains("waiting for their redelivery before the first pull"), "{}", p0.log());
+    // The wait happens only when the kill left messages unacknowledged (on a loaded machine
+    // the replica may have had none in hand at that instant).
+    if orphans > 0 {
+        assert!(
+            p0.log().contains("waiting for their redelivery before the first pull"),
+            "{orphans} orphans\n{}",
+            p0.log()
+        );
+    }
     assert_eq!(s.unique, EVENTS);
     assert_eq!(s.late_first, 0, "no event first delivered after a later one of its object: {s:?}");
     for bucket in 0..2 {
