@@ -30,7 +30,7 @@ pub use verdict::{verdict, Attempted, DeliveryError, Policy as RetryPolicy, Verd
 
 use crate::config::Config;
 use crate::metrics::{self, AttemptClass, RetryWait};
-use crate::net::{Clients, Policy};
+use crate::net::{Clients, Endpoint, Policy};
 use crate::publish::Publisher;
 use crate::request::Request;
 use crate::source::{DurableRetry, RetryInfo, RetryStage};
@@ -154,7 +154,12 @@ impl Dispatcher {
         shutdown: CancellationToken,
     ) -> Result<Arc<Dispatcher>, DispatchError> {
         let policy = Policy { allow_private: config.delivery.allow_private_networks };
-        let clients = Clients::build(&config.connections, policy)?;
+        let clients = Clients::build(config.connections.iter().map(|c| Endpoint {
+            name: &c.name,
+            tls: &c.tls,
+            proxy: c.proxy.as_ref(),
+            policy: c.policy(policy),
+        }))?;
         let stage = match retry_stage {
             RetryStage::Handoff(stage) => Some(stage),
             RetryStage::InProcess => None,
