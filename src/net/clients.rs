@@ -42,8 +42,14 @@ pub struct Clients {
 }
 
 impl Clients {
-    /// Builds the clients for every connection, in order.
-    pub fn build<'a>(endpoints: impl IntoIterator<Item = Endpoint<'a>>) -> Result<Clients, ClientError> {
+    /// Builds the clients for every connection, in order; each keeps up to
+    /// `max_idle_per_host` idle connections to a host (`delivery.concurrency`: no more can be
+    /// busy at once, so no more are worth keeping; fewer would close and reopen connections
+    /// under full load).
+    pub fn build<'a>(
+        endpoints: impl IntoIterator<Item = Endpoint<'a>>,
+        max_idle_per_host: usize,
+    ) -> Result<Clients, ClientError> {
         let mut cache: HashMap<String, reqwest::Client> = HashMap::new();
         let mut by_connection = Vec::new();
         for c in endpoints {
@@ -57,7 +63,7 @@ impl Clients {
             let client = match cache.get(&key) {
                 Some(client) => client.clone(),
                 None => {
-                    let client = build_client(c.tls, c.proxy, policy)
+                    let client = build_client(c.tls, c.proxy, policy, max_idle_per_host)
                         .map_err(|message| ClientError::Tls { connection: c.name.to_string(), message })?;
                     cache.insert(key, client.clone());
                     client
@@ -78,13 +84,18 @@ fn tls_key(tls: &TlsConfig) -> String {
     format!("{}|{:?}|{:?}|{:?}", tls.verify, tls.ca_file, tls.client_cert, tls.client_key)
 }
 
-fn build_client(tls: &TlsConfig, proxy: Option<&ProxySettings>, policy: Policy) -> Result<reqwest::Client, String> {
+fn build_client(
+    tls: &TlsConfig,
+    proxy: Option<&ProxySettings>,
+    policy: Policy,
+    max_idle_per_host: usize,
+) -> Result<reqwest::Client, String> {
     let mut builder = reqwest::Client::builder()
         .use_rustls_tls()
         .user_agent(concat!("hookbridge/", env!("CARGO_PKG_VERSION")))
         .redirect(reqwest::redirect::Policy::none())
         .pool_idle_timeout(std::time::Duration::from_secs(90))
-        .pool_max_idle_per_host(64)
+        .pool_max_idle_per_host(max_idle_per_host)
         // Proxy variables from the environment are ignored: through them the destination
         // would never be resolved here and the policy would not run.
         .no_proxy()

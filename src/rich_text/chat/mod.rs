@@ -115,7 +115,23 @@ pub fn mark_text(value: &str, origin: Origin) -> String {
 
 /// A value shown on its own (a field, a name), converted like a placeholder's value.
 pub fn value(text: &str, dialect: Dialect) -> String {
+    if is_inert(text) {
+        return text.to_string();
+    }
     convert(&mark_text(text, Origin::Event), dialect)
+}
+
+/// Whether a value comes out of [`convert`] as it is, in every dialect: one line of letters,
+/// digits, single spaces between words and punctuation that no dialect reads as markup, a
+/// mention, a link or an entity. Most attribute values and labels are such (`R-000123`,
+/// `Service Desk`, `2`), and converting each cost a parse of its fenced HTML; the property
+/// test `inert_values_convert_to_themselves` holds this to what [`convert`] does.
+fn is_inert(text: &str) -> bool {
+    !text.is_empty()
+        && !text.starts_with(' ')
+        && !text.ends_with(' ')
+        && !text.contains("  ")
+        && text.bytes().all(|b| b.is_ascii_alphanumeric() || b" -.,:;!?'()/+=%".contains(&b))
 }
 
 /// A value shown on its own in at most `max` (counted in `unit`): only its beginning is

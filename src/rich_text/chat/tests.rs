@@ -145,3 +145,34 @@ fn comments_scripts_and_odd_tags() {
     assert_eq!(convert(&ev("Service Desk <L1> & Ops"), Dialect::Slack), "Service Desk &lt;L1&gt; &amp; Ops");
     assert_eq!(convert(&evh("x <BR/>y <Span>z</SPAN>"), Dialect::Plain), "x\ny z");
 }
+
+proptest::proptest! {
+    /// The shortcut of [`value`] for inert text gives what converting the fenced value gives,
+    /// in every dialect.
+    #[test]
+    fn inert_values_convert_to_themselves(text in "[a-zA-Z0-9 .,:;!?'()/+=%-]{1,40}") {
+        if is_inert(&text) {
+            for dialect in [
+                Dialect::Slack,
+                Dialect::SlackPlain,
+                Dialect::Teams,
+                Dialect::TeamsConnector,
+                Dialect::RocketChat,
+                Dialect::GoogleChat,
+                Dialect::Plain,
+            ] {
+                proptest::prop_assert_eq!(convert(&ev(&text), dialect), text.clone(), "{:?}", dialect);
+            }
+        }
+    }
+}
+
+#[test]
+fn what_is_not_inert_is_converted() {
+    for text in ["", " a", "a ", "a  b", "a\nb", "a_b", "a*b", "@here", "#x", "a&b", "<a>", "a`b", "[x]", "~x", "x\\y"]
+    {
+        assert!(!is_inert(text), "{text:?}");
+    }
+    assert!(is_inert("R-000123"));
+    assert!(is_inert("Printer broken on floor 3 (again)."));
+}
