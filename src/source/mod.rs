@@ -172,7 +172,7 @@ pub trait DurableRetry: Send + Sync {
     /// Stores the delivery; returns once the store is durable.
     async fn schedule(&self, message: &Message, info: RetryInfo, delay: Duration) -> Result<(), ScheduleError>;
 
-    /// The deliveries found waiting in the stage since the last call ([`FoundAway`]).
+    /// The deliveries found waiting in the stage since the last call (`FoundAway`).
     fn take_found(&self) -> Vec<FoundAway> {
         Vec::new()
     }
@@ -190,7 +190,7 @@ pub(crate) trait TwoStepRetry: Send + Sync {
     fn record(&self, message: &Message, info: &RetryInfo, delay: Duration) -> Result<Self::Record, Self::Error>;
     /// Stores it; returns once the store is durable.
     fn store(&self, record: Self::Record) -> impl Future<Output = Result<(), Self::Error>> + Send;
-    /// The deliveries found waiting in the stage since the last call ([`FoundAway`]).
+    /// The deliveries found waiting in the stage since the last call (`FoundAway`).
     fn take_found(&self) -> Vec<FoundAway> {
         Vec::new()
     }
