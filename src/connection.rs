@@ -5,25 +5,13 @@ use std::time::Duration;
 
 use base64::Engine as _;
 
-use crate::config::raw::{AuthConfig, ConnectionConfig, RateLimitConfig, TlsConfig};
-use crate::config::secret::Secret;
-use crate::config::Problems;
+use crate::config_file::raw::{AuthConfig, ConnectionConfig, RateLimitConfig, TlsConfig};
+use crate::config_file::secret::Secret;
+use crate::config_file::{check_duration, Problems};
 use crate::template::Template;
 
 /// The fastest rate limit `run` can honour: one request per nanosecond.
 pub const MAX_RATE_PER_SECOND: f64 = 1e9;
-
-/// The longest duration accepted anywhere in the config: timers beyond it overflow.
-pub const MAX_DURATION: std::time::Duration = std::time::Duration::from_secs(365 * 24 * 3600);
-
-/// A duration that timers and deadlines can hold: not zero, at most a year.
-pub fn check_duration(place: &str, d: std::time::Duration, problems: &mut Problems) {
-    if d.is_zero() {
-        problems.add(place, "must be greater than 0");
-    } else if d > MAX_DURATION {
-        problems.add(place, format!("must be at most {}", humantime::format_duration(MAX_DURATION)));
-    }
-}
 
 /// Authentication, with secrets resolved.
 #[derive(Debug, Clone)]
@@ -151,7 +139,7 @@ pub const RESERVED_HEADERS: [&str; 5] =
 /// Checks and compiles one connection; problems are recorded and `None` returned.
 pub fn compile(name: &str, raw: &ConnectionConfig, problems: &mut Problems) -> Option<Connection> {
     let place = format!("connections.{name}");
-    let before = problems_len(problems);
+    let before = problems.mark();
     let url = match Template::parse(&raw.url) {
         Ok(t) => Some(t),
         Err(e) => {
@@ -173,7 +161,7 @@ pub fn compile(name: &str, raw: &ConnectionConfig, problems: &mut Problems) -> O
             problems.add(format!("{place}.url"), format!("invalid URL: {e}"));
         }
     }
-    let mut resolve = |field: &str, secret: &crate::config::secret::SecretRef| match secret.resolve() {
+    let mut resolve = |field: &str, secret: &crate::config_file::secret::SecretRef| match secret.resolve() {
         Ok(s) => Some(s),
         Err(e) => {
             problems.add(format!("{place}.{field}"), e);
@@ -243,7 +231,7 @@ pub fn compile(name: &str, raw: &ConnectionConfig, problems: &mut Problems) -> O
     if raw.tls.client_cert.is_some() != raw.tls.client_key.is_some() {
         problems.add(format!("{place}.tls"), "client_cert and client_key go together");
     }
-    if problems_len(problems) > before {
+    if problems.added_since(before) {
         return None;
     }
     Some(Connection {
@@ -271,10 +259,6 @@ pub fn compile(name: &str, raw: &ConnectionConfig, problems: &mut Problems) -> O
     })
 }
 
-fn problems_len(p: &Problems) -> usize {
-    p.0.len()
-}
-
 /// A header name must be a token and must not be one hookbridge sets itself.
 pub fn check_header_name(place: &str, name: &str, problems: &mut Problems) {
     if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
@@ -287,14 +271,9 @@ pub fn check_header_name(place: &str, name: &str, problems: &mut Problems) {
 /// The written text of a header value must not hold control characters (tab aside): HTTP
 /// cannot carry them, and a request holding one would fail at every attempt.
 pub fn check_header_text(place: &str, text: &str, problems: &mut Problems) {
-    if let Some(c) = text.chars().find(|c| is_header_control(*c)) {
+    if let Some(c) = text.chars().find(|c| crate::template::is_header_control(*c)) {
         problems.add(place, format!("holds the control character {:?}, which a header value cannot carry", c));
     }
-}
-
-/// Characters a header value cannot carry: C0 controls but tab, DEL, and C1 controls.
-pub fn is_header_control(c: char) -> bool {
-    c != '\t' && c.is_control()
 }
 
 /// `whsec_<base64>` (or bare base64) to key bytes.

@@ -20,7 +20,8 @@
 //! 4. `publish` writes results, callback updates and dead letters through a `sink`
 //!    (`sink/file.rs`, `sink/kafka.rs`, `sink/nats.rs`), retrying while a destination is away.
 //!
-//! Around them: `config` validates and compiles the YAML once at start; `runtime` wires a
+//! Around them: `config` validates and compiles the YAML once at start (the file's raw
+//! types, units, secrets and problems are in `config_file`, which depends on nothing); `runtime` wires a
 //! config into a running bridge (and the one-shot `send`); `server` serves `/metrics`,
 //! `/healthz` and `/readyz`; `metrics` holds every metric; `mask` hides secrets wherever a
 //! URL or text is shown; `net` guards destinations (private ranges, DNS pinning, the
@@ -37,6 +38,7 @@
 
 mod action;
 mod config;
+mod config_file;
 mod connection;
 mod dispatch;
 mod event;

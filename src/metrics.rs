@@ -3,7 +3,7 @@
 //! topic and partition) — never an object id or a URL.
 //!
 //! Labelled families are exported at zero from the start for every label value known at
-//! load ([`Metrics::register_config`]): a rate or ratio over a series that appears only at
+//! load (`Metrics::register_config`, in `config/metrics.rs`): a rate or ratio over a series that appears only at
 //! its first increment misses that increment, and an alert on a family that is absent has
 //! no data. `process_*` metrics (CPU, memory, file descriptors) come from the prometheus
 //! crate's process collector.
@@ -15,8 +15,6 @@ use prometheus::core::Collector;
 use prometheus::{
     exponential_buckets, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
-
-use crate::config::{Config, SourceConfig};
 
 /// Final delivery outcomes, the `outcome` label of `hookbridge_deliveries_total`. A retry
 /// handed to the durable stage is not final: it is counted by `retries_scheduled_total`.
@@ -334,60 +332,6 @@ impl Metrics {
         &self.families
     }
 
-    /// Creates, at zero, every series whose label values the config decides: per source,
-    /// trigger, action and connection, and the fixed sets of outcomes, classes and reasons.
-    pub fn register_config(&self, config: &Config) {
-        let source = match &config.source {
-            SourceConfig::Kafka { .. } => "kafka",
-            SourceConfig::Nats { .. } => "nats",
-            SourceConfig::File { .. } => "file",
-        };
-        self.events_received.with_label_values(&[source]);
-        for reason in INVALID_REASONS {
-            self.events_invalid.with_label_values(&[reason]);
-        }
-        for reason in DEAD_LETTER_REASONS {
-            self.dead_letters.with_label_values(&[reason]);
-        }
-        for kind in PUBLISH_KINDS {
-            self.publish_errors.with_label_values(&[kind]);
-        }
-        for trigger in &config.triggers {
-            self.condition_errors.with_label_values(&[&trigger.name]);
-            for &a in &trigger.actions {
-                self.trigger_matches.with_label_values(&[&trigger.name, &config.actions[a].name]);
-            }
-        }
-        for action in &config.actions {
-            let name = action.name.as_str();
-            for outcome in OUTCOMES {
-                self.deliveries.with_label_values(&[name, action.kind.as_str(), outcome]);
-            }
-            for class in AttemptClass::ALL {
-                self.attempts.with_label_values(&[name, class.as_str()]);
-            }
-            for wait in RetryWait::ALL {
-                self.retries_scheduled.with_label_values(&[name, wait.as_str()]);
-            }
-            self.delivery_duration.with_label_values(&[name]);
-            self.missing_placeholders.with_label_values(&[name]);
-            if action.callback.is_some() {
-                self.callback_updates.with_label_values(&[name]);
-                self.callback_errors.with_label_values(&[name]);
-            }
-            let (status, connection) = match action.status {
-                crate::config::raw::ActionStatus::Enabled => ("enabled", Some(action.connection)),
-                crate::config::raw::ActionStatus::Disabled => ("disabled", None),
-                crate::config::raw::ActionStatus::Test => ("test", action.test_connection),
-            };
-            let connection = connection.and_then(|c| config.connections.get(c)).map_or("", |c| c.name.as_str());
-            self.action_info.with_label_values(&[name, action.kind.as_str(), status, connection]).set(1);
-        }
-        if let SourceConfig::Nats { stream, consumer, .. } = &config.source {
-            self.nats_consumer_pending.with_label_values(&[stream, consumer]);
-        }
-    }
-
     /// The text exposition of every metric.
     pub fn render(&self) -> String {
         use prometheus::Encoder;
@@ -406,6 +350,7 @@ pub fn get() -> &'static Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Config;
 
     #[test]
     fn attempt_and_retry_labels_are_the_documented_ones() {

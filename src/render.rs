@@ -5,8 +5,8 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::action::{build_request, BuildContext};
-use crate::config::raw::ActionStatus;
 use crate::config::Config;
+use crate::config_file::raw::ActionStatus;
 use crate::event::Event;
 use crate::request::{webhook_id, Request, ShownRequest};
 use crate::template::RenderContext;
@@ -52,7 +52,7 @@ pub fn plan(config: &Config, event: &Event, m: &Match) -> Planned {
     let mut request = build_request(action, &build, &webhook_id(&event.id, &action.name, m.mention));
     if let Some(trace) = &event.trace {
         // One span per delivery (the same across its retries), a child of the event's.
-        crate::action::set_header(&mut request.headers, "traceparent", trace.child(rand::random()));
+        crate::request::set_header(&mut request.headers, "traceparent", trace.child(rand::random()));
     }
     Planned::Send { request, connection, missing: ctx.missing(), invalid: ctx.invalid() }
 }

@@ -74,7 +74,7 @@ impl Request {
     /// attempt so a late retry is not refused as stale.
     pub fn stamp(&mut self, keys: &[SigningKey], now_unix: i64) {
         for (name, value) in self.stamp_headers(keys, now_unix) {
-            crate::action::set_header(&mut self.headers, name, value);
+            set_header(&mut self.headers, name, value);
         }
     }
 
@@ -136,4 +136,12 @@ pub struct ShownRequest {
     pub headers: serde_json::Map<String, serde_json::Value>,
     /// Body as sent (base64 when not UTF-8).
     pub body: String,
+}
+
+/// Sets a header, replacing one of the same (lower-case) name.
+pub fn set_header(headers: &mut Vec<(String, String)>, name: &str, value: String) {
+    match headers.iter_mut().find(|(k, _)| k == name) {
+        Some(slot) => slot.1 = value,
+        None => headers.push((name.to_string(), value)),
+    }
 }

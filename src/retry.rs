@@ -2,7 +2,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use crate::config::RetryConfig;
+use crate::config_file::raw::RetryConfig;
 
 /// Whether an HTTP status is worth retrying: 408, 429 and 5xx are; other 4xx are not.
 pub fn status_is_retryable(status: u16) -> bool {
@@ -40,7 +40,7 @@ pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::units::Duration as D;
+    use crate::config_file::units::Duration as D;
 
     fn policy() -> RetryConfig {
         RetryConfig {

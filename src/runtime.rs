@@ -201,8 +201,9 @@ pub async fn send_one(
         .iter()
         .position(|t| t.actions.contains(&action))
         .ok_or_else(|| SendError::NotLinked(action_name.to_string()))?;
-    let mention = (config.triggers[trigger].on == crate::config::raw::TriggerOn::Mention && !event.mentions.is_empty())
-        .then_some(0);
+    let mention = (config.triggers[trigger].on == crate::config_file::raw::TriggerOn::Mention
+        && !event.mentions.is_empty())
+    .then_some(0);
     let matched = Match { trigger, action, mention };
     let (request, connection, missing, invalid) = match plan(&config, &event, &matched) {
         Planned::Send { request, connection, missing, invalid } => (request, connection, missing, invalid),

@@ -7,7 +7,7 @@
 //! honoured by the SDK).
 //!
 //! A delivery's span has exactly the ids of the `traceparent` hookbridge sent with the request
-//! ([`crate::trace`]): the receiver's spans hang under it, and it hangs under the span that
+//! (`trace.rs`): the receiver's spans hang under it, and it hangs under the span that
 //! published the event. The span is recorded when the delivery's outcome is known, with its
 //! start set back by the delivery's duration, so that no span is held open across retries.
 //! It carries bounded, non-secret attributes only: event id, trigger, action, outcome,
@@ -21,8 +21,11 @@ use crate::trace::TraceParent;
 pub enum Export {
     /// No endpoint configured, or the SDK disabled.
     Off,
-    /// An OTLP/HTTP endpoint; `None` leaves the exporter to read the variables itself.
-    Otlp { traces_endpoint: Option<String> },
+    /// An OTLP/HTTP endpoint.
+    Otlp {
+        /// The traces endpoint; `None` leaves the exporter to read the variables itself.
+        traces_endpoint: Option<String>,
+    },
 }
 
 impl Export {

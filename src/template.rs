@@ -127,6 +127,11 @@ pub enum Escape {
 /// Characters left as they are in a URL component (RFC 3986 unreserved).
 const URL_COMPONENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
 
+/// Characters a header value cannot carry: C0 controls but tab, DEL, and C1 controls.
+pub fn is_header_control(c: char) -> bool {
+    c != '\t' && c.is_control()
+}
+
 /// What a render can see: the event and the names of the trigger and action.
 pub struct RenderContext<'a> {
     /// The triggering event.
@@ -268,11 +273,11 @@ impl Template {
                         // HTTP cannot carry them, and a value must not split the header.
                         Escape::Header => out.extend(text.chars().filter_map(|c| match c {
                             '\r' | '\n' => Some(' '),
-                            c if crate::connection::is_header_control(c) => None,
+                            c if is_header_control(c) => None,
                             c => Some(c),
                         })),
                         Escape::Form => out.push_str(&form_encode(&text)),
-                        Escape::Xml => xml_escape_into(&mut out, &text),
+                        Escape::Xml => markup::xml_escape_into(&mut out, &text),
                         Escape::Markup(f) => {
                             let origin = if p.root == Root::Mentioned { Origin::Mentioned } else { Origin::Event };
                             out.push_str(&f(&text, origin, kind))
@@ -309,23 +314,6 @@ pub fn url_encode(text: &str) -> String {
 pub fn form_encode(text: &str) -> String {
     const FORM: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'*');
     utf8_percent_encode(text, FORM).to_string().replace("%20", "+")
-}
-
-/// Escapes `text` for XML character data and quoted attribute values; characters XML 1.0
-/// cannot carry at all (most C0 controls, U+FFFE, U+FFFF) are dropped.
-pub fn xml_escape_into(out: &mut String, text: &str) {
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
-            '\t' | '\n' | '\r' => out.push(c),
-            c if (c as u32) < 0x20 || c == '\u{FFFE}' || c == '\u{FFFF}' => {}
-            c => out.push(c),
-        }
-    }
 }
 
 /// Whether a placeholder placed after `before` and followed by `next` fills a whole segment

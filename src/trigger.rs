@@ -4,8 +4,8 @@ use std::collections::HashMap;
 
 use serde_json::Value;
 
-use crate::config::raw::{ActionConfig, TriggerConfig, TriggerOn};
-use crate::config::Problems;
+use crate::config_file::raw::{ActionConfig, TriggerConfig, TriggerOn};
+use crate::config_file::Problems;
 use crate::event::{Event, Operation};
 use crate::expr::Expression;
 
@@ -44,7 +44,7 @@ pub struct Match {
     pub action: usize,
     /// For mention triggers: which entry of `event.mentions` this pair is for. An index at
     /// or past the trigger's `max_mentions` stands for all the mentions left out (see
-    /// [`Trigger::skips_mention`]).
+    /// `Trigger::skips_mention`).
     pub mention: Option<usize>,
 }
 
@@ -61,11 +61,11 @@ pub struct ConditionError {
 pub fn compile(
     place: &str,
     raw: &TriggerConfig,
-    action_index: &HashMap<String, usize>,
+    action_index: &HashMap<String, Option<usize>>,
     raw_actions: &[ActionConfig],
     problems: &mut Problems,
 ) -> Option<Trigger> {
-    let before = problems.0.len();
+    let before = problems.mark();
     let is_state = matches!(raw.on, TriggerOn::StateEnter | TriggerOn::StateLeave);
     match (&raw.state, is_state) {
         (None, true) => problems.add(format!("{place}.state"), format!("required for on: {}", raw.on.as_str())),
@@ -92,7 +92,7 @@ pub fn compile(
     for (j, name) in raw.actions.iter().enumerate() {
         match action_index.get(name) {
             None => problems.add(format!("{place}.actions[{j}]"), format!("no action named {name:?}")),
-            Some(&i) => {
+            Some(&index) => {
                 if raw.on == TriggerOn::LogUpdate {
                     let kind =
                         raw_actions.iter().find(|a| &a.name == name).map(|a| a.kind().as_str()).unwrap_or("webhook");
@@ -100,13 +100,14 @@ pub fn compile(
                         format!("{place}.actions[{j}]"),
                         format!("a log_update trigger is reserved for e-mail replies and cannot run the {kind} action {name:?}"),
                     );
-                } else if i != usize::MAX {
+                } else if let Some(i) = index {
+                    // `None`: the action failed to compile and was reported there.
                     actions.push(i);
                 }
             }
         }
     }
-    if problems.0.len() > before {
+    if problems.added_since(before) {
         return None;
     }
     Some(Trigger {
@@ -118,7 +119,7 @@ pub fn compile(
         condition,
         context: raw.context.clone(),
         actions,
-        max_mentions: crate::config::raw::DeliveryConfig::default().max_mentions,
+        max_mentions: crate::config_file::raw::DeliveryConfig::default().max_mentions,
     })
 }
 

@@ -44,16 +44,25 @@ async fn each_service_answer_becomes_the_result_a_user_expects() {
     let slack_bad_payload = Receiver::start(|_, _| Reply::Status(400, vec![], "invalid_blocks".into())).await;
     let run = Run::new();
     run.write_events(&lines(&[event("e1", "1", json!({})), event("e2", "2", json!({}))]));
-    let yaml = format!(
-        "{}connections:\n  slack: {{url: \"{}\"}}\n  slack-bad: {{url: \"{}\"}}\n  teams: {{url: \"{}\"}}\n  gchat: {{url: \"{}\"}}\n  rocket: {{url: \"{}\"}}\n\
-actions:\n  - {{name: slack, type: slack, connection: slack, message: \"Ticket $this->ref$\"}}\n  - {{name: slack-bad, type: slack, connection: slack-bad, message: \"Ticket $this->ref$\"}}\n  - {{name: teams, type: teams, connection: teams, title: \"$this->ref$\", message: \"$this->title$\"}}\n  - {{name: gchat, type: google_chat, connection: gchat, message: \"$this->ref$\", thread_key: \"$this->ref$\"}}\n  - {{name: rocket, type: rocketchat, connection: rocket, message: \"$this->ref$\", alias: iTop}}\n\
-triggers:\n  - {{name: created, on: create, class: Ticket, actions: [slack, slack-bad, teams, gchat, rocket]}}\n",
-        run.header("retry: {max_attempts: 3, initial: 50ms, max: 2s}"),
-        slack.url("/services/T000/B000/XXXXXXXXXXXXXXXX"),
-        slack_bad_payload.url("/services/T000/B001/YYYYYYYYYYYYYYYY"),
-        teams.url("/workflows/abc/triggers/manual/paths/invoke?api-version=2016-06-01&sig=SECRETSIG"),
-        gchat.url("/v1/spaces/AAA/messages?key=KEY&token=TOKEN"),
-        rocket.url("/hooks/5f3a9c1e/aZ3kL9pQ2wX8yV7bN4mR6tU1")
+    let yaml = run.config(
+        json!({"retry": {"max_attempts": 3, "initial": "50ms", "max": "2s"}}),
+        json!({
+            "connections": {
+                "slack": {"url": slack.url("/services/T000/B000/XXXXXXXXXXXXXXXX")},
+                "slack-bad": {"url": slack_bad_payload.url("/services/T000/B001/YYYYYYYYYYYYYYYY")},
+                "teams": {"url": teams.url("/workflows/abc/triggers/manual/paths/invoke?api-version=2016-06-01&sig=SECRETSIG")},
+                "gchat": {"url": gchat.url("/v1/spaces/AAA/messages?key=KEY&token=TOKEN")},
+                "rocket": {"url": rocket.url("/hooks/5f3a9c1e/aZ3kL9pQ2wX8yV7bN4mR6tU1")},
+            },
+            "actions": [
+                {"name": "slack", "type": "slack", "connection": "slack", "message": "Ticket $this->ref$"},
+                {"name": "slack-bad", "type": "slack", "connection": "slack-bad", "message": "Ticket $this->ref$"},
+                {"name": "teams", "type": "teams", "connection": "teams", "title": "$this->ref$", "message": "$this->title$"},
+                {"name": "gchat", "type": "google_chat", "connection": "gchat", "message": "$this->ref$", "thread_key": "$this->ref$"},
+                {"name": "rocket", "type": "rocketchat", "connection": "rocket", "message": "$this->ref$", "alias": "iTop"},
+            ],
+            "triggers": [{"name": "created", "on": "create", "class": "Ticket", "actions": ["slack", "slack-bad", "teams", "gchat", "rocket"]}],
+        }),
     );
     run.run(&yaml).await;
     let results = run.responses();

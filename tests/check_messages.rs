@@ -69,3 +69,27 @@ triggers:
     let body: serde_json::Value = serde_json::from_str(&out.matched[0].request.as_ref().unwrap().body).unwrap();
     assert_eq!(body, json!({"id": "42", "urgent": true, "title": "Say \"hi\"", "note": "$ 5 and R-42"}));
 }
+
+/// Every shipped config passes `check`, with its secrets in the environment of the process,
+/// as a deployment would give them.
+#[test]
+fn shipped_configs_pass_check() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(format!("{root}/config")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "yaml") {
+            continue;
+        }
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_hookbridge"))
+            .args(["check", "--config", path.to_str().unwrap()])
+            .env("REMOTE_ITOP_PASSWORD", "example")
+            .env("API_TOKEN", "example")
+            .env("SLACK_SIGNING_SECRET", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}: {}", path.display(), String::from_utf8_lossy(&out.stderr));
+        checked += 1;
+    }
+    assert!(checked >= 4, "only {checked} configs in config/");
+}

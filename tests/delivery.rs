@@ -8,23 +8,40 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{event, lines, Receiver, Reply, Run};
+use common::{event, lines, ClosedPort, Receiver, Reply, Run};
 use serde_json::{json, Value};
 
-fn webhook_config(run: &Run, delivery: &str, url: &str) -> String {
-    format!(
-        "{}connections:\n  hook: {{url: \"{url}\"}}\nactions:\n  - {{name: hook, type: webhook, connection: hook, payload: '{{\"ref\": \"$this->ref$\", \"title\": \"$this->title$\"}}'}}\ntriggers:\n  - {{name: created, on: create, class: Ticket, actions: [hook]}}\n",
-        run.header(delivery)
+/// One webhook action `hook` on `url`, fired by every created Ticket; `connection` and
+/// `action` add keys to the connection and the action.
+fn webhook_config(run: &Run, delivery: Value, url: &str, connection: Value, action: Value) -> String {
+    let mut hook = json!({"url": url});
+    let mut act = json!({"name": "hook", "type": "webhook", "connection": "hook",
+        "payload": r#"{"ref": "$this->ref$", "title": "$this->title$"}"#});
+    for (target, extra) in [(&mut hook, connection), (&mut act, action)] {
+        for (k, v) in extra.as_object().into_iter().flatten() {
+            target[k] = v.clone();
+        }
+    }
+    run.config(
+        delivery,
+        json!({
+            "connections": {"hook": hook},
+            "actions": [act],
+            "triggers": [{"name": "created", "on": "create", "class": "Ticket", "actions": ["hook"]}],
+        }),
     )
 }
 
-const FAST_RETRY: &str = "retry: {max_attempts: 4, initial: 50ms, max: 2s, jitter: 0.1}";
+/// `delivery` with quick retries.
+fn fast_retry() -> Value {
+    json!({"retry": {"max_attempts": 4, "initial": "50ms", "max": "2s", "jitter": 0.1}})
+}
 
 /// Runs one event through the webhook action towards `url`, with fast retries.
 async fn one_event_through(url: &str) -> Run {
     let run = Run::new();
     run.write_events(&lines(&[event("e1", "1", json!({}))]));
-    run.run(&webhook_config(&run, FAST_RETRY, url)).await;
+    run.run(&webhook_config(&run, fast_retry(), url, json!({}), json!({}))).await;
     run
 }
 
@@ -119,11 +136,17 @@ async fn per_object_order_holds_while_a_receiver_fails_at_random() {
         }
     }
     run.write_events(&lines(&events));
-    let yaml = format!(
-        "{}connections:\n  steady: {{url: \"{}\"}}\n  flaky: {{url: \"{}\"}}\nactions:\n  - {{name: steady, type: webhook, connection: steady, payload: '{{\"key\": \"$this->ref$\", \"seq\": \"$this->seq$\"}}'}}\n  - {{name: flaky, type: webhook, connection: flaky, payload: '{{\"key\": \"$this->ref$\", \"seq\": \"$this->seq$\"}}'}}\ntriggers:\n  - {{name: created, on: create, class: Ticket, actions: [steady, flaky]}}\n",
-        run.header("concurrency: 64, retry: {max_attempts: 20, initial: 5ms, max: 20ms}"),
-        steady.url("/"),
-        flaky.url("/")
+    let payload = r#"{"key": "$this->ref$", "seq": "$this->seq$"}"#;
+    let yaml = run.config(
+        json!({"concurrency": 64, "retry": {"max_attempts": 20, "initial": "5ms", "max": "20ms"}}),
+        json!({
+            "connections": {"steady": {"url": steady.url("/")}, "flaky": {"url": flaky.url("/")}},
+            "actions": [
+                {"name": "steady", "type": "webhook", "connection": "steady", "payload": payload},
+                {"name": "flaky", "type": "webhook", "connection": "flaky", "payload": payload},
+            ],
+            "triggers": [{"name": "created", "on": "create", "class": "Ticket", "actions": ["steady", "flaky"]}],
+        }),
     );
     run.run(&yaml).await;
     for (name, rx, only_ok) in [("steady", &steady, false), ("flaky", &flaky, true)] {
@@ -168,14 +191,34 @@ async fn callback_update_from_an_itop_answer_and_none_after_a_refused_connection
         )
     })
     .await;
-    // A port that refuses connections: bind, note the port, close.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    // A port that refuses connections, held for the test so nothing else can take it.
+    let closed = ClosedPort::new();
     let run = Run::new();
     run.write_events(&lines(&[event("e1", "1", json!({}))]));
-    let yaml = format!(
-        "{}connections:\n  itop: {{url: \"{}\", auth: {{type: basic, user: rest, password: secret}}}}\n  down: {{url: \"http://{closed}/rest.php\"}}\nactions:\n  - name: mirror\n    type: itop\n    connection: itop\n    json_data: '{{\"operation\": \"core/create\", \"class\": \"UserRequest\", \"fields\": {{\"title\": \"$this->title$\"}}}}'\n    callback: {{when: success, fields: {{remote_ref: 'response.body.objects.map(k, response.body.objects[k].fields.ref)[0]', http: 'response.status'}}}}\n  - name: mirror-down\n    type: itop\n    connection: down\n    json_data: '{{\"operation\": \"core/create\"}}'\n    callback: {{when: any_response, fields: {{remote_ref: 'response.status'}}}}\ntriggers:\n  - {{name: created, on: create, class: Ticket, actions: [mirror, mirror-down]}}\n",
-        run.header("retry: {max_attempts: 2, initial: 10ms, max: 20ms}"),
-        itop.url("/webservices/rest.php")
+    let yaml = run.config(
+        json!({"retry": {"max_attempts": 2, "initial": "10ms", "max": "20ms"}}),
+        json!({
+            "connections": {
+                "itop": {"url": itop.url("/webservices/rest.php"), "auth": {"type": "basic", "user": "rest", "password": "secret"}},
+                "down": {"url": format!("http://127.0.0.1:{}/rest.php", closed.port)},
+            },
+            "actions": [
+                {
+                    "name": "mirror", "type": "itop", "connection": "itop",
+                    "json_data": r#"{"operation": "core/create", "class": "UserRequest", "fields": {"title": "$this->title$"}}"#,
+                    "callback": {"when": "success", "fields": {
+                        "remote_ref": "response.body.objects.map(k, response.body.objects[k].fields.ref)[0]",
+                        "http": "response.status",
+                    }},
+                },
+                {
+                    "name": "mirror-down", "type": "itop", "connection": "down",
+                    "json_data": r#"{"operation": "core/create"}"#,
+                    "callback": {"when": "any_response", "fields": {"remote_ref": "response.status"}},
+                },
+            ],
+            "triggers": [{"name": "created", "on": "create", "class": "Ticket", "actions": ["mirror", "mirror-down"]}],
+        }),
     );
     run.run(&yaml).await;
     let seen = itop.seen();
@@ -202,10 +245,13 @@ async fn itop_code_other_than_zero_is_a_failure() {
     .await;
     let run = Run::new();
     run.write_events(&lines(&[event("e1", "1", json!({}))]));
-    let yaml = format!(
-        "{}connections:\n  itop: {{url: \"{}\"}}\nactions:\n  - {{name: mirror, type: itop, connection: itop, json_data: {{operation: core/create}}}}\ntriggers:\n  - {{name: created, on: create, class: Ticket, actions: [mirror]}}\n",
-        run.header(FAST_RETRY),
-        itop.url("/rest.php")
+    let yaml = run.config(
+        fast_retry(),
+        json!({
+            "connections": {"itop": {"url": itop.url("/rest.php")}},
+            "actions": [{"name": "mirror", "type": "itop", "connection": "itop", "json_data": {"operation": "core/create"}}],
+            "triggers": [{"name": "created", "on": "create", "class": "Ticket", "actions": ["mirror"]}],
+        }),
     );
     run.run(&yaml).await;
     let r = &run.responses()[0];
@@ -222,8 +268,13 @@ async fn signature_verifies_with_an_independent_implementation() {
     run.write_events(&lines(&[event("e1", "1", json!({"object": {"ref": "R-1", "title": "Ünïcode \"quoted\""}}))]));
     let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
     let rotated = "whsec_dGhpcyBpcyBhIHNlY29uZCBrZXkgb2YgMzJieXQ=";
-    let yaml = webhook_config(&run, FAST_RETRY, &rx.url("/hook"))
-        .replace("hook: {url:", &format!("hook: {{signing_secret: \"{secret} {rotated}\", url:"));
+    let yaml = webhook_config(
+        &run,
+        fast_retry(),
+        &rx.url("/hook"),
+        json!({"signing_secret": format!("{secret} {rotated}")}),
+        json!({}),
+    );
     run.run(&yaml).await;
     let s = &rx.seen()[0];
     let id = s.header("webhook-id").unwrap();
@@ -261,7 +312,9 @@ async fn a_request_over_max_request_bytes_is_refused() {
     // Within the file source's 1 MiB line limit, over a 512 KiB request limit.
     let big = "x".repeat(900 * 1024);
     run.write_events(&lines(&[event("e1", "1", json!({"object": {"ref": "R-1", "title": big}}))]));
-    run.run(&webhook_config(&run, &format!("{FAST_RETRY}, max_request_bytes: 512KiB"), &rx.url("/hook"))).await;
+    let mut delivery = fast_retry();
+    delivery["max_request_bytes"] = json!("512KiB");
+    run.run(&webhook_config(&run, delivery, &rx.url("/hook"), json!({}), json!({}))).await;
     assert!(rx.seen().is_empty());
     let r = &run.responses()[0];
     assert_eq!(r["status"], "failed");
@@ -274,11 +327,23 @@ async fn metadata_and_private_destinations_are_refused() {
     let rx = Receiver::ok().await;
     let run = Run::new();
     run.write_events(&lines(&[event("e1", "1", json!({}))]));
-    let yaml = format!(
-        "{}connections:\n  metadata: {{url: \"http://169.254.169.254/latest/meta-data/\"}}\n  local: {{url: \"{}\"}}\n  byname: {{url: \"http://localhost:{}/\"}}\nactions:\n  - {{name: metadata, type: webhook, connection: metadata}}\n  - {{name: local, type: webhook, connection: local}}\n  - {{name: byname, type: webhook, connection: byname}}\ntriggers:\n  - {{name: created, on: create, class: Ticket, actions: [metadata, local, byname]}}\n",
-        run.header(FAST_RETRY).replace("allow_private_networks: true", "allow_private_networks: false"),
-        rx.url("/"),
-        rx.addr.port()
+    let mut delivery = fast_retry();
+    delivery["allow_private_networks"] = json!(false);
+    let yaml = run.config(
+        delivery,
+        json!({
+            "connections": {
+                "metadata": {"url": "http://169.254.169.254/latest/meta-data/"},
+                "local": {"url": rx.url("/")},
+                "byname": {"url": format!("http://localhost:{}/", rx.addr.port())},
+            },
+            "actions": [
+                {"name": "metadata", "type": "webhook", "connection": "metadata"},
+                {"name": "local", "type": "webhook", "connection": "local"},
+                {"name": "byname", "type": "webhook", "connection": "byname"},
+            ],
+            "triggers": [{"name": "created", "on": "create", "class": "Ticket", "actions": ["metadata", "local", "byname"]}],
+        }),
     );
     run.run(&yaml).await;
     assert!(rx.seen().is_empty(), "nothing may reach a loopback receiver");
@@ -310,7 +375,7 @@ async fn malformed_lines_are_dead_lettered_and_good_ones_delivered() {
         good(3),
     ];
     run.write_events(&events);
-    run.run(&webhook_config(&run, FAST_RETRY, &rx.url("/hook"))).await;
+    run.run(&webhook_config(&run, fast_retry(), &rx.url("/hook"), json!({}), json!({}))).await;
     let delivered: Vec<String> = rx.seen().iter().map(|s| s.json()["ref"].as_str().unwrap().to_string()).collect();
     assert_eq!(delivered.len(), 3);
     for r in ["R-1", "R-2", "R-3"] {
@@ -340,11 +405,17 @@ async fn test_and_disabled_statuses() {
     let test = Receiver::ok().await;
     let run = Run::new();
     run.write_events(&lines(&[event("e1", "1", json!({}))]));
-    let yaml = format!(
-        "{}connections:\n  live: {{url: \"{}\"}}\n  test: {{url: \"{}\"}}\nactions:\n  - {{name: a-test, type: webhook, status: test, connection: live, test_connection: test}}\n  - {{name: a-test-none, type: webhook, status: test, connection: live}}\n  - {{name: a-off, type: webhook, status: disabled, connection: live}}\ntriggers:\n  - {{name: created, on: create, class: Ticket, actions: [a-test, a-test-none, a-off]}}\n",
-        run.header(FAST_RETRY),
-        live.url("/"),
-        test.url("/")
+    let yaml = run.config(
+        fast_retry(),
+        json!({
+            "connections": {"live": {"url": live.url("/")}, "test": {"url": test.url("/")}},
+            "actions": [
+                {"name": "a-test", "type": "webhook", "status": "test", "connection": "live", "test_connection": "test"},
+                {"name": "a-test-none", "type": "webhook", "status": "test", "connection": "live"},
+                {"name": "a-off", "type": "webhook", "status": "disabled", "connection": "live"},
+            ],
+            "triggers": [{"name": "created", "on": "create", "class": "Ticket", "actions": ["a-test", "a-test-none", "a-off"]}],
+        }),
     );
     run.run(&yaml).await;
     assert!(live.seen().is_empty());
@@ -376,8 +447,8 @@ fn results_match_the_response_schema() {
         let mut evs = lines(&[event("e1", "1", json!({})), event("e2", "2", json!({}))]);
         evs.push(b"not json".to_vec());
         run.write_events(&evs);
-        let yaml = webhook_config(&run, FAST_RETRY, &rx.url("/hook"))
-            .replace("payload:", "callback: {when: any_response, fields: {remote_id: 'response.status'}}, payload:");
+        let callback = json!({"callback": {"when": "any_response", "fields": {"remote_id": "response.status"}}});
+        let yaml = webhook_config(&run, fast_retry(), &rx.url("/hook"), json!({}), callback);
         run.run(&yaml).await;
         let all: Vec<Value> = run.responses().into_iter().chain(run.dead_letters()).collect();
         assert!(all.len() >= 5, "{all:#?}");
@@ -402,7 +473,7 @@ async fn a_cloudevents_traceparent_is_passed_on_as_a_child_span() {
         "data": data,
     });
     run.write_events(&lines(&[envelope]));
-    run.run(&webhook_config(&run, FAST_RETRY, &rx.url("/hook"))).await;
+    run.run(&webhook_config(&run, fast_retry(), &rx.url("/hook"), json!({}), json!({}))).await;
     let seen = rx.seen();
     assert_eq!(seen.len(), 1);
     let tp = seen[0].header("traceparent").expect("traceparent passed on");

@@ -254,12 +254,21 @@ async fn two_stalled_endpoints_do_not_delay_a_healthy_one() {
     let run = Run::new();
     let events: Vec<Value> = (0..3).map(|i| event(&format!("e{i}"), &i.to_string(), json!({}))).collect();
     run.write_events(&lines(&events));
-    let yaml = format!(
-        "{}connections:\n  a: {{url: \"{}\", timeout: 4s}}\n  b: {{url: \"{}\", timeout: 4s}}\n  ok: {{url: \"{}\"}}\nactions:\n  - {{name: a, type: webhook, connection: a}}\n  - {{name: b, type: webhook, connection: b}}\n  - {{name: ok, type: webhook, connection: ok}}\ntriggers:\n  - {{name: created, on: create, class: Ticket, actions: [a, b, ok]}}\n",
-        run.header("concurrency: 4, retry: {max_attempts: 1}"),
-        stalled_a.url("/"),
-        stalled_b.url("/"),
-        healthy.url("/")
+    let yaml = run.config(
+        json!({"concurrency": 4, "retry": {"max_attempts": 1}}),
+        json!({
+            "connections": {
+                "a": {"url": stalled_a.url("/"), "timeout": "4s"},
+                "b": {"url": stalled_b.url("/"), "timeout": "4s"},
+                "ok": {"url": healthy.url("/")},
+            },
+            "actions": [
+                {"name": "a", "type": "webhook", "connection": "a"},
+                {"name": "b", "type": "webhook", "connection": "b"},
+                {"name": "ok", "type": "webhook", "connection": "ok"},
+            ],
+            "triggers": [{"name": "created", "on": "create", "class": "Ticket", "actions": ["a", "b", "ok"]}],
+        }),
     );
     let started = Instant::now();
     run.run(&yaml).await;

@@ -11,14 +11,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{event, Receiver, Reply};
+use common::{event, Output, Receiver, Reply};
 
 const BIN: &str = env!("CARGO_BIN_EXE_hookbridge");
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 async fn get(url: &str) -> Option<(u16, String)> {
     let client = reqwest::Client::builder().timeout(Duration::from_secs(2)).build().ok()?;
@@ -45,26 +41,28 @@ async fn wait_status(url: &str, status: u16, within: Duration) {
 struct Bridge {
     dir: tempfile::TempDir,
     child: Child,
+    stderr: Output,
     base: String,
 }
 
 impl Bridge {
-    /// Starts the binary on `yaml`, where `{dir}` is the bridge's directory and `{port}`
-    /// its ops port.
-    fn start(yaml: &str) -> Bridge {
+    /// Starts the binary on `yaml`, where `{dir}` is the bridge's directory, and waits for
+    /// the address of its ops server (`server.listen` on port 0: the child picks it).
+    async fn start(yaml: &str) -> Bridge {
         let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let yaml = yaml.replace("{dir}", &dir.path().display().to_string()).replace("{port}", &port.to_string());
+        let yaml = yaml.replace("{dir}", &dir.path().display().to_string());
         std::fs::write(dir.path().join("events.jsonl"), "").unwrap();
         let config = dir.path().join("config.yaml");
         std::fs::write(&config, yaml).unwrap();
-        let child = Command::new(BIN)
+        let mut child = Command::new(BIN)
             .args(["run", "--config", config.to_str().unwrap(), "--log-format", "json"])
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        Bridge { dir, child, base: format!("http://127.0.0.1:{port}") }
+        let stderr = Output::collect(child.stderr.take().unwrap());
+        let base = stderr.ops_base(Duration::from_secs(20)).await;
+        Bridge { dir, child, stderr, base }
     }
 
     fn append(&self, events: &[serde_json::Value]) {
@@ -83,10 +81,7 @@ impl Bridge {
         let deadline = Instant::now() + within;
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
-                let mut logs = String::new();
-                use std::io::Read as _;
-                self.child.stderr.take().unwrap().read_to_string(&mut logs).unwrap();
-                return (status, logs);
+                return (status, self.stderr.finish());
             }
             assert!(Instant::now() < deadline, "hookbridge did not exit within {within:?}");
             std::thread::sleep(Duration::from_millis(50));
@@ -143,7 +138,7 @@ const FILE_CONFIG: &str = r#"
 source: {type: file, path: "{dir}/events.jsonl", follow: true}
 responses: {type: file, path: "{dir}/responses.jsonl"}
 dead_letter: {type: file, path: "{dir}/dead-letter.jsonl"}
-server: {listen: "127.0.0.1:{port}"}
+server: {listen: "127.0.0.1:0"}
 delivery: {allow_private_networks: true, timeout: 60s, shutdown_timeout: 4s}
 connections:
   api: {url: "{receiver}"}
@@ -163,7 +158,7 @@ triggers:
 #[tokio::test(flavor = "multi_thread")]
 async fn a_fresh_process_exports_every_documented_family() {
     let rx = Receiver::ok().await;
-    let bridge = Bridge::start(&FILE_CONFIG.replace("{receiver}", &rx.url("/hook")));
+    let bridge = Bridge::start(&FILE_CONFIG.replace("{receiver}", &rx.url("/hook"))).await;
     wait_status(&format!("{}/readyz", bridge.base), 200, Duration::from_secs(20)).await;
     let (status, text) = get(&format!("{}/metrics", bridge.base)).await.unwrap();
     assert_eq!(status, 200);
@@ -204,7 +199,7 @@ async fn a_fresh_process_exports_every_documented_family() {
 #[tokio::test(flavor = "multi_thread")]
 async fn metrics_and_healthz_answer_during_the_drain() {
     let rx = Receiver::start(|_, _| Reply::Hang).await;
-    let bridge = Bridge::start(&FILE_CONFIG.replace("{receiver}", &rx.url("/hook")));
+    let bridge = Bridge::start(&FILE_CONFIG.replace("{receiver}", &rx.url("/hook"))).await;
     wait_status(&format!("{}/readyz", bridge.base), 200, Duration::from_secs(20)).await;
     bridge.append(&(0..3).map(|i| event(&format!("e{i}"), &i.to_string(), serde_json::json!({}))).collect::<Vec<_>>());
     let deadline = Instant::now() + Duration::from_secs(20);

@@ -7,14 +7,10 @@ use std::io::Write as _;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{event, Receiver, Reply};
+use common::{event, ClosedPort, Output, Receiver, Reply};
 use serde_json::{json, Value};
 
 const BIN: &str = env!("CARGO_BIN_EXE_hookbridge");
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 async fn get(url: &str) -> Option<(u16, String)> {
     let resp = reqwest::get(url).await.ok()?;
@@ -51,39 +47,45 @@ fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
 struct Bridge {
     dir: tempfile::TempDir,
     child: Child,
+    stderr: Output,
     base: String,
 }
 
-/// Starts the binary on a followed events file with secrets in its config.
-fn start_bridge(receiver_url: &str, slack_url: &str, extra_env: &[(&str, &str)]) -> Bridge {
+/// Starts the binary on a followed events file with secrets in its config, and waits for
+/// the address of its ops server (on port 0: the child picks it).
+async fn start_bridge(receiver_url: &str, slack_url: &str, extra_env: &[(&str, &str)]) -> Bridge {
     let dir = tempfile::tempdir().unwrap();
     let events = dir.path().join("events.jsonl");
     std::fs::write(&events, "").unwrap();
-    let port = free_port();
-    let yaml = format!(
-        r#"
-source: {{type: file, path: "{events}", follow: true}}
-responses: {{type: file, path: "{out}"}}
-dead_letter: {{type: file, path: "{dl}"}}
-server: {{listen: "127.0.0.1:{port}"}}
-delivery: {{allow_private_networks: true, shutdown_timeout: 5s, retry: {{max_attempts: 2, initial: 50ms, max: 100ms}}}}
-connections:
-  api: {{url: "{receiver_url}", auth: {{type: basic, user: rest, password: {{env: OPS_TEST_PASSWORD}}}}, headers: {{x-api-key: "${{OPS_TEST_KEY}}"}}}}
-  slack: {{url: "{slack_url}"}}
-actions:
-  - {{name: api, type: webhook, connection: api, payload: '{{"ref": "$this->ref$"}}'}}
-  - {{name: chat, type: slack, connection: slack, message: "Ticket $this->ref$"}}
-triggers:
-  - {{name: created, on: create, class: Ticket, actions: [api, chat]}}
-"#,
-        events = events.display(),
-        out = dir.path().join("responses.jsonl").display(),
-        dl = dir.path().join("dead-letter.jsonl").display(),
-    );
-    let config = dir.path().join("config.yaml");
-    std::fs::write(&config, yaml).unwrap();
+    // JSON is YAML: the config is built as a value, never spliced together as text.
+    let config = json!({
+        "source": {"type": "file", "path": events, "follow": true},
+        "responses": {"type": "file", "path": dir.path().join("responses.jsonl")},
+        "dead_letter": {"type": "file", "path": dir.path().join("dead-letter.jsonl")},
+        "server": {"listen": "127.0.0.1:0"},
+        "delivery": {
+            "allow_private_networks": true,
+            "shutdown_timeout": "5s",
+            "retry": {"max_attempts": 2, "initial": "50ms", "max": "100ms"},
+        },
+        "connections": {
+            "api": {
+                "url": receiver_url,
+                "auth": {"type": "basic", "user": "rest", "password": {"env": "OPS_TEST_PASSWORD"}},
+                "headers": {"x-api-key": "${OPS_TEST_KEY}"},
+            },
+            "slack": {"url": slack_url},
+        },
+        "actions": [
+            {"name": "api", "type": "webhook", "connection": "api", "payload": r#"{"ref": "$this->ref$"}"#},
+            {"name": "chat", "type": "slack", "connection": "slack", "message": "Ticket $this->ref$"},
+        ],
+        "triggers": [{"name": "created", "on": "create", "class": "Ticket", "actions": ["api", "chat"]}],
+    });
+    let path = dir.path().join("config.yaml");
+    std::fs::write(&path, config.to_string()).unwrap();
     let mut cmd = Command::new(BIN);
-    cmd.args(["run", "--config", config.to_str().unwrap(), "--log-format", "json"])
+    cmd.args(["run", "--config", path.to_str().unwrap(), "--log-format", "json"])
         .env("OPS_TEST_PASSWORD", "pw-Sup3rSecret")
         .env("OPS_TEST_KEY", "key-T0pSecret")
         .stdout(Stdio::piped())
@@ -91,8 +93,10 @@ triggers:
     for (k, v) in extra_env {
         cmd.env(k, v);
     }
-    let child = cmd.spawn().unwrap();
-    Bridge { dir, child, base: format!("http://127.0.0.1:{port}") }
+    let mut child = cmd.spawn().unwrap();
+    let stderr = Output::collect(child.stderr.take().unwrap());
+    let base = stderr.ops_base(Duration::from_secs(20)).await;
+    Bridge { dir, child, stderr, base }
 }
 
 impl Bridge {
@@ -118,7 +122,7 @@ async fn metrics_pass_promtool_health_and_graceful_shutdown() {
     })
     .await;
     let slack = Receiver::start(|_, _| Reply::Status(404, vec![], "channel_not_found".into())).await;
-    let mut bridge = start_bridge(&rx.url("/hook"), &slack.url("/services/T000/B000/XXXXSECRETTOKEN"), &[]);
+    let mut bridge = start_bridge(&rx.url("/hook"), &slack.url("/services/T000/B000/XXXXSECRETTOKEN"), &[]).await;
     wait_ready(&bridge.base).await;
     assert_eq!(get(&format!("{}/healthz", bridge.base)).await.unwrap().0, 200);
     bridge.append(&(0..10).map(|i| event(&format!("e{i}"), &i.to_string(), json!({}))).collect::<Vec<_>>());
@@ -158,8 +162,7 @@ async fn metrics_pass_promtool_health_and_graceful_shutdown() {
     sigterm(&bridge.child);
     let status = wait_exit(&mut bridge.child, Duration::from_secs(10));
     assert!(status.success(), "exit status {status:?}");
-    let out = bridge.child.wait_with_output().unwrap();
-    let logs = String::from_utf8_lossy(&out.stderr);
+    let logs = bridge.stderr.finish();
     for line in logs.lines() {
         let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
         assert!(v.get("level").is_some() && v.get("timestamp").is_some(), "{line}");
@@ -170,9 +173,9 @@ async fn metrics_pass_promtool_health_and_graceful_shutdown() {
 #[tokio::test(flavor = "multi_thread")]
 async fn secrets_never_appear_in_logs_results_or_render() {
     let rx = Receiver::start(|_, _| Reply::Status(503, vec![], "down".into())).await;
-    let closed = free_port();
-    let slack_url = format!("http://127.0.0.1:{closed}/services/T000/B000/XXXXSECRETTOKEN");
-    let mut bridge = start_bridge(&rx.url("/hook"), &slack_url, &[("HOOKBRIDGE_LOG", "debug")]);
+    let closed = ClosedPort::new();
+    let slack_url = format!("http://127.0.0.1:{}/services/T000/B000/XXXXSECRETTOKEN", closed.port);
+    let mut bridge = start_bridge(&rx.url("/hook"), &slack_url, &[("HOOKBRIDGE_LOG", "debug")]).await;
     wait_ready(&bridge.base).await;
     bridge.append(&[event("e1", "1", json!({}))]);
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -182,11 +185,12 @@ async fn secrets_never_appear_in_logs_results_or_render() {
     }
     sigterm(&bridge.child);
     wait_exit(&mut bridge.child, Duration::from_secs(10));
+    let logs = bridge.stderr.finish();
     let out = bridge.child.wait_with_output().unwrap();
     let everything = format!(
         "{}{}{}{}",
         String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
+        logs,
         std::fs::read_to_string(bridge.dir.path().join("responses.jsonl")).unwrap(),
         std::fs::read_to_string(bridge.dir.path().join("dead-letter.jsonl")).unwrap_or_default(),
     );
@@ -198,7 +202,7 @@ async fn secrets_never_appear_in_logs_results_or_render() {
     for secret in ["pw-Sup3rSecret", "key-T0pSecret", "XXXXSECRETTOKEN", basic.as_str()] {
         assert!(!everything.contains(secret), "secret {secret} leaked:\n{everything}");
     }
-    assert!(everything.contains(&format!(":{closed}/***")), "the Slack URL is shown as its host only");
+    assert!(everything.contains(&format!(":{}/***", closed.port)), "the Slack URL is shown as its host only");
     let render = Command::new(BIN)
         .args(["render", "--config", bridge.dir.path().join("config.yaml").to_str().unwrap(), "--event"])
         .arg({

@@ -12,10 +12,17 @@ async fn an_action_retries_by_its_own_policy() {
     let rx = Receiver::start(|_, _| Reply::Status(503, vec![], "busy".into())).await;
     let run = Run::new();
     run.write_events(&lines(&[event("e1", "1", json!({}))]));
-    let yaml = format!(
-        "{}connections:\n  api: {{url: \"{}\"}}\nactions:\n  - {{name: own, type: webhook, connection: api, path: /own, retry: {{max_attempts: 2, initial: 10ms, max: 20ms}}}}\n  - {{name: global, type: webhook, connection: api, path: /global}}\ntriggers:\n  - {{name: t, on: create, class: Ticket, actions: [own, global]}}\n",
-        run.header("quick_attempts: 10, retry: {max_attempts: 4, initial: 10ms, max: 20ms}"),
-        rx.url("")
+    let yaml = run.config(
+        json!({"quick_attempts": 10, "retry": {"max_attempts": 4, "initial": "10ms", "max": "20ms"}}),
+        json!({
+            "connections": {"api": {"url": rx.url("")}},
+            "actions": [
+                {"name": "own", "type": "webhook", "connection": "api", "path": "/own",
+                 "retry": {"max_attempts": 2, "initial": "10ms", "max": "20ms"}},
+                {"name": "global", "type": "webhook", "connection": "api", "path": "/global"},
+            ],
+            "triggers": [{"name": "t", "on": "create", "class": "Ticket", "actions": ["own", "global"]}],
+        }),
     );
     run.run(&yaml).await;
     let seen = rx.seen();

@@ -12,14 +12,10 @@ use std::io::Write as _;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{event, read_lines, Receiver, Reply};
+use common::{event, read_lines, ClosedPort, Output, Receiver, Reply};
 use serde_json::{json, Value};
 
 const BIN: &str = env!("CARGO_BIN_EXE_hookbridge");
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 /// Every secret the configs below hold, as the outputs must never show them.
 const SECRETS: &[&str] = &[
@@ -50,14 +46,14 @@ fn assert_no_secret(what: &str, text: &str) {
     }
 }
 
-fn config(dir: &std::path::Path, port: u16, listen: u16, closed: u16) -> String {
+fn config(dir: &std::path::Path, port: u16, closed: u16) -> String {
     let p = |name: &str| dir.join(name).display().to_string();
     format!(
         r#"
 source: {{type: file, path: "{events}", follow: true}}
 responses: {{type: file, path: "{out}"}}
 dead_letter: {{type: file, path: "{dl}"}}
-server: {{listen: "127.0.0.1:{listen}"}}
+server: {{listen: "127.0.0.1:0"}}
 delivery: {{allow_private_networks: true, shutdown_timeout: 5s, retry: {{max_attempts: 2, initial: 50ms, max: 100ms}}}}
 connections:
   slack: {{url: "http://127.0.0.1:{port}/services/T0/B0/SLACKHOOKSECRET"}}
@@ -121,8 +117,8 @@ async fn no_output_shows_a_secret() {
     })
     .await;
     let dir = tempfile::tempdir().unwrap();
-    let listen = free_port();
-    let yaml = config(dir.path(), rx.addr.port(), listen, free_port());
+    let closed = ClosedPort::new();
+    let yaml = config(dir.path(), rx.addr.port(), closed.port);
     let config_path = dir.path().join("config.yaml");
     std::fs::write(&config_path, &yaml).unwrap();
     std::fs::write(dir.path().join("events.jsonl"), "").unwrap();
@@ -144,6 +140,8 @@ async fn no_output_shows_a_secret() {
     // A run: results, dead letters, logs at debug, /metrics.
     let mut child =
         command(&["run", "--config", config_arg]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut stderr = Output::collect(child.stderr.take().unwrap());
+    let base = stderr.ops_base(Duration::from_secs(20)).await;
     let mut events = std::fs::OpenOptions::new().append(true).open(dir.path().join("events.jsonl")).unwrap();
     writeln!(events, "{}", event("e-1", "1", json!({}))).unwrap();
     let responses = dir.path().join("responses.jsonl").display().to_string();
@@ -152,14 +150,14 @@ async fn no_output_shows_a_secret() {
         assert!(Instant::now() < deadline, "only {} results", read_lines(&responses).len());
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let metrics = reqwest::get(format!("http://127.0.0.1:{listen}/metrics")).await.unwrap().text().await.unwrap();
+    let metrics = reqwest::get(format!("{base}/metrics")).await.unwrap().text().await.unwrap();
     Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     let deadline = Instant::now() + Duration::from_secs(15);
     while child.try_wait().unwrap().is_none() {
         assert!(Instant::now() < deadline, "no exit after SIGTERM");
         std::thread::sleep(Duration::from_millis(50));
     }
-    let logs = output_text(&child.wait_with_output().unwrap());
+    let logs = format!("{}{}", stderr.finish(), output_text(&child.wait_with_output().unwrap()));
     let results = std::fs::read_to_string(&responses).unwrap();
     let dead = std::fs::read_to_string(dir.path().join("dead-letter.jsonl")).unwrap_or_default();
     assert_no_secret("results", &results);
@@ -222,11 +220,11 @@ triggers: [{name: t, on: create, class: X, actions: [a]}]
 fn nats_connection_errors_do_not_show_credentials() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("config.yaml");
-    let closed = free_port();
+    let closed = ClosedPort::new();
     std::fs::write(
         &path,
         // Unreachable at start: retried (and logged) until startup_timeout ends the start.
-        format!("source: {{type: nats, url: \"nats://bridge:NATSPASSSECRET@127.0.0.1:{closed}\", stream: S}}\nserver: {{listen: null}}\nallow_no_triggers: true\nstartup_timeout: 2s\n"),
+        format!("source: {{type: nats, url: \"nats://bridge:NATSPASSSECRET@127.0.0.1:{}\", stream: S}}\nserver: {{listen: null}}\nallow_no_triggers: true\nstartup_timeout: 2s\n", closed.port),
     )
     .unwrap();
     let out = Command::new(BIN).args(["run", "--config", path.to_str().unwrap()]).output().unwrap();

@@ -3,18 +3,16 @@
 //! sources, until the broker comes or `startup_timeout` ends it; every log line, fatal
 //! errors included, is one flat JSON object with `--log-format json`.
 
-use std::io::Read as _;
+mod common;
+
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::{ClosedPort, Output};
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_hookbridge");
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 async fn status(url: &str) -> Option<u16> {
     let client = reqwest::Client::builder().timeout(Duration::from_secs(2)).build().ok()?;
@@ -29,21 +27,44 @@ async fn wait_status(url: &str, want: u16, within: Duration) {
     }
 }
 
+/// A running `hookbridge run` and its log.
+struct Running {
+    child: Child,
+    stderr: Output,
+}
+
 /// Writes `yaml` (with `{dir}` replaced) and starts `hookbridge run` on it with JSON logs.
-fn start(dir: &Path, yaml: &str) -> Child {
+fn start(dir: &Path, yaml: &str) -> Running {
     let config = dir.join("config.yaml");
     std::fs::write(&config, yaml.replace("{dir}", &dir.display().to_string())).unwrap();
-    Command::new(BIN)
+    let mut child = Command::new(BIN)
         .args(["run", "--config", config.to_str().unwrap(), "--log-format", "json"])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap()
+        .unwrap();
+    let stderr = Output::collect(child.stderr.take().unwrap());
+    Running { child, stderr }
+}
+
+/// The client port a nats-server started with `-p -1` chose and reported.
+async fn reported_nats_port(log: &Output) -> u16 {
+    const LISTENING: &str = "Listening for client connections on ";
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = log.text();
+        if let Some(addr) = text.lines().find_map(|l| l.split(LISTENING).nth(1)) {
+            return addr.trim().rsplit(':').next().unwrap().parse().unwrap();
+        }
+        assert!(Instant::now() < deadline, "nats-server reported no port:\n{text}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Waits for the exit; returns the exit code and the log lines, each checked to be one flat
 /// JSON object (fields beside `message`, no nested `fields`).
-fn finish(mut child: Child, within: Duration) -> (Option<i32>, Vec<Value>) {
+fn finish(run: Running, within: Duration) -> (Option<i32>, Vec<Value>) {
+    let Running { mut child, mut stderr } = run;
     let deadline = Instant::now() + within;
     let status = loop {
         if let Some(status) = child.try_wait().unwrap() {
@@ -56,8 +77,7 @@ fn finish(mut child: Child, within: Duration) -> (Option<i32>, Vec<Value>) {
         }
         std::thread::sleep(Duration::from_millis(50));
     };
-    let mut text = String::new();
-    child.stderr.take().unwrap().read_to_string(&mut text).unwrap();
+    let text = stderr.finish();
     let lines = text
         .lines()
         .map(|l| {
@@ -126,13 +146,13 @@ fn a_fatal_error_is_a_json_log_line() {
     assert!(fatal["error"].as_str().unwrap().contains("server.listen"), "{fatal}");
 }
 
-fn nats_config(nats_port: u16, ops_port: u16, extra: &str) -> String {
+fn nats_config(nats_port: u16, extra: &str) -> String {
     format!(
         r#"
 source: {{type: nats, url: "nats://127.0.0.1:{nats_port}", stream: CHANGES, subjects: ["changes.>"], consumer: hookbridge}}
 responses: {{type: file, path: "{{dir}}/responses.jsonl"}}
 dead_letter: {{type: file, path: "{{dir}}/dead-letter.jsonl"}}
-server: {{listen: "127.0.0.1:{ops_port}"}}
+server: {{listen: "127.0.0.1:0"}}
 delivery: {{shutdown_timeout: 2s}}
 allow_no_triggers: true
 {extra}
@@ -145,19 +165,22 @@ allow_no_triggers: true
 #[tokio::test(flavor = "multi_thread")]
 async fn nats_unreachable_at_start_is_not_ready_then_ready() {
     let dir = tempfile::tempdir().unwrap();
-    let (nats_port, ops_port) = (free_port(), free_port());
     // The stream exists in the server's store before the bridge starts (a missing stream is
     // the operator's to fix and ends the start at once): create it, then stop the server.
+    // The first server picks its port (`-p -1`) and reports it; the second takes it again.
     let store = tempfile::tempdir().unwrap();
-    let spawn_server = || {
+    let spawn_server = |port: &str| {
         Command::new("nats-server")
-            .args(["-js", "-a", "127.0.0.1", "-p", &nats_port.to_string(), "-sd"])
+            .args(["-js", "-a", "127.0.0.1", "-p", port, "-sd"])
             .arg(store.path())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("nats-server is installed by scripts/test-deps.sh")
     };
+    let mut first = spawn_server("-1");
+    let first_log = Output::collect(first.stderr.take().unwrap());
+    let nats_port = reported_nats_port(&first_log).await;
     let connect = || async {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
@@ -168,7 +191,6 @@ async fn nats_unreachable_at_start_is_not_ready_then_ready() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     };
-    let mut first = spawn_server();
     let js = async_nats::jetstream::new(connect().await);
     js.create_stream(async_nats::jetstream::stream::Config {
         name: "CHANGES".into(),
@@ -180,19 +202,20 @@ async fn nats_unreachable_at_start_is_not_ready_then_ready() {
     drop(js);
     let _ = first.kill();
     let _ = first.wait();
-    let child = start(dir.path(), &nats_config(nats_port, ops_port, ""));
-    let base = format!("http://127.0.0.1:{ops_port}");
+    let run = start(dir.path(), &nats_config(nats_port, ""));
+    let base = run.stderr.ops_base(Duration::from_secs(20)).await;
     wait_status(&format!("{base}/healthz"), 200, Duration::from_secs(20)).await;
     assert_eq!(status(&format!("{base}/readyz")).await, Some(503));
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(status(&format!("{base}/healthz")).await, Some(200), "still alive after 2 s");
     assert_eq!(status(&format!("{base}/readyz")).await, Some(503));
 
-    let mut server = spawn_server();
+    let mut server = spawn_server(&nats_port.to_string());
+    let _server_log = Output::collect(server.stderr.take().unwrap());
     // Retries back off to at most 30 s; the first ones are at 0.5, 1, 2, 4 s.
     wait_status(&format!("{base}/readyz"), 200, Duration::from_secs(40)).await;
-    sigterm(&child);
-    let (code, logs) = finish(child, Duration::from_secs(15));
+    sigterm(&run.child);
+    let (code, logs) = finish(run, Duration::from_secs(15));
     let _ = server.kill();
     let _ = server.wait();
     assert_eq!(code, Some(0), "{logs:?}");
@@ -206,31 +229,33 @@ async fn nats_unreachable_at_start_is_not_ready_then_ready() {
 /// unreachable broker are rate-limited.
 #[tokio::test(flavor = "multi_thread")]
 async fn startup_timeout_ends_a_start_that_never_gets_ready() {
+    // Nothing listens on the brokers' ports, and nothing can start listening there meanwhile.
+    let (nats, kafka) = (ClosedPort::new(), ClosedPort::new());
     for (name, source) in [
         (
             "nats",
-            format!("{{type: nats, url: \"nats://127.0.0.1:{}\", stream: CHANGES, consumer: hookbridge}}", free_port()),
+            format!("{{type: nats, url: \"nats://127.0.0.1:{}\", stream: CHANGES, consumer: hookbridge}}", nats.port),
         ),
-        ("kafka", format!("{{type: kafka, brokers: [\"127.0.0.1:{}\"], group_id: g, topics: [changes]}}", free_port())),
+        ("kafka", format!("{{type: kafka, brokers: [\"127.0.0.1:{}\"], group_id: g, topics: [changes]}}", kafka.port)),
     ] {
         let dir = tempfile::tempdir().unwrap();
-        let ops_port = free_port();
         let yaml = format!(
             r#"
 source: {source}
 responses: {{type: file, path: "{{dir}}/responses.jsonl"}}
 dead_letter: {{type: file, path: "{{dir}}/dead-letter.jsonl"}}
-server: {{listen: "127.0.0.1:{ops_port}"}}
+server: {{listen: "127.0.0.1:0"}}
 delivery: {{shutdown_timeout: 2s}}
 allow_no_triggers: true
 startup_timeout: 4s
 "#
         );
         let started = Instant::now();
-        let child = start(dir.path(), &yaml);
-        wait_status(&format!("http://127.0.0.1:{ops_port}/healthz"), 200, Duration::from_secs(10)).await;
-        assert_eq!(status(&format!("http://127.0.0.1:{ops_port}/readyz")).await, Some(503), "{name}");
-        let (code, logs) = finish(child, Duration::from_secs(30));
+        let run = start(dir.path(), &yaml);
+        let base = run.stderr.ops_base(Duration::from_secs(10)).await;
+        wait_status(&format!("{base}/healthz"), 200, Duration::from_secs(10)).await;
+        assert_eq!(status(&format!("{base}/readyz")).await, Some(503), "{name}");
+        let (code, logs) = finish(run, Duration::from_secs(30));
         assert_eq!(code, Some(1), "{name}: {logs:?}");
         assert!(started.elapsed() >= Duration::from_secs(4), "{name}: exited before startup_timeout");
         let fatal = logs.iter().find(|l| l["message"] == "fatal error").expect("a fatal error line");

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
-use crate::config::raw::{OtherActions, PresentationLists};
+use crate::config_file::raw::{OtherActions, PresentationLists};
 use crate::event::Event;
 use serde_json::Value;
 

@@ -2,8 +2,8 @@
 
 use serde_json::json;
 
-use crate::config::raw::GoogleChatFields;
-use crate::config::Problems;
+use crate::config_file::raw::GoogleChatFields;
+use crate::config_file::Problems;
 use crate::template::{object_name, Escape, RenderContext, Template};
 
 use super::template_field;

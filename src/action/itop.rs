@@ -4,8 +4,8 @@
 
 use serde_json::Value;
 
-use crate::config::raw::ItopFields;
-use crate::config::Problems;
+use crate::config_file::raw::ItopFields;
+use crate::config_file::Problems;
 use crate::template::{JsonTemplate, RenderContext, Template};
 
 use super::{headers_field, json_field, AnswerError};

@@ -15,14 +15,14 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde_json::Value;
 
-use crate::config::raw::{
+use crate::config_file::raw::{
     ActionConfig, ActionKind, ActionStatus, ActionType, AttributesFrom, CallbackWhen, ChatFields, OtherActions,
     PresentationLists,
 };
-use crate::config::Problems;
+use crate::config_file::Problems;
 use crate::connection::{check_header_name, check_header_text, Connection, UrlForm};
 use crate::expr::Expression;
-use crate::request::Request;
+use crate::request::{set_header, Request};
 use crate::template::{Escape, JsonTemplate, RenderContext, Template};
 
 /// Variables a callback mapping may read.
@@ -46,7 +46,7 @@ pub struct Action {
     /// Attribute updates taken from the answer.
     pub callback: Option<Callback>,
     /// This action's backoff policy, replacing `delivery.retry`.
-    pub retry: Option<crate::config::RetryConfig>,
+    pub retry: Option<crate::config_file::raw::RetryConfig>,
 }
 
 /// The type-specific part of an action.
@@ -107,11 +107,11 @@ pub struct AnswerError {
 pub fn compile(
     place: &str,
     raw: &ActionConfig,
-    connections: &HashMap<String, usize>,
+    connections: &HashMap<String, Option<usize>>,
     presentation: &BTreeMap<String, PresentationLists>,
     problems: &mut Problems,
 ) -> Option<Action> {
-    let before = problems.0.len();
+    let before = problems.mark();
     let connection = resolve_connection(&format!("{place}.connection"), &raw.connection, connections, problems);
     let test_connection = raw
         .test_connection
@@ -139,9 +139,9 @@ pub fn compile(
         Callback { when: cb.when, fields }
     });
     if let Some(r) = &raw.retry {
-        crate::config::check_retry(&format!("{place}.retry"), r, problems);
+        crate::config_file::check_retry(&format!("{place}.retry"), r, problems);
     }
-    if problems.0.len() > before {
+    if problems.added_since(before) {
         return None;
     }
     Some(Action {
@@ -159,7 +159,7 @@ pub fn compile(
 fn resolve_connection(
     place: &str,
     name: &str,
-    connections: &HashMap<String, usize>,
+    connections: &HashMap<String, Option<usize>>,
     problems: &mut Problems,
 ) -> Option<usize> {
     match connections.get(name) {
@@ -168,9 +168,8 @@ fn resolve_connection(
             problems.add(place, format!("no connection named {name:?} (known: {})", known.join(", ")));
             None
         }
-        // The connection itself failed to compile and was reported there.
-        Some(&usize::MAX) => None,
-        Some(&i) => Some(i),
+        // `None`: the connection itself failed to compile and was reported there.
+        Some(&index) => index,
     }
 }
 
@@ -363,14 +362,6 @@ fn whole_url(t: &Template, ctx: &RenderContext<'_>) -> String {
 fn set_headers(headers: &mut Vec<(String, String)>, extra: &[(String, Template)], ctx: &RenderContext<'_>) {
     for (k, t) in extra {
         set_header(headers, k, t.render(ctx, Escape::Header));
-    }
-}
-
-/// Sets a header, replacing one of the same (lower-case) name.
-pub fn set_header(headers: &mut Vec<(String, String)>, name: &str, value: String) {
-    match headers.iter_mut().find(|(k, _)| k == name) {
-        Some(slot) => slot.1 = value,
-        None => headers.push((name.to_string(), value)),
     }
 }
 

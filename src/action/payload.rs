@@ -9,7 +9,7 @@
 
 use serde_json::Value;
 
-use crate::config::Problems;
+use crate::config_file::Problems;
 use crate::template::{form_encode, Escape, JsonTemplate, RenderContext, Template};
 
 use super::{json_field, template_field};

@@ -3,8 +3,8 @@
 
 use serde_json::{json, Map};
 
-use crate::config::raw::RocketchatFields;
-use crate::config::Problems;
+use crate::config_file::raw::RocketchatFields;
+use crate::config_file::Problems;
 use crate::template::{object_name, Escape, RenderContext, Template};
 
 use super::template_field;
@@ -31,7 +31,7 @@ pub struct RocketchatSpec {
 
 /// Checks and compiles a Rocket.Chat action's fields.
 pub fn compile(place: &str, raw: &RocketchatFields, problems: &mut Problems) -> Option<RocketchatSpec> {
-    let before = problems.0.len();
+    let before = problems.mark();
     if raw.message.as_deref().unwrap_or("").trim().is_empty() {
         problems.add(format!("{place}.message"), "a chat action needs a message");
     }
@@ -41,7 +41,7 @@ pub fn compile(place: &str, raw: &RocketchatFields, problems: &mut Problems) -> 
     let alias = optional("alias", &raw.alias);
     let avatar_url = optional("avatar_url", &raw.avatar_url);
     let emoji = optional("emoji", &raw.emoji);
-    if problems.0.len() > before {
+    if problems.added_since(before) {
         return None;
     }
     Some(RocketchatSpec { message: message?, alias, avatar_url, emoji })

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{json, Value};
 
-use crate::config::raw::PresentationLists;
+use crate::config_file::raw::PresentationLists;
 use crate::template::{object_name, Escape, RenderContext};
 
 use super::chat::{actor_name, attribute_rows, buttons, AttributeRow, ButtonKind};

@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 
 use serde_json::{json, Map, Value};
 
-use crate::config::raw::{ActionKind, PresentationLists, TeamsFields, TeamsFormat};
-use crate::config::Problems;
+use crate::config_file::raw::{ActionKind, PresentationLists, TeamsFields, TeamsFormat};
+use crate::config_file::Problems;
 use crate::template::{object_name, Escape, RenderContext, Template};
 
 use super::chat::{actor_name, attribute_rows, buttons, Button, ButtonKind};
@@ -54,7 +54,7 @@ pub fn compile(
     presentation: &BTreeMap<String, PresentationLists>,
     problems: &mut Problems,
 ) -> Option<TeamsSpec> {
-    let before = problems.0.len();
+    let before = problems.mark();
     let chat = compile_chat(place, ActionKind::Teams, &raw.chat, presentation, problems);
     let title = raw.title.as_deref().and_then(|t| template_field(place, "title", Some(t), problems));
     let image_url = raw.image_url.as_deref().and_then(|t| template_field(place, "image_url", Some(t), problems));
@@ -64,7 +64,7 @@ pub fn compile(
             problems.add(format!("{place}.highlight_color"), format!("{c:?} is not a hex colour such as #0078D7"));
         }
     }
-    if problems.0.len() > before {
+    if problems.added_since(before) {
         return None;
     }
     Some(TeamsSpec {

@@ -1,7 +1,7 @@
 //! The generic webhook action: any method, path, headers and payload.
 
-use crate::config::raw::{HttpMethod, WebhookFields};
-use crate::config::Problems;
+use crate::config_file::raw::{HttpMethod, WebhookFields};
+use crate::config_file::Problems;
 use crate::template::{RenderContext, Template};
 
 use super::{headers_field, template_field};

@@ -93,7 +93,7 @@ pub(super) fn expand_string(text: &str, substituted: &mut Vec<String>) -> Result
 }
 
 /// YAML 1.1 readers turn `other_actions: no` into a boolean; accept it as the string it was meant to be.
-pub(super) fn normalise_yes_no(value: &mut Value) {
+pub(crate) fn normalise_yes_no(value: &mut Value) {
     if let Some(actions) = value.get_mut("actions").and_then(Value::as_array_mut) {
         for a in actions {
             if let Some(v) = a.get_mut("other_actions") {

@@ -5,12 +5,9 @@
 
 mod checks;
 mod document;
-pub mod raw;
-pub mod secret;
-pub mod units;
+mod metrics;
 
 use std::collections::{BTreeMap, HashMap};
-use std::fmt;
 use std::path::Path;
 
 use serde_json::Value;
@@ -21,41 +18,11 @@ use crate::connection::{self, Connection};
 use crate::trigger::{self, Trigger};
 
 use checks::check_delivery;
-pub(crate) use checks::check_retry;
-use document::{expand_env, normalise_yes_no, schema_problems, without_foreign_action_fields, Expanded};
+pub(crate) use document::normalise_yes_no;
+use document::{expand_env, schema_problems, without_foreign_action_fields, Expanded};
 
+pub use crate::config_file::{check_retry, raw, secret, Problem, Problems};
 pub use raw::{DeliveryConfig, DestinationConfig, PresentationLists, RetryConfig, ServerConfig, SourceConfig};
-
-/// One thing wrong with the config.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
-    /// Where: `actions[2].payload`.
-    pub place: String,
-    /// What is wrong.
-    pub message: String,
-}
-
-impl fmt::Display for Problem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.place, self.message)
-    }
-}
-
-/// Collects problems while checking, so the user sees them all at once.
-#[derive(Debug, Default)]
-pub struct Problems(pub(crate) Vec<Problem>);
-
-impl Problems {
-    /// Records one problem.
-    pub fn add(&mut self, place: impl Into<String>, message: impl Into<String>) {
-        self.0.push(Problem { place: place.into(), message: message.into() });
-    }
-
-    /// Whether nothing was recorded.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
 
 /// Why a config cannot be used.
 #[derive(Debug, Error)]
@@ -217,29 +184,31 @@ fn compile(mut raw: raw::RawConfig) -> Result<Config, ConfigError> {
             None
         }
     });
-    let mut connection_index = HashMap::new();
+    // Name -> index; `None` for one that failed to compile: still known, so that one bad
+    // connection does not also fail every action on it (its problems are reported already).
+    let mut connection_index: HashMap<String, Option<usize>> = HashMap::new();
     let mut connections = Vec::new();
     for (name, c) in &raw.connections {
         if let Some(mut conn) = connection::compile(name, c, &mut problems) {
             conn.proxy = proxy.clone();
-            connection_index.insert(name.clone(), connections.len());
+            connection_index.insert(name.clone(), Some(connections.len()));
             connections.push(conn);
         } else {
-            // Keep the name resolvable so one bad connection does not also fail every action.
-            connection_index.insert(name.clone(), usize::MAX);
+            connection_index.insert(name.clone(), None);
         }
     }
     let mut actions = Vec::new();
-    let mut action_index = HashMap::new();
+    // Likewise for actions.
+    let mut action_index: HashMap<String, Option<usize>> = HashMap::new();
     for (i, a) in raw.actions.iter().enumerate() {
         let place = format!("actions[{i}]");
-        if action_index.insert(a.name.clone(), actions.len()).is_some() {
+        if action_index.insert(a.name.clone(), Some(actions.len())).is_some() {
             problems.add(format!("{place}.name"), format!("duplicate action name {:?}", a.name));
         }
         if let Some(action) = action::compile(&place, a, &connection_index, &raw.presentation, &mut problems) {
             actions.push(action);
         } else {
-            action_index.insert(a.name.clone(), usize::MAX);
+            action_index.insert(a.name.clone(), None);
         }
     }
     // A chat webhook's URL is its credential: every connection a chat action sends

@@ -167,7 +167,7 @@ fn transport_error(e: &reqwest::Error) -> DeliveryError {
 }
 
 /// What an HTTP answer means: success, or an error with the server's `Retry-After`.
-pub fn judge_answer(kind: crate::config::raw::ActionKind, answer: &Answer) -> Attempted {
+pub fn judge_answer(kind: crate::config_file::raw::ActionKind, answer: &Answer) -> Attempted {
     let status = answer.status;
     if let Some(err) = answer_error(kind, status, &answer.body) {
         // The service said no in its body (iTop code != 0, a Slack error code).

@@ -78,11 +78,15 @@ impl InFlight {
         }
     }
 
-    /// The message waits in lane parking (see [`Ack::with_hold`]).
+    /// The message waits in lane parking (see [`Ack::with_hold`]). It gives its read-ahead
+    /// room back: held messages are bounded by lane parking itself, and the deliveries they
+    /// wait for must be able to come in.
     pub fn hold(&self) {
-        if let Some(ack) = self.settlement.lock().unwrap_or_else(|p| p.into_inner()).ack.as_mut() {
+        let mut s = self.settlement.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(ack) = s.ack.as_mut() {
             ack.hold();
         }
+        s.room.clear();
     }
 
     /// A copy of the message for the durable retry stage, without its acknowledgement.

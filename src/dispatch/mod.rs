@@ -30,7 +30,7 @@ pub use verdict::{verdict, Attempted, DeliveryError, Policy as RetryPolicy, Verd
 
 use crate::config::Config;
 use crate::metrics::{self, AttemptClass, RetryWait};
-use crate::net::{Clients, Policy};
+use crate::net::{Clients, Endpoint, Policy};
 use crate::publish::Publisher;
 use crate::request::Request;
 use crate::source::{DurableRetry, RetryInfo, RetryStage};
@@ -157,14 +157,25 @@ impl Dispatcher {
         shutdown: CancellationToken,
     ) -> Result<Arc<Dispatcher>, DispatchError> {
         let policy = Policy { allow_private: config.delivery.allow_private_networks };
-        let clients = Clients::build(&config.connections, policy, config.delivery.concurrency)?;
+        let clients = Clients::build(
+            config.connections.iter().map(|c| Endpoint {
+                name: &c.name,
+                tls: &c.tls,
+                proxy: c.proxy.as_ref(),
+                policy: c.policy(policy),
+            }),
+            config.delivery.concurrency,
+        )?;
         let stage = match retry_stage {
             RetryStage::Handoff(stage) => Some(stage),
             RetryStage::InProcess => None,
         };
-        // Held deliveries keep their read-ahead slot: at most half of them, so that the
-        // deliveries they wait for can always come back.
-        let max_held = max_pending(&config) / 2;
+        // Held deliveries give their read-ahead room back (`InFlight::hold`), so this bounds
+        // only their memory (a rendered request and its event each, a few KiB). Each one
+        // that does not fit is written to the retry stage again every time the delivery it
+        // waits for fails once more: too few, and a failing endpoint with many objects
+        // multiplies the retry records.
+        let max_held = (max_pending(&config) * 8).clamp(1_024, 16_384);
         let dispatcher = Arc::new(Dispatcher {
             sender: attempt::Sender::new(&config, clients),
             config,

@@ -7,7 +7,7 @@ use serde_json::{json, Map, Value};
 
 use super::{Answer, DeliveryError, Dispatcher, Job, Outcome, Report};
 use crate::action::Callback;
-use crate::config::raw::CallbackWhen;
+use crate::config_file::raw::CallbackWhen;
 use crate::metrics;
 use crate::output::{excerpt, now_rfc3339, DeadLetter, DeliveryResult, ErrorBody, ObjectUpdate, RequestSummary};
 use crate::publish::PublishFailure;

@@ -169,7 +169,7 @@ pub fn verdict(policy: &Policy<'_>, attempted: Attempted, attempts: u32, in_this
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::units::Duration as D;
+    use crate::config_file::units::Duration as D;
 
     fn retry() -> RetryConfig {
         RetryConfig {

@@ -8,8 +8,7 @@ use thiserror::Error;
 use super::policy::Policy;
 use super::proxy::ProxySettings;
 use super::resolver::PolicyResolver;
-use crate::config::raw::TlsConfig;
-use crate::connection::Connection;
+use crate::config_file::raw::TlsConfig;
 
 /// Why an HTTP client cannot be built.
 #[derive(Debug, Error)]
@@ -24,31 +23,48 @@ pub enum ClientError {
     },
 }
 
+/// What a client is built for: one connection's name (for errors), TLS and proxy settings,
+/// and destination policy.
+pub struct Endpoint<'a> {
+    /// The connection's name.
+    pub name: &'a str,
+    /// Its TLS settings.
+    pub tls: &'a TlsConfig,
+    /// Its proxy, if any.
+    pub proxy: Option<&'a ProxySettings>,
+    /// Where its requests may go.
+    pub policy: Policy,
+}
+
 /// One pooled client per distinct TLS setting; connections share them.
 pub struct Clients {
     by_connection: Vec<reqwest::Client>,
 }
 
 impl Clients {
-    /// Builds the clients for every connection; each keeps up to `max_idle_per_host` idle
-    /// connections to a host (`delivery.concurrency`: no more can be busy at once, so no
-    /// more are worth keeping; fewer would close and reopen connections under full load).
-    pub fn build(connections: &[Connection], policy: Policy, max_idle_per_host: usize) -> Result<Clients, ClientError> {
+    /// Builds the clients for every connection, in order; each keeps up to
+    /// `max_idle_per_host` idle connections to a host (`delivery.concurrency`: no more can be
+    /// busy at once, so no more are worth keeping; fewer would close and reopen connections
+    /// under full load).
+    pub fn build<'a>(
+        endpoints: impl IntoIterator<Item = Endpoint<'a>>,
+        max_idle_per_host: usize,
+    ) -> Result<Clients, ClientError> {
         let mut cache: HashMap<String, reqwest::Client> = HashMap::new();
-        let mut by_connection = Vec::with_capacity(connections.len());
-        for c in connections {
-            let policy = c.policy(policy);
+        let mut by_connection = Vec::new();
+        for c in endpoints {
+            let policy = c.policy;
             let key = format!(
                 "{}|{}|{}",
-                tls_key(&c.tls),
-                c.proxy.as_ref().map(ProxySettings::cache_key).unwrap_or_default(),
+                tls_key(c.tls),
+                c.proxy.map(ProxySettings::cache_key).unwrap_or_default(),
                 policy.allow_private
             );
             let client = match cache.get(&key) {
                 Some(client) => client.clone(),
                 None => {
-                    let client = build_client(&c.tls, c.proxy.as_ref(), policy, max_idle_per_host)
-                        .map_err(|message| ClientError::Tls { connection: c.name.clone(), message })?;
+                    let client = build_client(c.tls, c.proxy, policy, max_idle_per_host)
+                        .map_err(|message| ClientError::Tls { connection: c.name.to_string(), message })?;
                     cache.insert(key, client.clone());
                     client
                 }

@@ -15,6 +15,6 @@ mod policy;
 mod proxy;
 mod resolver;
 
-pub use clients::{ClientError, Clients};
+pub use clients::{ClientError, Clients, Endpoint};
 pub use policy::{refused_in, Policy};
 pub use proxy::{ProxyError, ProxySettings};

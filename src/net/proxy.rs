@@ -12,7 +12,7 @@ use thiserror::Error;
 
 use super::policy::{Policy, Refused};
 use super::resolver::same_host;
-use crate::config::raw::ProxyConfig;
+use crate::config_file::raw::ProxyConfig;
 
 /// A destination sent through the proxy whose name does not resolve here: it cannot be
 /// checked, so it is not sent (retried like any network error).

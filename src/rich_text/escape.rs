@@ -5,16 +5,31 @@
 /// Escapes `&`, `<`, `>` and `"` for HTML text and attributes.
 pub fn html_escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
+    escape_into(&mut out, text, false);
+    out
+}
+
+/// Escapes `text` for XML character data and quoted attribute values (`'` too); characters
+/// XML 1.0 cannot carry at all (most C0 controls, U+FFFE, U+FFFF) are dropped.
+pub fn xml_escape_into(out: &mut String, text: &str) {
+    escape_into(out, text, true);
+}
+
+/// The one markup escape: HTML's, and with `xml` also `'` and what XML cannot carry.
+fn escape_into(out: &mut String, text: &str, xml: bool) {
     for c in text.chars() {
         match c {
             '&' => out.push_str("&amp;"),
             '<' => out.push_str("&lt;"),
             '>' => out.push_str("&gt;"),
             '"' => out.push_str("&quot;"),
+            '\'' if xml => out.push_str("&apos;"),
+            c if xml
+                && !matches!(c, '\t' | '\n' | '\r')
+                && ((c as u32) < 0x20 || c == '\u{FFFE}' || c == '\u{FFFF}') => {}
             c => out.push(c),
         }
     }
-    out
 }
 
 /// Decodes the named entities editors produce and numeric ones.
@@ -95,7 +110,10 @@ mod tests {
 
     #[test]
     fn escapes_and_strips() {
-        assert_eq!(html_escape("a<b>&\"c\""), "a&lt;b&gt;&amp;&quot;c&quot;");
+        assert_eq!(html_escape("a<b>&\"c\"'\u{1}"), "a&lt;b&gt;&amp;&quot;c&quot;'\u{1}");
+        let mut xml = String::new();
+        xml_escape_into(&mut xml, "a<b>&\"c\"'\u{1}\t\u{FFFE}");
+        assert_eq!(xml, "a&lt;b&gt;&amp;&quot;c&quot;&apos;\t");
         assert_eq!(
             html_to_text("<p>Hello <b>world</b></p><ul><li>one</li><li>two &amp; three</li></ul>"),
             "Hello world\n\n- one\n- two & three"

@@ -1,7 +1,7 @@
 //! Rich text: what an attribute's HTML becomes in plain text and in each chat service's
 //! markup, with escaping in one place.
 //!
-//! - [`escape`]: HTML escaping, entity decoding, HTML to plain text.
+//! - [`escape`]: HTML and XML escaping, entity decoding, HTML to plain text.
 //! - [`chat`]: a rendered chat message (the user's text, HTML, fenced values) to each chat
 //!   service's markup ([`chat::Dialect`]), and truncation to a service's limits.
 //! - [`html`]: HTML values (attributes the event declares HTML, case-log entries) parsed
@@ -16,7 +16,7 @@ pub mod chat;
 pub mod escape;
 pub mod html;
 
-pub use escape::{decode_entities, html_escape, html_to_text};
+pub use escape::{decode_entities, html_escape, html_to_text, xml_escape_into};
 
 /// What a substituted value holds, for the chat markup escaping.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -7,8 +7,8 @@ use async_trait::async_trait;
 use sha2::{Digest, Sha256};
 
 use super::{PublishError, Sink};
-use crate::config::raw::NatsCredentials;
 use crate::config::SourceConfig;
+use crate::config_file::raw::NatsCredentials;
 use crate::source::nats::connect::{connect, error_chain, NatsClient};
 use crate::source::nats::subject::{is_publish_subject, subject_matches};
 use crate::source::nats::NatsError;

@@ -28,7 +28,7 @@ impl FileSource {
     /// Reads `path` (`-` = stdin); with `follow`, waits for more lines at the end. Lines
     /// are read up to `delivery.max_event_bytes`' default (1 MiB).
     pub fn new(path: &str, follow: bool) -> FileSource {
-        let max = crate::config::raw::DeliveryConfig::default().max_event_bytes.0;
+        let max = crate::config_file::raw::DeliveryConfig::default().max_event_bytes.0;
         FileSource { path: path.to_string(), follow, max_event_bytes: usize::try_from(max).unwrap_or(usize::MAX) }
     }
 

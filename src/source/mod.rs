@@ -15,6 +15,8 @@ pub mod nats;
 
 pub use coords::{Coords, KafkaRecord, NatsRecord};
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
@@ -170,9 +172,49 @@ pub trait DurableRetry: Send + Sync {
     /// Stores the delivery; returns once the store is durable.
     async fn schedule(&self, message: &Message, info: RetryInfo, delay: Duration) -> Result<(), ScheduleError>;
 
-    /// The deliveries found waiting in the stage since the last call ([`FoundAway`]).
+    /// The deliveries found waiting in the stage since the last call (`FoundAway`).
     fn take_found(&self) -> Vec<FoundAway> {
         Vec::new()
+    }
+}
+
+/// A durable retry stage in two steps, for which [`DurableRetry`] is implemented once: the
+/// record is made from the message before any future starts (a future holding `&Message`
+/// would not be `Send`: the message is not `Sync`), then stored.
+pub(crate) trait TwoStepRetry: Send + Sync {
+    /// What is stored.
+    type Record: Send;
+    /// Why making or storing it failed.
+    type Error: Into<ScheduleError> + Send;
+    /// The record of a delivery of `message`, due after `delay`.
+    fn record(&self, message: &Message, info: &RetryInfo, delay: Duration) -> Result<Self::Record, Self::Error>;
+    /// Stores it; returns once the store is durable.
+    fn store(&self, record: Self::Record) -> impl Future<Output = Result<(), Self::Error>> + Send;
+    /// The deliveries found waiting in the stage since the last call (`FoundAway`).
+    fn take_found(&self) -> Vec<FoundAway> {
+        Vec::new()
+    }
+}
+
+// Written out rather than with `#[async_trait]`: the record is made before the future starts.
+impl<T: TwoStepRetry> DurableRetry for T {
+    fn schedule<'life0, 'life1, 'async_trait>(
+        &'life0 self,
+        message: &'life1 Message,
+        info: RetryInfo,
+        delay: Duration,
+    ) -> Pin<Box<dyn Future<Output = Result<(), ScheduleError>> + Send + 'async_trait>>
+    where
+        'life0: 'async_trait,
+        'life1: 'async_trait,
+        Self: 'async_trait,
+    {
+        let record = self.record(message, &info, delay);
+        Box::pin(async move { self.store(record.map_err(Into::into)?).await.map_err(Into::into) })
+    }
+
+    fn take_found(&self) -> Vec<FoundAway> {
+        TwoStepRetry::take_found(self)
     }
 }
 

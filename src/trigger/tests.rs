@@ -115,7 +115,7 @@ fn log_update_matches_case_log_entries() {
     // A log_update trigger cannot be linked to a webhook action, so its matching is tested directly.
     let t = crate::trigger::Trigger {
         name: "log".into(),
-        on: crate::config::raw::TriggerOn::LogUpdate,
+        on: crate::config_file::raw::TriggerOn::LogUpdate,
         class: "Ticket".into(),
         state: None,
         attributes: vec!["public_log".into()],

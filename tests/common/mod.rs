@@ -1,8 +1,10 @@
 //! The harness every suite includes: the HTTP receiver ([`Receiver`], real, on port 0, records
 //! what arrived and answers as told), event builders, and helpers to run the bridge over a
-//! JSON Lines file.
+//! JSON Lines file, a bridge process's output and the ops address it reports ([`Output`]),
+//! and a port nothing listens on ([`ClosedPort`]).
 #![allow(dead_code)]
 
+mod child;
 mod receiver;
 
 use std::sync::Arc;
@@ -10,6 +12,8 @@ use std::sync::Arc;
 use serde_json::Value;
 
 // Each suite uses a part of the harness.
+#[allow(unused_imports)]
+pub use child::{ops_addr_in, ClosedPort, Output};
 #[allow(unused_imports)]
 pub use receiver::{Receiver, Reply, Seen};
 
@@ -58,6 +62,27 @@ impl Run {
             out = self.path("responses.jsonl"),
             dl = self.path("dead-letter.jsonl"),
         )
+    }
+
+    /// A whole config built as a value, never spliced together as text: the header above
+    /// (file source and outputs, no ops server, private networks allowed), with `delivery`'s
+    /// keys set in its `delivery` and `rest`'s (connections, actions, triggers…) beside it.
+    /// JSON is YAML, so the result is given to [`Run::run`] as it is.
+    pub fn config(&self, delivery: Value, rest: Value) -> String {
+        let mut config = serde_json::json!({
+            "source": {"type": "file", "path": self.path("events.jsonl")},
+            "responses": {"type": "file", "path": self.path("responses.jsonl")},
+            "dead_letter": {"type": "file", "path": self.path("dead-letter.jsonl")},
+            "server": {"listen": null},
+            "delivery": {"allow_private_networks": true},
+        });
+        for (key, value) in delivery.as_object().into_iter().flatten() {
+            config["delivery"][key] = value.clone();
+        }
+        for (key, value) in rest.as_object().into_iter().flatten() {
+            config[key] = value.clone();
+        }
+        config.to_string()
     }
 
     /// Runs the bridge to the end of the events file.

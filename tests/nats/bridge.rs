@@ -1,5 +1,6 @@
 //! The bridge as users run it: `hookbridge run --config …` in a subprocess, with its log in a
-//! file, `/readyz` and `/metrics` on a free port, stopped by SIGTERM or SIGKILL.
+//! file, `/readyz` and `/metrics` on the port it picks and reports, stopped by SIGTERM or
+//! SIGKILL.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -13,22 +14,15 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_hookbridge");
 pub struct Bridge {
     child: Option<Child>,
     pub log: PathBuf,
-    pub metrics_port: u16,
     status: Option<ExitStatus>,
 }
 
-/// A free TCP port on 127.0.0.1.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 impl Bridge {
-    /// Writes `yaml` as `<name>.yaml` in `dir` and runs the bridge on it. `yaml` may use
-    /// `{metrics}`, replaced by a free port for `server.listen`.
+    /// Writes `yaml` as `<name>.yaml` in `dir` and runs the bridge on it. With
+    /// `server.listen: "127.0.0.1:0"` the bridge picks its ops port and logs it.
     pub fn start(dir: &Path, name: &str, yaml: &str, env: &[(&str, &str)]) -> Bridge {
-        let metrics_port = free_port();
         let config = dir.join(format!("{name}.yaml"));
-        std::fs::write(&config, yaml.replace("{metrics}", &metrics_port.to_string())).unwrap();
+        std::fs::write(&config, yaml).unwrap();
         let log = dir.join(format!("{name}.log"));
         let out = std::fs::File::create(&log).unwrap();
         let child = Command::new(BIN)
@@ -40,21 +34,27 @@ impl Bridge {
             .stderr(Stdio::from(out))
             .spawn()
             .unwrap();
-        Bridge { child: Some(child), log, metrics_port, status: None }
+        Bridge { child: Some(child), log, status: None }
     }
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// `http://<addr>` of the ops server, once the bridge has reported it in its log.
+    fn ops_base(&self) -> Option<String> {
+        crate::common::ops_addr_in(&self.log()).map(|addr| format!("http://{addr}"))
+    }
+
     /// Waits until `/readyz` answers 200; panics with the log if the bridge exits first.
     pub async fn wait_ready(&mut self) {
-        let url = format!("http://127.0.0.1:{}/readyz", self.metrics_port);
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if let Ok(r) = reqwest::get(&url).await {
-                if r.status() == 200 {
-                    return;
+            if let Some(base) = self.ops_base() {
+                if let Ok(r) = reqwest::get(format!("{base}/readyz")).await {
+                    if r.status() == 200 {
+                        return;
+                    }
                 }
             }
             if let Some(status) = self.try_status() {
@@ -67,7 +67,8 @@ impl Bridge {
 
     /// The `/metrics` text.
     pub async fn metrics(&self) -> String {
-        reqwest::get(format!("http://127.0.0.1:{}/metrics", self.metrics_port)).await.unwrap().text().await.unwrap()
+        let base = self.ops_base().unwrap_or_else(|| panic!("no ops server address in the log:\n{}", self.log()));
+        reqwest::get(format!("{base}/metrics")).await.unwrap().text().await.unwrap()
     }
 
     /// The value of one sample, by its exact name and labels as printed.

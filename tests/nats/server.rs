@@ -1,5 +1,6 @@
-//! A real nats-server with JetStream on a free port and a temporary store, killed on drop
-//! and restartable on the same port and store (so streams and consumers survive).
+//! A real nats-server with JetStream on the port it picks (`-p -1`, read back from its log)
+//! and a temporary store, killed on drop and restartable on the same port and store (so
+//! streams and consumers survive).
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -33,16 +34,16 @@ pub struct NatsServer {
 }
 
 impl NatsServer {
-    /// Starts a server with JetStream on a free port.
+    /// Starts a server with JetStream on a port of its choosing.
     pub async fn start() -> NatsServer {
         NatsServer::start_with(&[]).await
     }
 
     /// Starts a server with extra command-line arguments (e.g. `--user`, `--pass`).
     pub async fn start_with(extra: &[&str]) -> NatsServer {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let mut server = NatsServer {
-            port,
+            // Chosen by the server at its first start (see `spawn`).
+            port: 0,
             store: tempfile::tempdir().unwrap(),
             child: None,
             extra: extra.iter().map(|s| s.to_string()).collect(),
@@ -62,7 +63,14 @@ impl NatsServer {
     async fn spawn(&mut self) {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path()).unwrap();
         let child = Command::new(binary())
-            .args(["-js", "-a", "127.0.0.1", "-p", &self.port.to_string(), "-sd"])
+            .args([
+                "-js",
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &if self.port == 0 { "-1".to_string() } else { self.port.to_string() },
+                "-sd",
+            ])
             .arg(self.store.path().join("js"))
             .args(&self.extra)
             .stdout(Stdio::from(log.try_clone().unwrap()))
@@ -77,6 +85,10 @@ impl NatsServer {
             let starts = text.matches("Server is ready").count();
             let spawned = text.matches("Starting nats-server").count();
             if spawned > 0 && starts == spawned {
+                if self.port == 0 {
+                    self.port =
+                        listening_port(&text).unwrap_or_else(|| panic!("nats-server reported no port:\n{text}"));
+                }
                 return;
             }
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
@@ -122,6 +134,12 @@ impl Drop for NatsServer {
             let _ = child.wait();
         }
     }
+}
+
+/// The client port a nats-server reports: "Listening for client connections on <host>:<port>".
+fn listening_port(log: &str) -> Option<u16> {
+    let addr = log.lines().find_map(|l| l.split("Listening for client connections on ").nth(1))?;
+    addr.trim().rsplit(':').next()?.parse().ok()
 }
 
 /// Sends a signal to a process by id.

@@ -21,13 +21,11 @@ use rdkafka::consumer::Consumer;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde::{Deserialize, Serialize};
-use std::future::Future;
-use std::pin::Pin;
 
 use super::client::Logging;
 use super::KafkaError;
 use crate::event::{parse_event, CloudEventHeaders};
-use crate::source::{Coords, DurableRetry, FoundAway, FoundBook, KafkaRecord, Message, RetryInfo, ScheduleError};
+use crate::source::{Coords, FoundAway, FoundBook, KafkaRecord, Message, RetryInfo, TwoStepRetry};
 
 /// Header holding the [`RetryInfo`] as JSON.
 pub const INFO_HEADER: &str = "hookbridge-retry";
@@ -229,6 +227,19 @@ impl KafkaRetry {
         let producer = settings.create_with_context(Logging).map_err(KafkaError::Settings)?;
         Ok(KafkaRetry { producer, topic: topic.to_string(), group: group.to_string(), map, found })
     }
+}
+
+/// A retry record ready to be produced.
+pub(crate) struct Parked {
+    partition: i32,
+    key: String,
+    payload: Vec<u8>,
+    headers: OwnedHeaders,
+}
+
+impl TwoStepRetry for KafkaRetry {
+    type Record = Parked;
+    type Error = KafkaError;
 
     /// Builds the retry record of a delivery; synchronous, so that the future sending it
     /// does not hold the message (which is not `Sync`).
@@ -252,7 +263,7 @@ impl KafkaRetry {
         })
     }
 
-    async fn send(&self, parked: Parked) -> Result<(), KafkaError> {
+    async fn store(&self, parked: Parked) -> Result<(), KafkaError> {
         let record = FutureRecord::to(&self.topic)
             .partition(parked.partition)
             .key(&parked.key)
@@ -266,38 +277,7 @@ impl KafkaRetry {
             .map(|_| ())
             .map_err(|(source, _)| KafkaError::Produce { topic: self.topic.clone(), source })
     }
-}
 
-/// A retry record ready to be produced.
-struct Parked {
-    partition: i32,
-    key: String,
-    payload: Vec<u8>,
-    headers: OwnedHeaders,
-}
-
-// Written out rather than with `#[async_trait]`: the message must be read before the future
-// starts, since a future holding `&Message` would not be `Send`.
-impl DurableRetry for KafkaRetry {
-    fn schedule<'life0, 'life1, 'async_trait>(
-        &'life0 self,
-        message: &'life1 Message,
-        info: RetryInfo,
-        delay: Duration,
-    ) -> Pin<Box<dyn Future<Output = Result<(), ScheduleError>> + Send + 'async_trait>>
-    where
-        'life0: 'async_trait,
-        'life1: 'async_trait,
-        Self: 'async_trait,
-    {
-        let record = self.record(message, &info, delay);
-        Box::pin(async move {
-            match record {
-                Ok(parked) => Ok(self.send(parked).await?),
-                Err(e) => Err(e.into()),
-            }
-        })
-    }
     fn take_found(&self) -> Vec<FoundAway> {
         self.found.take()
     }

@@ -9,7 +9,7 @@ use async_nats::{Client, ConnectOptions, Event, ServerAddr};
 use tokio::sync::watch;
 
 use super::error::NatsError;
-use crate::config::raw::NatsCredentials;
+use crate::config_file::raw::NatsCredentials;
 
 /// How often the client pings the server: a half-open TCP connection is found within two
 /// of these, instead of the library's default minute.
@@ -173,7 +173,7 @@ pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::secret::SecretRef;
+    use crate::config_file::secret::SecretRef;
 
     #[test]
     fn comma_separated_servers() {

@@ -11,8 +11,6 @@
 //! (`<consumer>-retry`), shared by the replicas like the main one; a record not yet due is
 //! NAKed with the remaining delay, so JetStream holds it until then.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::time::Duration;
 
 use async_nats::header::{HeaderName, HeaderValue};
@@ -28,7 +26,7 @@ use tokio::sync::watch;
 use super::connect::{error_chain, NatsClient};
 use super::error::NatsError;
 use super::subject::subject_matches;
-use crate::source::{Coords, DurableRetry, Message, NatsRecord, RetryInfo};
+use crate::source::{Coords, Message, NatsRecord, RetryInfo, TwoStepRetry};
 
 /// Header holding the [`RetryInfo`] as JSON.
 pub const INFO_HEADER: &str = "hookbridge-retry";
@@ -198,7 +196,7 @@ pub struct NatsRetry {
 }
 
 /// A retry record ready to be published.
-struct Parked {
+pub(crate) struct Parked {
     headers: HeaderMap,
     payload: Vec<u8>,
     /// Its `Nats-Msg-Id`.
@@ -215,6 +213,35 @@ impl NatsRetry {
             subject: subject.to_string(),
         }
     }
+}
+
+/// The `Nats-Msg-Id` of a retry record: the same for the same step of the same delivery, so
+/// that the stream's duplicate window keeps one record per step.
+///
+/// A step is named by the original message, the delivery, the attempts made, and the record
+/// it came from (none for the first, which comes from the event). When a process dies after
+/// storing a record but before the ack of the one it came from is confirmed, that one comes
+/// back, its attempt is made again, and the record it leads to is the one already stored:
+/// without the id, two records would carry the delivery on, each to its own end (two
+/// results, two dead letters). The record it came from keeps ids apart when a delivery is
+/// parked again with unchanged attempts behind an earlier one of its object.
+fn record_id(origin: &Origin, info: &RetryInfo, from: Option<u64>) -> String {
+    let step = serde_json::to_vec(&(
+        &origin.stream,
+        origin.sequence,
+        &info.trigger,
+        &info.action,
+        info.mention,
+        info.attempts,
+        from,
+    ))
+    .expect("a tuple serializes");
+    Sha256::digest(&step).iter().take(16).map(|b| format!("{b:02x}")).collect()
+}
+
+impl TwoStepRetry for NatsRetry {
+    type Record = Parked;
+    type Error = ScheduleError;
 
     /// Builds the record of a delivery; synchronous, so that the future publishing it does
     /// not hold the message (which is not `Sync`).
@@ -232,7 +259,7 @@ impl NatsRetry {
         Ok(Parked { headers, payload: message.payload.clone(), id })
     }
 
-    async fn send(&self, parked: Parked) -> Result<(), ScheduleError> {
+    async fn store(&self, parked: Parked) -> Result<(), ScheduleError> {
         let failed = |detail: String| ScheduleError::Publish { stream: self.stream.clone(), detail };
         let id = parked.id;
         let mut connections = self.connections.clone();
@@ -262,54 +289,6 @@ impl NatsRetry {
             tracing::debug!(stream = %self.stream, sequence = ack.sequence, id = %id, "nats: retry record stored");
         }
         Ok(())
-    }
-}
-
-/// The `Nats-Msg-Id` of a retry record: the same for the same step of the same delivery, so
-/// that the stream's duplicate window keeps one record per step.
-///
-/// A step is named by the original message, the delivery, the attempts made, and the record
-/// it came from (none for the first, which comes from the event). When a process dies after
-/// storing a record but before the ack of the one it came from is confirmed, that one comes
-/// back, its attempt is made again, and the record it leads to is the one already stored:
-/// without the id, two records would carry the delivery on, each to its own end (two
-/// results, two dead letters). The record it came from keeps ids apart when a delivery is
-/// parked again with unchanged attempts behind an earlier one of its object.
-fn record_id(origin: &Origin, info: &RetryInfo, from: Option<u64>) -> String {
-    let step = serde_json::to_vec(&(
-        &origin.stream,
-        origin.sequence,
-        &info.trigger,
-        &info.action,
-        info.mention,
-        info.attempts,
-        from,
-    ))
-    .expect("a tuple serializes");
-    Sha256::digest(&step).iter().take(16).map(|b| format!("{b:02x}")).collect()
-}
-
-// Written out rather than with `#[async_trait]`: the message must be read before the future
-// starts, since a future holding `&Message` would not be `Send`.
-impl DurableRetry for NatsRetry {
-    fn schedule<'life0, 'life1, 'async_trait>(
-        &'life0 self,
-        message: &'life1 Message,
-        info: RetryInfo,
-        delay: Duration,
-    ) -> Pin<Box<dyn Future<Output = Result<(), crate::source::ScheduleError>> + Send + 'async_trait>>
-    where
-        'life0: 'async_trait,
-        'life1: 'async_trait,
-        Self: 'async_trait,
-    {
-        let record = self.record(message, &info, delay);
-        Box::pin(async move {
-            match record {
-                Ok(parked) => Ok(self.send(parked).await?),
-                Err(e) => Err(e.into()),
-            }
-        })
     }
 }
 

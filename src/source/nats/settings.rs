@@ -6,8 +6,8 @@ use std::time::Duration;
 use async_nats::jetstream::consumer::pull::Config as PullConfig;
 use async_nats::jetstream::consumer::AckPolicy;
 
-use crate::config::raw::{default_nats_retry_stream, default_nats_retry_subject, NatsCredentials};
 use crate::config::{Config, SourceConfig};
+use crate::config_file::raw::{default_nats_retry_stream, default_nats_retry_subject, NatsCredentials};
 
 /// `ack_wait` of a consumer the bridge creates. Progress acks go out every third of it.
 pub const DEFAULT_ACK_WAIT: Duration = Duration::from_secs(30);

@@ -175,7 +175,7 @@ fn shipped_and_example_configs_pass_the_schema_and_serde() {
     let mut actions = 0;
     for file in &files {
         let mut config: Value = serde_norway::from_str(&std::fs::read_to_string(file).unwrap()).unwrap();
-        crate::config::document::normalise_yes_no(&mut config);
+        crate::config::normalise_yes_no(&mut config);
         for action in config["actions"].as_array().into_iter().flatten() {
             let errors: Vec<String> = validator.iter_errors(action).map(|e| e.to_string()).collect();
             assert!(errors.is_empty(), "{file}: {action}: {errors:?}");
