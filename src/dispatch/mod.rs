@@ -175,7 +175,7 @@ impl Dispatcher {
         // that does not fit is written to the retry stage again every time the delivery it
         // waits for fails once more: too few, and a failing endpoint with many objects
         // multiplies the retry records.
-        let max_held = (max_pending(&config) * 8).clamp(1_024, 16_384);
+        let max_held = (max_pending(&config) * 16).clamp(2_048, 16_384);
         let dispatcher = Arc::new(Dispatcher {
             sender: attempt::Sender::new(&config, clients),
             config,
