@@ -241,12 +241,6 @@ async fn duplicates_and_takeover_after_sigkill_at_a_steady_rate() {
 /// parked delivery goes on from its latest copy.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retry_records_read_again_after_a_crash_are_not_delivered_twice() {
-    use hookbridge::internals::source::kafka::{encode, Origin};
-    use hookbridge::internals::source::RetryInfo;
-    use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
-    use rdkafka::producer::FutureRecord;
-    use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
-
     let broker = Broker::start();
     broker.create_topics(&["changes", "changes.retry", "responses", "dead-letter"], 1);
     let rx = Receiver::slow(Duration::from_millis(1)).await;
@@ -254,42 +248,14 @@ async fn retry_records_read_again_after_a_crash_are_not_delivered_twice() {
     broker.produce_many("changes", &(0..10).map(|n| (format!("k{n}"), value(n))).collect::<Vec<_>>()).await;
     // What a crashed replica left: source position 5 committed, and in the retry partition
     // two copies of e2's delivery, one of e7 (at or past 5: the source replays it) and e3.
-    let group: BaseConsumer = broker.config().set("group.id", "replayed").create().unwrap();
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset("changes", 0, Offset::Offset(5)).unwrap();
-    group.commit(&tpl, CommitMode::Sync).unwrap();
-    let producer = broker.producer();
+    commit_position(&broker, "replayed", 5);
     let past = chrono::Utc::now().timestamp_millis() - 1000;
     for (event, attempts) in [(2, 1), (7, 2), (2, 3), (3, 1)] {
-        let info = RetryInfo {
-            trigger: "created".into(),
-            action: "hook".into(),
-            mention: None,
-            attempts,
-            first_attempt_ms: past,
-        };
-        let origin = Origin { topic: "changes".into(), partition: 0, offset: event };
-        let payload = value(event);
-        let key = format!("UserRequest::k{event}");
-        let record = FutureRecord::to("changes.retry").partition(0).key(&key).payload(&payload).headers(encode(
-            &[],
-            &info,
-            past,
-            &origin,
-            "replayed",
-        ));
-        producer.send(record, Duration::from_secs(10)).await.map_err(|(e, _)| e).unwrap();
+        let object = format!("UserRequest::k{event}");
+        park(&broker, "replayed", &value(event), &object, event, attempts, past, past).await;
     }
 
-    let setup = Setup {
-        brokers: &broker.addr,
-        group: "replayed",
-        topic: "changes",
-        delivery: "concurrency: 8",
-        body: webhook_body(&rx.url("/hook")),
-        listen: None,
-    };
-    let bridge = crate::bridge::InProcess::start(&setup.yaml());
+    let bridge = bridge_of(&broker, "replayed", &rx);
     let mut responses = broker.reader("responses");
     responses.until("seven results", Duration::from_secs(30), |rs| rs.len() >= 7).await;
     // Time for anything that should not come.
@@ -381,12 +347,6 @@ async fn events_final_past_a_stuck_one_are_not_delivered_again_after_a_crash() {
 /// waiting one came when due, after them).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_delivery_waiting_in_the_retry_topic_after_a_crash_is_not_overtaken() {
-    use hookbridge::internals::source::kafka::{encode, Origin};
-    use hookbridge::internals::source::RetryInfo;
-    use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
-    use rdkafka::producer::FutureRecord;
-    use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
-
     let broker = Broker::start();
     broker.create_topics(&["changes", "changes.retry", "responses", "dead-letter"], 1);
     let rx = Receiver::slow(Duration::from_millis(1)).await;
@@ -394,36 +354,11 @@ async fn a_delivery_waiting_in_the_retry_topic_after_a_crash_is_not_overtaken() 
     broker.produce_many("changes", &(0..6).map(|n| ("k".to_string(), value(n))).collect::<Vec<_>>()).await;
     // What a crashed replica left: e0's delivery parked in the retry topic, due in 4 s, and
     // the source position past it; e1-e5 not read yet.
-    let group: BaseConsumer = broker.config().set("group.id", "overtaken").create().unwrap();
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset("changes", 0, Offset::Offset(1)).unwrap();
-    group.commit(&tpl, CommitMode::Sync).unwrap();
+    commit_position(&broker, "overtaken", 1);
     let (t0, now) = (std::time::Instant::now(), chrono::Utc::now().timestamp_millis());
-    let info = RetryInfo {
-        trigger: "created".into(),
-        action: "hook".into(),
-        mention: None,
-        attempts: 2,
-        first_attempt_ms: now,
-    };
-    let origin = Origin { topic: "changes".into(), partition: 0, offset: 0 };
-    let payload = value(0);
-    let record = FutureRecord::to("changes.retry")
-        .partition(0)
-        .key("UserRequest::k")
-        .payload(&payload)
-        .headers(encode(&[], &info, now + 4_000, &origin, "overtaken"));
-    broker.producer().send(record, Duration::from_secs(10)).await.map_err(|(e, _)| e).unwrap();
+    park(&broker, "overtaken", &value(0), "UserRequest::k", 0, 2, now, now + 4_000).await;
 
-    let setup = Setup {
-        brokers: &broker.addr,
-        group: "overtaken",
-        topic: "changes",
-        delivery: "concurrency: 8",
-        body: webhook_body(&rx.url("/hook")),
-        listen: None,
-    };
-    let bridge = crate::bridge::InProcess::start(&setup.yaml());
+    let bridge = bridge_of(&broker, "overtaken", &rx);
     let mut responses = broker.reader("responses");
     responses.until("six results", Duration::from_secs(30), |rs| rs.len() >= 6).await;
     bridge.stop().await;
@@ -432,4 +367,58 @@ async fn a_delivery_waiting_in_the_retry_topic_after_a_crash_is_not_overtaken() 
     assert_eq!(seqs, vec![0, 1, 2, 3, 4, 5], "the object's events in order, the waiting one first");
     assert!(rx.seen()[0].at.duration_since(t0) >= Duration::from_secs(3), "e0 came when due, the others behind it");
     assert_eq!(broker.committed("overtaken", "changes"), BTreeMap::from([(0, 6)]));
+}
+
+/// What a crashed replica of `group` committed on the one partition of `changes`.
+fn commit_position(broker: &Broker, group: &str, position: i64) {
+    use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+    use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+
+    let consumer: BaseConsumer = broker.config().set("group.id", group).create().unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset("changes", 0, Offset::Offset(position)).unwrap();
+    consumer.commit(&tpl, CommitMode::Sync).unwrap();
+}
+
+/// A retry record that a replica of `group` left for the `created`/`hook` delivery of the
+/// event at `offset` of `changes`/0, after `attempts`, due at `not_before` (unix ms).
+#[allow(clippy::too_many_arguments)]
+async fn park(
+    broker: &Broker,
+    group: &str,
+    payload: &[u8],
+    object: &str,
+    offset: i64,
+    attempts: u32,
+    first_attempt_ms: i64,
+    not_before: i64,
+) {
+    use hookbridge::internals::source::kafka::{encode, Origin};
+    use hookbridge::internals::source::RetryInfo;
+    use rdkafka::producer::FutureRecord;
+
+    let info =
+        RetryInfo { trigger: "created".into(), action: "hook".into(), mention: None, attempts, first_attempt_ms };
+    let origin = Origin { topic: "changes".into(), partition: 0, offset };
+    let record = FutureRecord::to("changes.retry").partition(0).key(object).payload(payload).headers(encode(
+        &[],
+        &info,
+        not_before,
+        &origin,
+        group,
+    ));
+    broker.producer().send(record, Duration::from_secs(10)).await.map_err(|(e, _)| e).unwrap();
+}
+
+/// A bridge of `group` on `changes`, delivering to `rx` with eight requests at most at once.
+fn bridge_of(broker: &Broker, group: &str, rx: &Receiver) -> crate::bridge::InProcess {
+    let setup = Setup {
+        brokers: &broker.addr,
+        group,
+        topic: "changes",
+        delivery: "concurrency: 8",
+        body: webhook_body(&rx.url("/hook")),
+        listen: None,
+    };
+    crate::bridge::InProcess::start(&setup.yaml())
 }
