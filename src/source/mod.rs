@@ -150,7 +150,10 @@ impl FoundBook {
 
     /// Takes what was found since the last call.
     pub fn take(&self) -> Vec<FoundAway> {
-        if !self.any.swap(false, std::sync::atomic::Ordering::SeqCst) {
+        // Read first: a swap on every delivery would write the shared flag from every worker.
+        if !self.any.load(std::sync::atomic::Ordering::Acquire)
+            || !self.any.swap(false, std::sync::atomic::Ordering::SeqCst)
+        {
             return Vec::new();
         }
         std::mem::take(&mut *self.found.lock().unwrap_or_else(|p| p.into_inner()))
