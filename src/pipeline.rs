@@ -132,11 +132,11 @@ pub async fn run(
     }
     let all_done = pending.acquire_many(limit as u32);
     let drained = if shutdown.is_cancelled() {
-        tokio::time::timeout(config.delivery.shutdown_timeout.0, all_done).await.is_ok()
+        tokio::time::timeout(config.delivery.shutdown_timeout, all_done).await.is_ok()
     } else {
         tokio::select! {
             _ = all_done => true,
-            _ = async { shutdown.cancelled().await; tokio::time::sleep(config.delivery.shutdown_timeout.0).await } => false,
+            _ = async { shutdown.cancelled().await; tokio::time::sleep(config.delivery.shutdown_timeout).await } => false,
         }
     };
     delivery_stop.cancel();

@@ -4,6 +4,34 @@ use std::time::{Duration, SystemTime};
 
 use crate::config_file::raw::RetryConfig;
 
+/// Backoff and attempt budget, compiled from a `retry` block (of `delivery` or of an
+/// action): plain durations.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Backoff {
+    /// Attempts in all, the first included.
+    pub max_attempts: u32,
+    /// The delay after the first failed attempt.
+    pub initial: Duration,
+    /// The longest delay, `Retry-After` included.
+    pub max: Duration,
+    /// Growth of the delay per attempt.
+    pub multiplier: f64,
+    /// Spread of each delay, as a share of it (0.2: ±20 %).
+    pub jitter: f64,
+}
+
+impl From<&RetryConfig> for Backoff {
+    fn from(raw: &RetryConfig) -> Backoff {
+        Backoff {
+            max_attempts: raw.max_attempts,
+            initial: raw.initial.0,
+            max: raw.max.0,
+            multiplier: raw.multiplier,
+            jitter: raw.jitter,
+        }
+    }
+}
+
 /// Whether an HTTP status is worth retrying: 408, 429 and 5xx are; other 4xx are not.
 pub fn status_is_retryable(status: u16) -> bool {
     status == 408 || status == 429 || (500..600).contains(&status)
@@ -11,17 +39,17 @@ pub fn status_is_retryable(status: u16) -> bool {
 
 /// The delay before attempt `attempt + 1`, or `None` when `attempt` was the last allowed.
 /// `unit` in [0, 1) is the jitter draw, so tests are deterministic.
-pub fn next_delay(policy: &RetryConfig, attempt: u32, retry_after: Option<Duration>, unit: f64) -> Option<Duration> {
+pub fn next_delay(policy: &Backoff, attempt: u32, retry_after: Option<Duration>, unit: f64) -> Option<Duration> {
     if attempt >= policy.max_attempts {
         return None;
     }
-    let cap = policy.max.0;
+    let cap = policy.max;
     if let Some(server) = retry_after {
         // The server knows best when it can take the request again; still bounded by `max`.
         return Some(server.min(cap));
     }
     let exp = policy.multiplier.powi(attempt.saturating_sub(1).min(64) as i32);
-    let base = (policy.initial.0.as_secs_f64() * exp).min(cap.as_secs_f64());
+    let base = (policy.initial.as_secs_f64() * exp).min(cap.as_secs_f64());
     let spread = policy.jitter * (2.0 * unit - 1.0);
     let jittered = (base * (1.0 + spread)).clamp(0.0, cap.as_secs_f64());
     Some(Duration::from_secs_f64(jittered))
@@ -40,13 +68,12 @@ pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config_file::units::Duration as D;
 
-    fn policy() -> RetryConfig {
-        RetryConfig {
+    fn policy() -> Backoff {
+        Backoff {
             max_attempts: 5,
-            initial: D(Duration::from_secs(1)),
-            max: D(Duration::from_secs(10)),
+            initial: Duration::from_secs(1),
+            max: Duration::from_secs(10),
             multiplier: 2.0,
             jitter: 0.2,
         }
@@ -61,7 +88,7 @@ mod tests {
         assert_eq!(d[2], Some(Duration::from_secs(4)));
         assert_eq!(d[3], Some(Duration::from_secs(8)));
         assert_eq!(d[4], None);
-        let capped = next_delay(&RetryConfig { max_attempts: 50, ..p.clone() }, 20, None, 0.5);
+        let capped = next_delay(&Backoff { max_attempts: 50, ..p.clone() }, 20, None, 0.5);
         assert_eq!(capped, Some(Duration::from_secs(10)));
     }
 

@@ -76,10 +76,7 @@ pub async fn run(config: Arc<Config>, shutdown: CancellationToken) -> Result<(),
         let responses = open_sink("responses", &config.responses, &config.source).await?;
         let dead_letter = open_sink("dead_letter", &config.dead_letter, &config.source).await?;
         let source = crate::source::open(&config, crate::dispatch::max_pending(&config)).await?;
-        Ok::<_, StartError>((
-            Publisher::new(responses, dead_letter, config.delivery.max_dead_letter_raw.0 as usize),
-            source,
-        ))
+        Ok::<_, StartError>((Publisher::new(responses, dead_letter, config.delivery.max_dead_letter_raw), source))
     };
     let opened = tokio::select! {
         opened = opened => Some(opened?),
@@ -217,8 +214,7 @@ pub async fn send_one(
             })
         }
     };
-    let publisher =
-        Publisher::new(Arc::new(Discard), Arc::new(Discard), config.delivery.max_dead_letter_raw.0 as usize);
+    let publisher = Publisher::new(Arc::new(Discard), Arc::new(Discard), config.delivery.max_dead_letter_raw);
     let dispatcher = Dispatcher::new(config.clone(), publisher, RetryStage::InProcess, CancellationToken::new())?;
     let message = Message { payload: raw, headers: Vec::new(), coords: Coords::Send, ack: Ack::none(), retry: None };
     let inflight = Arc::new(InFlight::new(event, message, 1, None));

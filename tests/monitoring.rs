@@ -73,19 +73,14 @@ impl Bridge {
     }
 
     fn sigterm(&self) {
-        Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
+        common::sigterm(&self.child);
     }
 
     /// Waits for the exit; returns the status and stderr.
-    fn wait(mut self, within: Duration) -> (std::process::ExitStatus, String) {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return (status, self.stderr.finish());
-            }
-            assert!(Instant::now() < deadline, "hookbridge did not exit within {within:?}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+    async fn wait(mut self, within: Duration) -> (std::process::ExitStatus, String) {
+        let status = common::exit_within(&mut self.child, within).await;
+        let status = status.unwrap_or_else(|| panic!("hookbridge did not exit within {within:?}"));
+        (status, self.stderr.finish())
     }
 }
 
@@ -223,7 +218,7 @@ async fn metrics_and_healthz_answer_during_the_drain() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     assert!(scrapes >= 5, "{scrapes} scrapes");
-    let (status, logs) = bridge.wait(Duration::from_secs(15));
+    let (status, logs) = bridge.wait(Duration::from_secs(15)).await;
     assert!(status.success(), "exit status {status:?}\n{logs}");
     assert!(started.elapsed() >= Duration::from_secs(4), "exited before the drain deadline");
 }

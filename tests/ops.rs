@@ -29,19 +29,8 @@ async fn wait_ready(base: &str) {
     panic!("{base}/readyz never became ready");
 }
 
-fn sigterm(child: &Child) {
-    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
-}
-
-fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        assert!(Instant::now() < deadline, "process did not exit within {within:?}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+async fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
+    common::exit_within(child, within).await.unwrap_or_else(|| panic!("process did not exit within {within:?}"))
 }
 
 struct Bridge {
@@ -159,8 +148,8 @@ async fn metrics_pass_promtool_health_and_graceful_shutdown() {
         String::from_utf8_lossy(&promtool.stdout),
         String::from_utf8_lossy(&promtool.stderr)
     );
-    sigterm(&bridge.child);
-    let status = wait_exit(&mut bridge.child, Duration::from_secs(10));
+    common::sigterm(&bridge.child);
+    let status = wait_exit(&mut bridge.child, Duration::from_secs(10)).await;
     assert!(status.success(), "exit status {status:?}");
     let logs = bridge.stderr.finish();
     for line in logs.lines() {
@@ -183,8 +172,8 @@ async fn secrets_never_appear_in_logs_results_or_render() {
         assert!(Instant::now() < deadline);
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    sigterm(&bridge.child);
-    wait_exit(&mut bridge.child, Duration::from_secs(10));
+    common::sigterm(&bridge.child);
+    wait_exit(&mut bridge.child, Duration::from_secs(10)).await;
     let logs = bridge.stderr.finish();
     let out = bridge.child.wait_with_output().unwrap();
     let everything = format!(

@@ -151,12 +151,8 @@ async fn no_output_shows_a_secret() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let metrics = reqwest::get(format!("{base}/metrics")).await.unwrap().text().await.unwrap();
-    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while child.try_wait().unwrap().is_none() {
-        assert!(Instant::now() < deadline, "no exit after SIGTERM");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    common::sigterm(&child);
+    assert!(common::exit_within(&mut child, Duration::from_secs(15)).await.is_some(), "no exit after SIGTERM");
     let logs = format!("{}{}", stderr.finish(), output_text(&child.wait_with_output().unwrap()));
     let results = std::fs::read_to_string(&responses).unwrap();
     let dead = std::fs::read_to_string(dir.path().join("dead-letter.jsonl")).unwrap_or_default();

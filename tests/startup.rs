@@ -63,19 +63,12 @@ async fn reported_nats_port(log: &Output) -> u16 {
 
 /// Waits for the exit; returns the exit code and the log lines, each checked to be one flat
 /// JSON object (fields beside `message`, no nested `fields`).
-fn finish(run: Running, within: Duration) -> (Option<i32>, Vec<Value>) {
+async fn finish(run: Running, within: Duration) -> (Option<i32>, Vec<Value>) {
     let Running { mut child, mut stderr } = run;
-    let deadline = Instant::now() + within;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("hookbridge did not exit within {within:?}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
+    let Some(status) = common::exit_within(&mut child, within).await else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("hookbridge did not exit within {within:?}");
     };
     let text = stderr.finish();
     let lines = text
@@ -90,10 +83,6 @@ fn finish(run: Running, within: Duration) -> (Option<i32>, Vec<Value>) {
     (status.code(), lines)
 }
 
-fn sigterm(child: &Child) {
-    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
-}
-
 const NO_TRIGGERS: &str = r#"
 source: {type: file, path: "{dir}/events.jsonl"}
 responses: {type: file, path: "{dir}/responses.jsonl"}
@@ -101,11 +90,11 @@ dead_letter: {type: file, path: "{dir}/dead-letter.jsonl"}
 server: {listen: null}
 "#;
 
-#[test]
-fn run_refuses_a_config_without_triggers_and_check_warns() {
+#[tokio::test]
+async fn run_refuses_a_config_without_triggers_and_check_warns() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("events.jsonl"), "{\"not\": \"read\"}\n").unwrap();
-    let (code, logs) = finish(start(dir.path(), NO_TRIGGERS), Duration::from_secs(10));
+    let (code, logs) = finish(start(dir.path(), NO_TRIGGERS), Duration::from_secs(10)).await;
     assert_eq!(code, Some(2), "{logs:?}");
     let refusal = logs.iter().find(|l| l["level"] == "ERROR").expect("an error line");
     assert!(refusal["message"].as_str().unwrap().contains("allow_no_triggers"), "{refusal}");
@@ -123,13 +112,13 @@ fn run_refuses_a_config_without_triggers_and_check_warns() {
 
     // Meant: runs, reads the file, exits 0.
     let (code, logs) =
-        finish(start(dir.path(), &format!("{NO_TRIGGERS}allow_no_triggers: true\n")), Duration::from_secs(10));
+        finish(start(dir.path(), &format!("{NO_TRIGGERS}allow_no_triggers: true\n")), Duration::from_secs(10)).await;
     assert_eq!(code, Some(0), "{logs:?}");
     assert!(dir.path().join("dead-letter.jsonl").exists(), "the invalid line was read and dead-lettered");
 }
 
-#[test]
-fn a_fatal_error_is_a_json_log_line() {
+#[tokio::test]
+async fn a_fatal_error_is_a_json_log_line() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("events.jsonl"), "").unwrap();
     // The ops port is taken: the start fails.
@@ -139,7 +128,7 @@ fn a_fatal_error_is_a_json_log_line() {
         NO_TRIGGERS
             .replace("server: {listen: null}", &format!("server: {{listen: \"{}\"}}", taken.local_addr().unwrap()))
     );
-    let (code, logs) = finish(start(dir.path(), &yaml), Duration::from_secs(10));
+    let (code, logs) = finish(start(dir.path(), &yaml), Duration::from_secs(10)).await;
     assert_eq!(code, Some(1), "{logs:?}");
     let fatal = logs.iter().find(|l| l["message"] == "fatal error").expect("a fatal error line");
     assert_eq!(fatal["level"], "ERROR");
@@ -214,8 +203,8 @@ async fn nats_unreachable_at_start_is_not_ready_then_ready() {
     let _server_log = Output::collect(server.stderr.take().unwrap());
     // Retries back off to at most 30 s; the first ones are at 0.5, 1, 2, 4 s.
     wait_status(&format!("{base}/readyz"), 200, Duration::from_secs(40)).await;
-    sigterm(&run.child);
-    let (code, logs) = finish(run, Duration::from_secs(15));
+    common::sigterm(&run.child);
+    let (code, logs) = finish(run, Duration::from_secs(15)).await;
     let _ = server.kill();
     let _ = server.wait();
     assert_eq!(code, Some(0), "{logs:?}");
@@ -255,7 +244,7 @@ startup_timeout: 4s
         let base = run.stderr.ops_base(Duration::from_secs(10)).await;
         wait_status(&format!("{base}/healthz"), 200, Duration::from_secs(10)).await;
         assert_eq!(status(&format!("{base}/readyz")).await, Some(503), "{name}");
-        let (code, logs) = finish(run, Duration::from_secs(30));
+        let (code, logs) = finish(run, Duration::from_secs(30)).await;
         assert_eq!(code, Some(1), "{name}: {logs:?}");
         assert!(started.elapsed() >= Duration::from_secs(4), "{name}: exited before startup_timeout");
         let fatal = logs.iter().find(|l| l["message"] == "fatal error").expect("a fatal error line");

@@ -46,7 +46,7 @@ pub struct Action {
     /// Attribute updates taken from the answer.
     pub callback: Option<Callback>,
     /// This action's backoff policy, replacing `delivery.retry`.
-    pub retry: Option<crate::config_file::raw::RetryConfig>,
+    pub retry: Option<crate::retry::Backoff>,
 }
 
 /// The type-specific part of an action.
@@ -152,7 +152,7 @@ pub fn compile(
         test_connection,
         spec: spec?,
         callback,
-        retry: raw.retry.clone(),
+        retry: raw.retry.as_ref().map(crate::retry::Backoff::from),
     })
 }
 

@@ -1,6 +1,7 @@
 //! Checks of the delivery settings.
 
-use super::{check_retry, DeliveryConfig, Problems, MAX_CONCURRENCY};
+use super::{check_retry, Problems, MAX_CONCURRENCY};
+use crate::config_file::raw::DeliveryConfig;
 
 pub(super) fn check_delivery(d: &DeliveryConfig, problems: &mut Problems) {
     if d.concurrency == 0 {

@@ -4,8 +4,11 @@
 //! with its place (`actions[2].payload`) and cause.
 
 mod checks;
+mod delivery;
 mod document;
+pub(crate) mod kafka_topics;
 mod metrics;
+pub(crate) mod nats_subject;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -22,7 +25,8 @@ pub(crate) use document::normalise_yes_no;
 use document::{expand_env, schema_problems, without_foreign_action_fields, Expanded};
 
 pub use crate::config_file::{check_retry, raw, secret, Problem, Problems};
-pub use raw::{DeliveryConfig, DestinationConfig, PresentationLists, RetryConfig, ServerConfig, SourceConfig};
+pub use delivery::Delivery;
+pub use raw::{DestinationConfig, PresentationLists, ServerConfig, SourceConfig};
 
 /// Why a config cannot be used.
 #[derive(Debug, Error)]
@@ -63,7 +67,7 @@ pub struct Config {
     /// Operations endpoint.
     pub server: ServerConfig,
     /// Delivery settings.
-    pub delivery: DeliveryConfig,
+    pub delivery: Delivery,
     /// Connections; actions refer to them by index.
     pub connections: Vec<Connection>,
     /// Actions; triggers refer to them by index.
@@ -158,10 +162,9 @@ fn compile(mut raw: raw::RawConfig) -> Result<Config, ConfigError> {
     if let SourceConfig::Nats { credentials, .. } = &raw.source {
         check_nats_secrets("source.credentials", credentials, &mut problems);
     }
-    for (place, message) in crate::source::kafka::topics::check(
-        &raw.source,
-        &[("responses", &raw.responses), ("dead_letter", &raw.dead_letter)],
-    ) {
+    for (place, message) in
+        kafka_topics::check(&raw.source, &[("responses", &raw.responses), ("dead_letter", &raw.dead_letter)])
+    {
         problems.add(place, message);
     }
     compile_nats_retry(&mut raw, &mut problems);
@@ -253,7 +256,7 @@ fn compile(mut raw: raw::RawConfig) -> Result<Config, ConfigError> {
         responses: raw.responses,
         dead_letter: raw.dead_letter,
         server: raw.server,
-        delivery: raw.delivery,
+        delivery: Delivery::from(&raw.delivery),
         connections,
         actions,
         triggers,
@@ -326,12 +329,12 @@ fn compile_nats_retry(raw: &mut raw::RawConfig, problems: &mut Problems) {
     if !given_subject && !names_ok {
         return;
     }
-    if !crate::source::nats::subject::is_publish_subject(subject) {
+    if !nats_subject::is_publish_subject(subject) {
         problems.add(
             "source.retry_subject",
             format!("{subject:?} is not a subject one can publish to (dot-separated tokens, no wildcards, no spaces)"),
         );
-    } else if let Some(filter) = subjects.iter().find(|f| crate::source::nats::subject::subject_matches(f, subject)) {
+    } else if let Some(filter) = subjects.iter().find(|f| nats_subject::subject_matches(f, subject)) {
         problems.add(
             "source.retry_subject",
             format!(

@@ -81,7 +81,7 @@ impl Sender {
             clients,
             global: Arc::new(Semaphore::new(concurrency)),
             limits,
-            default_timeout: config.delivery.timeout.0,
+            default_timeout: config.delivery.timeout,
         }
     }
 

@@ -371,10 +371,10 @@ impl Dispatcher {
             return failed(DeliveryError::InvalidRequest(job.invalid.join("; ")));
         }
         let size = job.request.size();
-        if size as u64 > delivery.max_request_bytes.0 {
+        if size as u64 > delivery.max_request_bytes {
             return failed(DeliveryError::TooLarge(format!(
                 "rendered request is {size} bytes, over delivery.max_request_bytes ({})",
-                delivery.max_request_bytes.0
+                delivery.max_request_bytes
             )));
         }
         if delivery.dry_run {

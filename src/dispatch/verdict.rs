@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use thiserror::Error;
 
-use crate::config::RetryConfig;
 use crate::metrics::AttemptClass;
+use crate::retry::Backoff;
 use crate::retry::{next_delay, status_is_retryable};
 
 /// Why a delivery is not delivered (yet). Every variant has a bounded `reason()` label and
@@ -139,7 +139,7 @@ pub enum Verdict {
 #[derive(Debug, Clone)]
 pub struct Policy<'a> {
     /// Backoff and attempt budget.
-    pub retry: &'a RetryConfig,
+    pub retry: &'a Backoff,
     /// Attempts in process (this run) before handing over to the durable stage.
     pub quick_attempts: u32,
     /// Whether a durable retry stage exists.
@@ -169,13 +169,12 @@ pub fn verdict(policy: &Policy<'_>, attempted: Attempted, attempts: u32, in_this
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config_file::units::Duration as D;
 
-    fn retry() -> RetryConfig {
-        RetryConfig {
+    fn retry() -> Backoff {
+        Backoff {
             max_attempts: 4,
-            initial: D(Duration::from_secs(1)),
-            max: D(Duration::from_secs(60)),
+            initial: Duration::from_secs(1),
+            max: Duration::from_secs(60),
             multiplier: 2.0,
             jitter: 0.0,
         }

@@ -7,10 +7,10 @@ use async_trait::async_trait;
 use sha2::{Digest, Sha256};
 
 use super::{PublishError, Sink};
+use crate::config::nats_subject::{is_publish_subject, subject_matches};
 use crate::config::SourceConfig;
 use crate::config_file::raw::NatsCredentials;
 use crate::source::nats::connect::{connect, error_chain, NatsClient};
-use crate::source::nats::subject::{is_publish_subject, subject_matches};
 use crate::source::nats::NatsError;
 
 /// Header that carries the message key (`class::key`), since NATS messages have none.

@@ -28,13 +28,16 @@ impl FileSource {
     /// Reads `path` (`-` = stdin); with `follow`, waits for more lines at the end. Lines
     /// are read up to `delivery.max_event_bytes`' default (1 MiB).
     pub fn new(path: &str, follow: bool) -> FileSource {
-        let max = crate::config_file::raw::DeliveryConfig::default().max_event_bytes.0;
-        FileSource { path: path.to_string(), follow, max_event_bytes: usize::try_from(max).unwrap_or(usize::MAX) }
+        FileSource {
+            path: path.to_string(),
+            follow,
+            max_event_bytes: crate::config::Delivery::default().max_event_bytes,
+        }
     }
 
     /// Reads lines only up to `bytes` (`delivery.max_event_bytes`).
-    pub fn with_max_event_bytes(mut self, bytes: u64) -> FileSource {
-        self.max_event_bytes = usize::try_from(bytes).unwrap_or(usize::MAX);
+    pub fn with_max_event_bytes(mut self, bytes: usize) -> FileSource {
+        self.max_event_bytes = bytes;
         self
     }
 }
@@ -148,7 +151,7 @@ mod tests {
     use super::*;
     use serde_json::{json, Value};
 
-    async fn read_all(input: &[u8], max: u64) -> Vec<Message> {
+    async fn read_all(input: &[u8], max: usize) -> Vec<Message> {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("events.jsonl");
         std::fs::write(&path, input).unwrap();

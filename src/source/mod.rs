@@ -265,7 +265,7 @@ pub enum SourceError {
 pub(crate) async fn open(config: &Config, max_pending: usize) -> Result<Box<dyn Source>, OpenError> {
     Ok(match &config.source {
         SourceConfig::File { path, follow } => {
-            Box::new(file::FileSource::new(path, *follow).with_max_event_bytes(config.delivery.max_event_bytes.0))
+            Box::new(file::FileSource::new(path, *follow).with_max_event_bytes(config.delivery.max_event_bytes))
         }
         SourceConfig::Kafka { .. } => Box::new(kafka::source::KafkaSource::open(config, max_pending)?),
         SourceConfig::Nats { .. } => Box::new(nats::open_source(config, max_pending).await?),

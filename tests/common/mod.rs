@@ -1,7 +1,7 @@
 //! The harness every suite includes: the HTTP receiver ([`Receiver`], real, on port 0, records
 //! what arrived and answers as told), event builders, and helpers to run the bridge over a
 //! JSON Lines file, a bridge process's output and the ops address it reports ([`Output`]),
-//! and a port nothing listens on ([`ClosedPort`]).
+//! a port nothing listens on ([`ClosedPort`]), and a child's stop ([`sigterm`], [`exit_within`]).
 #![allow(dead_code)]
 
 mod child;
@@ -13,7 +13,7 @@ use serde_json::Value;
 
 // Each suite uses a part of the harness.
 #[allow(unused_imports)]
-pub use child::{ops_addr_in, ClosedPort, Output};
+pub use child::{exit_within, ops_addr_in, sigterm, ClosedPort, Output};
 #[allow(unused_imports)]
 pub use receiver::{Receiver, Reply, Seen};
 

@@ -122,18 +122,25 @@ impl Process {
 
     /// Sends SIGTERM.
     pub fn terminate(&self) {
-        let status = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
-        assert!(status.success());
+        crate::common::sigterm(&self.child);
     }
 
-    pub fn wait(&mut self, limit: Duration) -> ExitStatus {
-        let deadline = Instant::now() + limit;
+    pub async fn wait(&mut self, limit: Duration) -> ExitStatus {
+        let status = crate::common::exit_within(&mut self.child, limit).await;
+        status.unwrap_or_else(|| panic!("{} did not exit within {limit:?}:\n{}", self.name, self.log_tail()))
+    }
+
+    /// `http://<addr>` of the ops server, once the replica has logged it (started with
+    /// `listen: "127.0.0.1:0"`, it picks its own port).
+    pub async fn ops_base(&self, within: Duration) -> String {
+        let deadline = Instant::now() + within;
         loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            if let Some(addr) = crate::common::ops_addr_in(&log) {
+                return format!("http://{addr}");
             }
-            assert!(Instant::now() < deadline, "{} did not exit within {limit:?}:\n{}", self.name, self.log_tail());
-            std::thread::sleep(Duration::from_millis(50));
+            assert!(Instant::now() < deadline, "{} reported no ops address:\n{}", self.name, self.log_tail());
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 

@@ -11,7 +11,7 @@ use serde_json::json;
 use crate::bridge::{webhook_body, Process, Setup};
 use crate::broker::Broker;
 use crate::common::{Receiver, Reply, Seen};
-use crate::{check_order, free_port, parsed, source_lag, ticket, wait_until};
+use crate::{check_order, parsed, source_lag, ticket, wait_until};
 
 const PARTITIONS: i32 = 4;
 
@@ -35,14 +35,15 @@ fn topics(broker: &Broker) {
     broker.create_topics(&["responses", "dead-letter"], 2);
 }
 
-fn replica(broker: &Broker, dir: &Path, name: &str, group: &str, url: &str, listen: Option<u16>) -> Process {
+/// A replica of `group`; with `ops`, its ops server listens on a port it picks itself.
+fn replica(broker: &Broker, dir: &Path, name: &str, group: &str, url: &str, ops: bool) -> Process {
     let yaml = Setup {
         brokers: &broker.addr,
         group,
         topic: "changes",
         delivery: "concurrency: 64",
         body: webhook_body(url),
-        listen: listen.map(|p| format!("127.0.0.1:{p}")),
+        listen: ops.then(|| "127.0.0.1:0".to_string()),
     }
     .yaml();
     Process::start(name, dir, &yaml)
@@ -78,7 +79,7 @@ async fn a_replica_killed_at_one_third_is_taken_over_by_two_started_together() {
     broker.produce_many("changes", &ordered_events(OBJECTS, PER_OBJECT)).await;
     let dir = tempfile::tempdir().unwrap();
 
-    let mut a = replica(&broker, dir.path(), "replica-a", "order", &rx.url("/hook"), None);
+    let mut a = replica(&broker, dir.path(), "replica-a", "order", &rx.url("/hook"), false);
     wait_until(
         "a third delivered by the first replica",
         Duration::from_secs(60),
@@ -88,9 +89,8 @@ async fn a_replica_killed_at_one_third_is_taken_over_by_two_started_together() {
     .await;
     a.kill();
     let first_phase = rx.seen();
-    let (port_b, port_c) = (free_port(), free_port());
-    let mut b = replica(&broker, dir.path(), "replica-b", "order", &rx.url("/hook"), Some(port_b));
-    let mut c = replica(&broker, dir.path(), "replica-c", "order", &rx.url("/hook"), Some(port_c));
+    let mut b = replica(&broker, dir.path(), "replica-b", "order", &rx.url("/hook"), true);
+    let mut c = replica(&broker, dir.path(), "replica-c", "order", &rx.url("/hook"), true);
     let started = Instant::now();
 
     // Every event has a `delivered` result on the responses topic, within 60 s.
@@ -117,10 +117,11 @@ async fn a_replica_killed_at_one_third_is_taken_over_by_two_started_together() {
     }
 
     // Lag per partition, from the replicas' metrics: zero everywhere once all is final.
+    let (ops_b, ops_c) = (b.ops_base(Duration::from_secs(10)).await, c.ops_base(Duration::from_secs(10)).await);
     let deadline = Instant::now() + Duration::from_secs(20);
     let lag = loop {
-        let mut lag = source_lag(port_b).await;
-        lag.extend(source_lag(port_c).await);
+        let mut lag = source_lag(&ops_b).await;
+        lag.extend(source_lag(&ops_c).await);
         lag.retain(|p, _| p.starts_with("changes/"));
         if (lag.len() == PARTITIONS as usize && lag.values().all(|v| *v == 0)) || Instant::now() > deadline {
             break lag;
@@ -133,8 +134,8 @@ async fn a_replica_killed_at_one_third_is_taken_over_by_two_started_together() {
     // SIGTERM: both drain and exit 0 within shutdown_timeout (10 s).
     b.terminate();
     c.terminate();
-    assert!(b.wait(Duration::from_secs(10)).success(), "{}", b.log_tail());
-    assert!(c.wait(Duration::from_secs(10)).success(), "{}", c.log_tail());
+    assert!(b.wait(Duration::from_secs(10)).await.success(), "{}", b.log_tail());
+    assert!(c.wait(Duration::from_secs(10)).await.success(), "{}", c.log_tail());
     assert_eq!(broker.committed("order", "changes"), broker.end_offsets("changes"), "committed vs end offsets");
     assert_eq!(broker.end_offsets("changes").values().sum::<i64>(), total as i64);
 
@@ -173,7 +174,7 @@ async fn duplicates_and_takeover_after_sigkill_at_a_steady_rate() {
     let rx = Receiver::slow(Duration::from_millis(2)).await;
     broker.produce_many("changes", &ordered_events(OBJECTS, PER_OBJECT)).await;
     let dir = tempfile::tempdir().unwrap();
-    let mut current = replica(&broker, dir.path(), "run-0", "steady", &rx.url("/hook"), None);
+    let mut current = replica(&broker, dir.path(), "run-0", "steady", &rx.url("/hook"), false);
     let mut kills = Vec::new();
     for (i, share) in [25, 50, 75].into_iter().enumerate() {
         wait_until(
@@ -186,7 +187,7 @@ async fn duplicates_and_takeover_after_sigkill_at_a_steady_rate() {
         current.kill();
         let killed_at = Instant::now();
         let before = rx.seen();
-        current = replica(&broker, dir.path(), &format!("run-{}", i + 1), "steady", &rx.url("/hook"), None);
+        current = replica(&broker, dir.path(), &format!("run-{}", i + 1), "steady", &rx.url("/hook"), false);
         wait_until(
             "a delivery after the restart",
             Duration::from_secs(60),
@@ -205,7 +206,7 @@ async fn duplicates_and_takeover_after_sigkill_at_a_steady_rate() {
     )
     .await;
     current.terminate();
-    assert!(current.wait(Duration::from_secs(10)).success(), "{}", current.log_tail());
+    assert!(current.wait(Duration::from_secs(10)).await.success(), "{}", current.log_tail());
     assert_eq!(broker.committed("steady", "changes"), broker.end_offsets("changes"));
     let hits = rx.seen();
     let duplicates: usize = per_object(&hits).iter().map(|(k, seqs)| check_order(k, seqs, PER_OBJECT)).sum();
@@ -333,7 +334,7 @@ async fn events_final_past_a_stuck_one_are_not_delivered_again_after_a_crash() {
     .await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     b.terminate();
-    assert!(b.wait(Duration::from_secs(10)).success(), "{}", b.log_tail());
+    assert!(b.wait(Duration::from_secs(10)).await.success(), "{}", b.log_tail());
     let hits = rx.seen();
     let again: Vec<&str> = hits.iter().filter(|h| h.key != "R-stuck").map(|h| h.key.as_str()).collect::<Vec<_>>();
     assert_eq!(again.len(), 200, "each of the 200 once: {} requests", again.len());

@@ -23,7 +23,6 @@ mod soak;
 mod subscriptions;
 
 use std::collections::{BTreeMap, HashSet};
-use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
 use broker::Record;
@@ -36,10 +35,6 @@ pub async fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> b
         assert!(Instant::now() < deadline, "timed out after {limit:?} waiting for {what}\n{}", context());
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-}
-
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 pub fn ticket(id: &str, key: &str, object: Value) -> Vec<u8> {
@@ -76,8 +71,8 @@ pub fn check_order(object: &str, seqs: &[i64], count: i64) -> usize {
 }
 
 /// `hookbridge_source_lag` lines of a replica's /metrics: "topic/partition" -> lag.
-pub async fn source_lag(port: u16) -> BTreeMap<String, i64> {
-    let Ok(resp) = reqwest::get(format!("http://127.0.0.1:{port}/metrics")).await else {
+pub async fn source_lag(ops: &str) -> BTreeMap<String, i64> {
+    let Ok(resp) = reqwest::get(format!("{ops}/metrics")).await else {
         return BTreeMap::new();
     };
     let text = resp.text().await.unwrap_or_default();

@@ -57,8 +57,17 @@ struct Report {
     early_after_429: usize,
     /// Records written to the retry topic in all.
     retry_records: i64,
+    /// Of those, records of a delivery written again with no attempt since its previous
+    /// record: a follower that came back before its lane's head was done and was parked
+    /// once more.
+    retry_records_without_attempt: usize,
     /// How often the replicas logged what explains a late or out-of-order delivery.
     telling_logs: Vec<(&'static str, usize)>,
+    /// The first order violations within a replica, with when they happened and when the
+    /// replicas were started and killed: what to look for in the logs.
+    violations_seen: Vec<String>,
+    /// The replicas' logs, kept when the run saw an order violation within a replica.
+    logs_kept: Option<std::path::PathBuf>,
     seconds: f64,
 }
 
@@ -213,7 +222,7 @@ async fn run(plan: Plan) -> Report {
         r.terminate();
     }
     for r in &mut running {
-        assert!(r.wait(Duration::from_secs(15)).success(), "{}", r.log_tail());
+        assert!(r.wait(Duration::from_secs(15)).await.success(), "{}", r.log_tail());
     }
     let ends = broker.end_offsets("changes");
     assert_eq!(broker.committed("chaos", "changes"), ends, "committed offsets vs end offsets");
@@ -253,6 +262,7 @@ async fn run(plan: Plan) -> Report {
     let mut last_global: HashMap<String, i64> = HashMap::new();
     let mut last_in_replica: HashMap<(String, String), i64> = HashMap::new();
     let (mut order_violations, mut within) = (0, 0);
+    let mut violations_seen = Vec::new();
     for h in hits.iter().filter(|h| h.delivered()) {
         if !seen.insert((h.key.clone(), h.seq)) {
             continue;
@@ -265,8 +275,24 @@ async fn run(plan: Plan) -> Report {
         let last = last_in_replica.entry((h.replica.clone(), h.key.clone())).or_insert(-1);
         if h.seq < *last {
             within += 1;
+            if violations_seen.len() < 20 {
+                violations_seen.push(format!(
+                    "{} at {:.3} s: object {} seq {} after seq {}",
+                    h.replica,
+                    h.at.duration_since(started).as_secs_f64(),
+                    h.key,
+                    h.seq,
+                    *last
+                ));
+            }
         }
         *last = (*last).max(h.seq);
+    }
+    if within > 0 {
+        let mut timeline: Vec<(f64, String)> =
+            killed.iter().map(|(r, at)| (at.duration_since(started).as_secs_f64(), format!("{r} killed"))).collect();
+        timeline.sort_by(|a, b| a.0.total_cmp(&b.0));
+        violations_seen.extend(timeline.into_iter().map(|(at, what)| format!("{at:.3} s: {what}")));
     }
     let delivered_requests = hits.iter().filter(|h| h.delivered()).count();
     let mut after_429: BTreeMap<(String, i64), Instant> = BTreeMap::new();
@@ -292,9 +318,29 @@ async fn run(plan: Plan) -> Report {
         order_violations_within_a_replica: within,
         early_after_429,
         retry_records: broker.end_offsets("changes.retry").values().sum(),
+        retry_records_without_attempt: rewritten_without_attempt(&broker.read_all("changes.retry").await),
         telling_logs: telling_logs(dir.path()),
+        violations_seen,
+        logs_kept: (within > 0).then(|| dir.keep()),
         seconds,
     }
+}
+
+/// Retry records of a delivery (origin and action) with the same attempt count as its
+/// previous record.
+fn rewritten_without_attempt(records: &[crate::broker::Record]) -> usize {
+    let mut attempts: HashMap<(String, String), u64> = HashMap::new();
+    let mut again = 0;
+    for r in records {
+        let text = |h: &str| String::from_utf8_lossy(r.header(h).unwrap_or_default()).into_owned();
+        let info: serde_json::Value = serde_json::from_str(&text("hookbridge-retry")).unwrap_or_default();
+        let key = (text("hookbridge-retry-origin"), info["action"].as_str().unwrap_or_default().to_string());
+        let n = info["attempts"].as_u64().unwrap_or_default();
+        if attempts.insert(key, n) == Some(n) {
+            again += 1;
+        }
+    }
+    again
 }
 
 /// Log lines of every replica of the run that explain a late or out-of-order delivery.
@@ -319,9 +365,15 @@ fn telling_logs(dir: &Path) -> Vec<(&'static str, usize)> {
 
 fn print(name: &str, r: &Report) {
     eprintln!(
-        "kafka chaos soak ({name}): {} events in {:.0} s: {} delivered, {} dead-lettered ({} of them delivered just before a SIGKILL), lost 0; {} duplicates; first deliveries out of order per object: {} in all, {} within a replica; {} retries sooner than Retry-After; {} retry records written; replica logs: {:?}",
-        r.total, r.seconds, r.delivered, r.dead_lettered, r.delivered_then_dead_lettered_across_a_crash, r.duplicates, r.order_violations, r.order_violations_within_a_replica, r.early_after_429, r.retry_records, r.telling_logs
+        "kafka chaos soak ({name}): {} events in {:.0} s: {} delivered, {} dead-lettered ({} of them delivered just before a SIGKILL), lost 0; {} duplicates; first deliveries out of order per object: {} in all, {} within a replica; {} retries sooner than Retry-After; {} retry records written ({} of them again with no attempt since the last); replica logs: {:?}",
+        r.total, r.seconds, r.delivered, r.dead_lettered, r.delivered_then_dead_lettered_across_a_crash, r.duplicates, r.order_violations, r.order_violations_within_a_replica, r.early_after_429, r.retry_records, r.retry_records_without_attempt, r.telling_logs
     );
+    for line in &r.violations_seen {
+        eprintln!("  {line}");
+    }
+    if let Some(dir) = &r.logs_kept {
+        eprintln!("  replica logs kept in {}", dir.display());
+    }
 }
 
 /// The short run: 1,500 events over 50 objects, killed at half, then two replicas; first

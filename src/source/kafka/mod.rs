@@ -32,7 +32,6 @@ pub(crate) mod replay;
 pub mod retry;
 pub(crate) mod shared;
 pub(crate) mod source;
-pub(crate) mod topics;
 
 use thiserror::Error;
 

@@ -26,8 +26,8 @@ use super::rebalance::{MainContext, RetryContext};
 use super::replay::{DeliveryKey, Verdict};
 use super::retry;
 use super::shared::{Handover, Shared};
-use super::topics::Subscription;
 use super::KafkaError;
+use crate::config::kafka_topics::Subscription;
 use crate::source::{Ack, Coords, Message, RetryInfo, Settle};
 use layout::LayoutState;
 

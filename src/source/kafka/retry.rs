@@ -40,7 +40,7 @@ pub const GROUP_HEADER: &str = "hookbridge-retry-group";
 
 /// Which retry partition holds the deliveries of which source partition: the source
 /// partitions of all subscribed topics, numbered one after the other in the layout order of
-/// [`super::topics::Subscription::layout`]. Partitions added to the last topic, and topics
+/// [`crate::config::kafka_topics::Subscription::layout`]. Partitions added to the last topic, and topics
 /// that sort last, extend the layout without moving the partitions before them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RetryMap {

@@ -29,8 +29,8 @@ use super::poller::{ErrorLog, Poller};
 use super::rebalance::{MainContext, RetryContext};
 use super::retry::{KafkaRetry, MapCell, Waiting};
 use super::shared::{Handover, Shared};
-use super::topics::{self, Subscription};
 use super::KafkaError;
+use crate::config::kafka_topics::{self as topics, Subscription};
 use crate::config::{Config, SourceConfig};
 use crate::source::{Message, RetryStage, Source, SourceError};
 
@@ -62,7 +62,7 @@ impl KafkaSource {
         let subscription = Subscription::parse(topics)
             .map_err(|(_, message)| KafkaError::Setting { place: "source.topics", message })?;
         let retry_topic = topics::retry_topic(topics, group_id, retry_topic.as_deref());
-        let drain_timeout = config.delivery.shutdown_timeout.0;
+        let drain_timeout = config.delivery.shutdown_timeout;
         let map = Arc::new(MapCell::default());
         let retry_settings = client::retry_consumer(brokers, group_id, properties);
         let retry_answers = Arc::new(Answers::default());

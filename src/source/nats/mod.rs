@@ -25,7 +25,6 @@ pub(crate) mod keeper;
 pub(crate) mod retry;
 mod settings;
 pub(crate) mod source;
-pub(crate) mod subject;
 
 pub use error::NatsError;
 

@@ -25,7 +25,7 @@ use tokio::sync::watch;
 
 use super::connect::{error_chain, NatsClient};
 use super::error::NatsError;
-use super::subject::subject_matches;
+use crate::config::nats_subject::subject_matches;
 use crate::source::{Coords, Message, NatsRecord, RetryInfo, TwoStepRetry};
 
 /// Header holding the [`RetryInfo`] as JSON.

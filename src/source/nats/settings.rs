@@ -57,7 +57,7 @@ impl Settings {
             retry_subject: retry_subject.clone().unwrap_or_else(|| default_nats_retry_subject(consumer)),
             credentials: credentials.clone(),
             max_hold,
-            drain: config.delivery.shutdown_timeout.0,
+            drain: config.delivery.shutdown_timeout,
         })
     }
 

@@ -2,13 +2,13 @@
 //! librdkafka takes them (an entry starting with `^`), which also match topics created
 //! while hookbridge runs. librdkafka does the subscribing; this module checks the entries at
 //! load, names the default retry topic, and lists the subscribed topics in a fixed order for
-//! the retry-partition layout ([`super::retry::RetryMap`]).
+//! the retry-partition layout of the Kafka source.
 
 use std::collections::BTreeMap;
 
 use regex::Regex;
 
-use crate::config::{DestinationConfig, SourceConfig};
+use super::{DestinationConfig, SourceConfig};
 
 /// The `topics` of a Kafka source.
 #[derive(Debug, Clone)]
