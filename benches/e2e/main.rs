@@ -69,6 +69,10 @@ struct Args {
     /// dominate the Kafka latency figures; with a backlog every fetch finds data.
     #[arg(long, default_value_t = 10)]
     kafka_fetch_wait_ms: u64,
+    /// More librdkafka properties of hookbridge's Kafka clients, `KEY=VALUE`, repeatable
+    /// (`source.properties`): to try a setting against the same baseline.
+    #[arg(long = "kafka-property", value_parser = key_value)]
+    kafka_properties: Vec<(String, String)>,
     /// Seconds of wrk load for the ceiling.
     #[arg(long, default_value_t = 10)]
     ceiling_secs: u64,
@@ -85,6 +89,12 @@ struct Args {
     /// The hookbridge binary; default: the one cargo built with this benchmark.
     #[arg(long)]
     hookbridge: Option<PathBuf>,
+}
+
+/// `KEY=VALUE`.
+fn key_value(text: &str) -> Result<(String, String), String> {
+    let (k, v) = text.split_once('=').ok_or_else(|| format!("{text:?} is not KEY=VALUE"))?;
+    Ok((k.trim().to_string(), v.trim().to_string()))
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize)]
@@ -132,10 +142,13 @@ impl Side {
     fn broker(&self, args: &Args) -> Broker<'_> {
         match self {
             Side::Nats(n) => Broker::Nats { url: &n.url },
-            Side::Kafka(k) => Broker::Kafka {
-                brokers: &k.brokers,
-                fetch_wait_ms: (args.kafka_fetch_wait_ms > 0).then_some(args.kafka_fetch_wait_ms),
-            },
+            Side::Kafka(k) => {
+                let mut properties = args.kafka_properties.clone();
+                if args.kafka_fetch_wait_ms > 0 {
+                    properties.push(("fetch.wait.max.ms".into(), args.kafka_fetch_wait_ms.to_string()));
+                }
+                Broker::Kafka { brokers: &k.brokers, properties }
+            }
         }
     }
 

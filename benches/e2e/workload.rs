@@ -70,8 +70,8 @@ pub enum Broker<'a> {
     /// NATS JetStream at this URL: stream CHANGES, results and dead letters on subjects.
     Nats { url: &'a str },
     /// Kafka at these bootstrap servers: topic `changes`, results and dead letters on topics;
-    /// `fetch.wait.max.ms` of the consumers when set.
-    Kafka { brokers: &'a str, fetch_wait_ms: Option<u64> },
+    /// librdkafka properties of hookbridge's clients (`source.properties`).
+    Kafka { brokers: &'a str, properties: Vec<(String, String)> },
 }
 
 /// Delivery settings of a run.
@@ -93,10 +93,11 @@ pub fn config(broker: &Broker, receiver: SocketAddr, delivery: &Delivery, listen
             "{type: nats, subject: hookbridge.responses}",
             "{type: nats, subject: hookbridge.dead-letter}",
         ),
-        Broker::Kafka { brokers, fetch_wait_ms } => (
+        Broker::Kafka { brokers, properties } => (
             format!(
-                "source:\n  type: kafka\n  brokers: [\"{brokers}\"]\n  group_id: {GROUP}\n  topics: [changes]\n  retry_topic: changes.retry\n{}",
-                fetch_wait_ms.map(|ms| format!("  properties: {{fetch.wait.max.ms: \"{ms}\"}}\n")).unwrap_or_default()
+                "source:\n  type: kafka\n  brokers: [\"{brokers}\"]\n  group_id: {GROUP}\n  topics: [changes]\n  retry_topic: changes.retry\n  properties: {}\n",
+                serde_json::to_string(&properties.iter().cloned().collect::<std::collections::BTreeMap<String, String>>())
+                    .expect("properties serialize")
             ),
             "{type: kafka, topic: responses}",
             "{type: kafka, topic: dead-letter}",
