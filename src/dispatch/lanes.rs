@@ -83,22 +83,14 @@ impl<T> Parking<T> {
         self.release_stale(key, now_ms);
         match self.lanes.get(key) {
             Some(lane) if lane.range(..id).next().is_some() => {
-                Arrival::ParkBehind { job, due_ms: due_behind(lane, now_ms, now_ms) }
+                Arrival::ParkBehind { job, due_ms: due_behind(lane, now_ms) }
             }
             _ => Arrival::Go(job),
         }
     }
 
-    /// A delivery coming back from the retry stage, which has waited since `since_ms` (its
-    /// first attempt, or when it was first parked).
-    pub fn arrive_returning(
-        &mut self,
-        key: &LaneKey,
-        id: DeliveryId,
-        job: T,
-        since_ms: i64,
-        now_ms: i64,
-    ) -> Arrival<T> {
+    /// A delivery coming back from the retry stage.
+    pub fn arrive_returning(&mut self, key: &LaneKey, id: DeliveryId, job: T, now_ms: i64) -> Arrival<T> {
         self.release_stale(key, now_ms);
         let lane = self.lanes.entry(key.clone()).or_default();
         if lane.range(..id).next().is_none() {
@@ -113,7 +105,7 @@ impl<T> Parking<T> {
             self.held += 1;
             return Arrival::Held;
         }
-        let due_ms = due_behind(lane, since_ms, now_ms);
+        let due_ms = due_behind(lane, now_ms);
         lane.insert(id, Slot::Away { due_ms });
         Arrival::ParkBehind { job, due_ms }
     }
@@ -198,27 +190,17 @@ impl<T> Parking<T> {
     }
 }
 
-/// The shortest and the longest wait of a delivery parked behind a lane whose turn no due
-/// time tells (see [`due_behind`]).
-const BUSY_WAIT_MS: (i64, i64) = (1_000, 30_000);
-
-/// When a delivery parked behind the lane's others, waiting since `since_ms`, should come
-/// back: when the last of them away is due, if that is still ahead. Otherwise no time says
-/// when its turn comes (the one before it is being attempted, or is due and about to be read
-/// back), and coming back at once would only find the lane busy and be written to the stage
-/// again, record after record for as long as the attempt lasts: it waits half as long again
-/// as it has waited so far, from 1 s to 30 s. A few records per follower, whatever the
-/// lane's trouble lasts; order is unaffected (returns go in source order whatever their
-/// due times), only how soon a follower is back once its turn has come.
-fn due_behind<T>(lane: &BTreeMap<DeliveryId, Slot<T>>, since_ms: i64, now_ms: i64) -> i64 {
-    let away = lane.values().filter_map(|s| match s {
-        Slot::Away { due_ms } => Some(*due_ms),
-        _ => None,
-    });
-    match away.max() {
-        Some(due_ms) if due_ms > now_ms => due_ms,
-        _ => now_ms + ((now_ms - since_ms) / 2).clamp(BUSY_WAIT_MS.0, BUSY_WAIT_MS.1),
-    }
+/// When a delivery parked behind the lane's others should come back: when the last of them
+/// is due (or now), so that it is rarely held long.
+fn due_behind<T>(lane: &BTreeMap<DeliveryId, Slot<T>>, now_ms: i64) -> i64 {
+    lane.values()
+        .filter_map(|s| match s {
+            Slot::Away { due_ms } => Some(*due_ms),
+            _ => None,
+        })
+        .max()
+        .unwrap_or(now_ms)
+        .max(now_ms)
 }
 
 #[cfg(test)]
@@ -253,14 +235,14 @@ mod tests {
         assert_eq!(p.arrive_new(&k, id(3), "e3", 20), Arrival::ParkBehind { job: "e3", due_ms: 5_000 });
         p.parked(&k, id(3), 5_000);
         // e3 comes back first, then e2: both held, neither rewritten.
-        assert_eq!(p.arrive_returning(&k, id(3), "e3", 0, 5_001), Arrival::Held);
-        assert_eq!(p.arrive_returning(&k, id(2), "e2", 0, 5_002), Arrival::Held);
+        assert_eq!(p.arrive_returning(&k, id(3), "e3", 5_001), Arrival::Held);
+        assert_eq!(p.arrive_returning(&k, id(2), "e2", 5_002), Arrival::Held);
         assert_eq!(p.held(), 2);
         // e1 comes back: it goes; fails again, away until t=9000; the others stay held.
-        assert_eq!(p.arrive_returning(&k, id(1), "e1", 0, 5_003), Arrival::Go("e1"));
+        assert_eq!(p.arrive_returning(&k, id(1), "e1", 5_003), Arrival::Go("e1"));
         p.parked(&k, id(1), 9_000);
         assert_eq!(p.held(), 2);
-        assert_eq!(p.arrive_returning(&k, id(1), "e1", 0, 9_000), Arrival::Go("e1"));
+        assert_eq!(p.arrive_returning(&k, id(1), "e1", 9_000), Arrival::Go("e1"));
         // e1 delivered: e2 goes, then e3, in source order.
         assert_eq!(p.finished(&k, id(1), 9_001), Some("e2"));
         assert_eq!(p.finished(&k, id(2), 9_002), Some("e3"));
@@ -276,7 +258,7 @@ mod tests {
         let mut p: Parking<&str> = Parking::new(10, 600_000);
         let k = key();
         p.parked(&k, id(1), 100);
-        assert_eq!(p.arrive_returning(&k, id(1), "e1", 0, 100), Arrival::Go("e1"));
+        assert_eq!(p.arrive_returning(&k, id(1), "e1", 100), Arrival::Go("e1"));
         // While e1 is attempted, e2 arrives from the source: behind it.
         assert!(matches!(p.arrive_new(&k, id(2), "e2", 101), Arrival::ParkBehind { .. }));
     }
@@ -288,44 +270,14 @@ mod tests {
         p.parked(&k, id(1), 1_000);
         p.parked(&k, id(2), 1_000);
         p.parked(&k, id(3), 1_000);
-        assert_eq!(p.arrive_returning(&k, id(2), "e2", 0, 1_000), Arrival::Held);
-        // e1 is due now and not back yet: no time tells when e3's turn comes; it waits 1 s.
-        assert_eq!(p.arrive_returning(&k, id(3), "e3", 0, 1_000), Arrival::ParkBehind { job: "e3", due_ms: 2_000 });
-        p.parked(&k, id(3), 2_000);
-        assert_eq!(p.arrive_returning(&k, id(1), "e1", 0, 1_001), Arrival::Go("e1"));
+        assert_eq!(p.arrive_returning(&k, id(2), "e2", 1_000), Arrival::Held);
+        assert_eq!(p.arrive_returning(&k, id(3), "e3", 1_000), Arrival::ParkBehind { job: "e3", due_ms: 1_000 });
+        p.parked(&k, id(3), 1_000);
+        assert_eq!(p.arrive_returning(&k, id(1), "e1", 1_001), Arrival::Go("e1"));
         assert_eq!(p.finished(&k, id(1), 1_002), Some("e2"));
         // e3 is away: the lane waits for it, then it goes.
         assert_eq!(p.finished(&k, id(2), 1_003), None);
-        assert_eq!(p.arrive_returning(&k, id(3), "e3", 0, 1_004), Arrival::Go("e3"));
-    }
-
-    #[test]
-    fn a_follower_that_keeps_finding_its_lane_busy_waits_longer_each_time() {
-        let mut p: Parking<&str> = Parking::new(0, 600_000);
-        let k = key();
-        // e1 is away until 5 s: a follower coming back earlier waits for that.
-        p.parked(&k, id(1), 5_000);
-        p.parked(&k, id(2), 5_000);
-        assert_eq!(p.arrive_returning(&k, id(2), "e2", 0, 4_000), Arrival::ParkBehind { job: "e2", due_ms: 5_000 });
-        // e1 is being attempted (an attempt may take as long as its timeout): e2, waiting
-        // since 0, waits half as long again as it has, from 1 s to 30 s; never "now", which
-        // would write it again record after record while the attempt lasts.
-        assert_eq!(p.arrive_returning(&k, id(1), "e1", 0, 5_000), Arrival::Go("e1"));
-        let mut at = 5_001;
-        let mut dues = Vec::new();
-        for _ in 0..6 {
-            let Arrival::ParkBehind { due_ms, .. } = p.arrive_returning(&k, id(2), "e2", 0, at) else {
-                panic!("memory is full: e2 goes back to the stage")
-            };
-            p.parked(&k, id(2), due_ms);
-            dues.push(due_ms - at);
-            at = due_ms;
-        }
-        assert_eq!(dues, vec![2_500, 3_750, 5_625, 8_438, 12_657, 18_985]);
-        // A new event arriving behind the busy lane waits the shortest time.
-        assert!(
-            matches!(p.arrive_new(&k, id(3), "e3", at), Arrival::ParkBehind { due_ms, .. } if due_ms == at + 1_000)
-        );
+        assert_eq!(p.arrive_returning(&k, id(3), "e3", 1_004), Arrival::Go("e3"));
     }
 
     #[test]
@@ -334,7 +286,7 @@ mod tests {
         let k = key();
         p.parked(&k, id(1), 1_000);
         p.parked(&k, id(2), 1_000);
-        assert_eq!(p.arrive_returning(&k, id(2), "e2", 0, 1_000), Arrival::Held);
+        assert_eq!(p.arrive_returning(&k, id(2), "e2", 1_000), Arrival::Held);
         assert!(p.sweep(30_000).is_empty(), "not stale yet");
         assert_eq!(p.sweep(61_001), vec![(k.clone(), "e2")]);
         assert_eq!(p.finished(&k, id(2), 61_002), None);
@@ -347,8 +299,8 @@ mod tests {
         // delivery of its lane is known to be away.
         let mut p: Parking<&str> = Parking::new(10, 600_000);
         let k = key();
-        assert_eq!(p.arrive_returning(&k, id(7), "e7", 0, 0), Arrival::Go("e7"));
-        assert_eq!(p.arrive_returning(&k, id(9), "e9", 0, 0), Arrival::Held);
+        assert_eq!(p.arrive_returning(&k, id(7), "e7", 0), Arrival::Go("e7"));
+        assert_eq!(p.arrive_returning(&k, id(9), "e9", 0), Arrival::Held);
         assert_eq!(p.finished(&k, id(7), 1), Some("e9"));
     }
 
@@ -360,8 +312,8 @@ mod tests {
         let b = DeliveryId { seq: Seq(0, 5), trigger: 1, mention: None };
         p.parked(&k, a, 10);
         p.parked(&k, b, 10);
-        assert_eq!(p.arrive_returning(&k, b, "b", 0, 10), Arrival::Held);
-        assert_eq!(p.arrive_returning(&k, a, "a", 0, 10), Arrival::Go("a"));
+        assert_eq!(p.arrive_returning(&k, b, "b", 10), Arrival::Held);
+        assert_eq!(p.arrive_returning(&k, a, "a", 10), Arrival::Go("a"));
         assert_eq!(p.finished(&k, a, 11), Some("b"));
     }
 }

@@ -255,8 +255,7 @@ impl Dispatcher {
                 let mut parking = self.parking();
                 self.park_found(stage.as_ref(), &mut parking);
                 let arrival = if job.returning {
-                    let since = job.first_attempt_ms.unwrap_or(now);
-                    parking.arrive_returning(&key, id, job, since, now)
+                    parking.arrive_returning(&key, id, job, now)
                 } else {
                     parking.arrive_new(&key, id, job, now)
                 };

@@ -9,6 +9,7 @@ mod common;
 
 mod bridge;
 mod guarantees;
+mod orphans;
 mod server;
 mod tls;
 
@@ -341,14 +342,10 @@ async fn ordered_events_survive_kill_replicas_and_server_restart() {
 /// consumer per bucket, one replica per consumer. A crashed replica's successor waits for
 /// the orphaned messages before pulling, so no event is delivered for the first time after
 /// a later event of its object, through a kill -9 and a server restart.
-///
-/// Known failure, so opt-in: in 4 of 6 runs a few events (2 to 23 of 2,000) were first
-/// delivered after a later event of their object, all among the messages the killed replica
-/// held. Suspected: JetStream redelivers those in the order their ack deadlines expire, and
-/// in-progress acks had moved some deadlines later than newer messages'.
-/// `cargo test --test nats partitioned_subjects -- --ignored --nocapture`.
+/// JetStream redelivers the orphans in the order their ack deadlines expire, not in stream
+/// order; the successor takes them back in one pull and hands them over sorted
+/// (`orphans.rs` proves that step alone).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known failure: order across a kill -9 (README, NATS ordering point 3)"]
 async fn partitioned_subjects_keep_per_object_order_across_a_crash() {
     let _heavy = HEAVY.lock().await;
     let mut nats = NatsServer::start().await;

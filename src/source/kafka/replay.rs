@@ -36,8 +36,12 @@ use super::progress::Progress;
 use super::retry::{self, Origin};
 use crate::source::FoundAway;
 
-/// The longest a scan may take; what it did not reach is treated as live.
-pub const SCAN_LIMIT: Duration = Duration::from_secs(15);
+/// The longest a scan may take; what it did not reach is treated as live, and deliveries
+/// waiting past it are not known, so newer events of their objects may overtake them. Long
+/// enough for retry partitions of several 100,000 records (a debug build under load read
+/// about 5,000 a second); well under librdkafka's `max.poll.interval.ms` (300 s), since the
+/// scan runs in the rebalance callback.
+pub const SCAN_LIMIT: Duration = Duration::from_secs(120);
 
 /// One delivery, whatever copy of its retry record carries it: the original message, and
 /// which trigger, action and mention.
@@ -198,11 +202,14 @@ pub fn scan(settings: &ClientConfig, topic: &str, group: &str, partitions: &mut 
         return;
     }
     let mut left: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
-    let deadline = Instant::now() + SCAN_LIMIT;
+    let started = Instant::now();
+    let deadline = started + SCAN_LIMIT;
+    let mut records = 0u64;
     while !left.is_empty() && Instant::now() < deadline {
         let Some(m) = consumer.poll(Duration::from_millis(100)) else { continue };
         let (partition, reached) = match m {
             Ok(m) => {
+                records += 1;
                 let headers = m
                     .headers()
                     .map(|hs| hs.iter().map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec())).collect())
@@ -227,7 +234,14 @@ pub fn scan(settings: &ClientConfig, topic: &str, group: &str, partitions: &mut 
         }
     }
     if !left.is_empty() {
-        tracing::warn!(partitions = ?left, "retry partitions not scanned to the end in time; copies past the scan are not known");
+        tracing::warn!(partitions = ?left, records, "retry partitions not scanned to the end in time; copies past the scan are not known");
+    } else {
+        tracing::info!(
+            partitions = tpl.count(),
+            records,
+            ms = started.elapsed().as_millis() as u64,
+            "retry partitions scanned"
+        );
     }
 }
 

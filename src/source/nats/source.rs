@@ -27,6 +27,9 @@ use crate::source::{Message, RetryStage, Source, SourceError};
 /// How long a pull request waits on the server for messages. Short, so that a request the
 /// server forgot without the client seeing a reconnection is soon replaced.
 const PULL_EXPIRES: Duration = Duration::from_secs(5);
+/// How long the pull of a crashed replica's unacknowledged messages waits for them: they are
+/// due at once (their ack_wait has passed), so this only ends a pull that got fewer.
+const ORPHANS_EXPIRE: Duration = Duration::from_secs(2);
 /// How often the consumer's pending count is read for the lag metric.
 const LAG_INTERVAL: Duration = Duration::from_secs(5);
 /// How often readiness follows the connection state.
@@ -135,8 +138,10 @@ impl Source for NatsSource {
         };
         // Retry records are read from the start: they are one delivery each, and the lanes of
         // the dispatcher keep them in order; only events wait for orphaned messages.
+        let mut events = events;
         let events_loop = async {
-            if wait_for_orphans(&events.consumer, &shutdown).await {
+            let Some(orphans) = wait_for_orphans(&events.consumer, &shutdown).await else { return };
+            if orphans == 0 || events.take_orphans(&feed, orphans).await {
                 events.fetch_loop(&conn, &feed).await;
             }
         };
@@ -160,8 +165,9 @@ impl Source for NatsSource {
 /// Messages unacknowledged at start were delivered to a replica that may have crashed;
 /// JetStream hands them out again only once their ack_wait expires, and prefers them to
 /// new messages then. Pulling at once would deliver newer events of their objects first,
-/// so the first pull waits one ack_wait. `false` when shut down meanwhile.
-async fn wait_for_orphans(consumer: &PullConsumer, shutdown: &CancellationToken) -> bool {
+/// so the first pull waits one ack_wait. Returns how many were unacknowledged; `None` when
+/// shut down meanwhile.
+async fn wait_for_orphans(consumer: &PullConsumer, shutdown: &CancellationToken) -> Option<usize> {
     let unacked = match consumer.get_info().await {
         Ok(info) => info.num_ack_pending,
         Err(e) => {
@@ -170,7 +176,7 @@ async fn wait_for_orphans(consumer: &PullConsumer, shutdown: &CancellationToken)
         }
     };
     if unacked == 0 {
-        return true;
+        return Some(0);
     }
     let wait = effective_ack_wait(consumer) + Duration::from_millis(500);
     tracing::info!(
@@ -179,12 +185,62 @@ async fn wait_for_orphans(consumer: &PullConsumer, shutdown: &CancellationToken)
         "nats: messages are unacknowledged by another (or a crashed) replica; waiting for their redelivery before the first pull"
     );
     tokio::select! {
-        _ = shutdown.cancelled() => false,
-        _ = tokio::time::sleep(wait) => true,
+        _ = shutdown.cancelled() => None,
+        _ = tokio::time::sleep(wait) => Some(unacked),
     }
 }
 
 impl Pull {
+    /// After [`wait_for_orphans`]: pulls the `unacked` messages left by a crashed replica (as
+    /// many as this replica has room for) and hands them over in stream order. JetStream
+    /// redelivers them in the order their ack deadlines expired, and the crashed replica's
+    /// in-progress acks had moved those deadlines apart: handed over as they come, a later
+    /// event of an object would be delivered before an earlier one. Messages never delivered
+    /// come after them in the stream, so sorting the whole pull keeps them in place. `false`
+    /// when shut down meanwhile.
+    async fn take_orphans(&mut self, feed: &Feed<'_>, unacked: usize) -> bool {
+        let shutdown = feed.shutdown;
+        let Some(mut permits) = reserve(&feed.room, unacked, shutdown).await else { return false };
+        let batch = tokio::select! {
+            _ = shutdown.cancelled() => return false,
+            b = self.consumer.batch().max_messages(permits.len()).expires(ORPHANS_EXPIRE).messages() => b,
+        };
+        let mut batch = match batch {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(consumer = %self.spec.name, error = %error_chain(&e), "nats: pulling the unacknowledged messages failed; pulling as usual");
+                return true;
+            }
+        };
+        let mut pulled = Vec::new();
+        while pulled.len() < permits.len() {
+            tokio::select! {
+                _ = shutdown.cancelled() => {
+                    for m in pulled.into_iter().chain(arrived(&mut batch)) {
+                        drop(feed.message(self.kind, m, None));
+                    }
+                    return false;
+                }
+                next = batch.next() => match next {
+                    Some(Ok(m)) => pulled.push(m),
+                    Some(Err(e)) => {
+                        tracing::debug!(error = %error_chain(e.as_ref()), "nats: the pull of unacknowledged messages ended");
+                        break;
+                    }
+                    None => break,
+                },
+            }
+        }
+        pulled.sort_by_key(|m| m.info().map_or(u64::MAX, |i| i.stream_sequence));
+        tracing::info!(consumer = %self.spec.name, messages = pulled.len(), "nats: unacknowledged messages taken back, in stream order");
+        for m in pulled {
+            if !feed.hand_over(self.kind, m, &mut permits).await {
+                return false;
+            }
+        }
+        true
+    }
+
     /// Pulls batches until `shutdown`, recovering from every error: a pull request lost with
     /// a restarted server, a deleted consumer, a stream briefly unavailable.
     async fn fetch_loop(mut self, conn: &NatsClient, feed: &Feed<'_>) {
