@@ -1,7 +1,12 @@
 //! Kafka side: librdkafka's mock cluster, hosted in this process (it serves fetches from any
-//! offset correctly), reached by hookbridge over TCP on loopback; the topics (4 partitions,
-//! created on the mock cluster since it has no CreateTopics), the preload keyed by object,
-//! paced producing and the checks that results were published and every offset committed.
+//! offset correctly), reached by hookbridge over TCP on loopback; the topics (created on the
+//! mock cluster since it has no CreateTopics), the preload keyed by object, paced producing
+//! and the checks that results were published and every offset committed.
+//!
+//! The mock answers a fetch with one record batch per partition, where a broker fills the
+//! fetch up to `max.partition.fetch.bytes`: a consumer of 4 partitions then reads about 3,500
+//! records a second here whatever it does with them, so the topics have 16 partitions by
+//! default (`--kafka-partitions`; BENCHMARKS.md shows both).
 //!
 //! The mock cluster keeps at most 5 MiB of record batches per partition and silently drops
 //! the oldest beyond that (a fixed limit of librdkafka's mock, rdkafka_mock.c). So events
@@ -22,8 +27,6 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use crate::workload::{event, now_us, object_key, GROUP};
 use crate::Pace;
 
-/// Partitions of every topic.
-pub const PARTITIONS: i32 = 4;
 /// Records awaiting their acknowledgement, at most, while preloading.
 const WINDOW: usize = 20_000;
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -35,6 +38,8 @@ pub struct Kafka {
     /// Bootstrap servers of the mock cluster.
     pub brokers: String,
     objects: u64,
+    /// Partitions of every topic.
+    partitions: i32,
     /// The producer of the latency phase, connected (and its idempotent producer id taken)
     /// during the preload, so that its first records do not wait for that.
     pacer: FutureProducer,
@@ -42,14 +47,14 @@ pub struct Kafka {
 
 impl Kafka {
     /// Starts a one-broker mock cluster with the source, retry, results and dead-letter topics.
-    pub fn start(objects: u64) -> Kafka {
+    pub fn start(objects: u64, partitions: i32) -> Kafka {
         let cluster = MockCluster::new(1).expect("a mock cluster");
         for topic in ["changes", "changes.retry", "responses", "dead-letter", "warm-up"] {
-            cluster.create_topic(topic, PARTITIONS, 1).expect("create topic");
+            cluster.create_topic(topic, partitions, 1).expect("create topic");
         }
         let brokers = cluster.bootstrap_servers();
         let pacer = producer(&brokers, "0");
-        Kafka { _cluster: cluster, brokers, objects, pacer }
+        Kafka { _cluster: cluster, brokers, objects, partitions, pacer }
     }
 
     fn client(&self) -> ClientConfig {
@@ -90,7 +95,7 @@ impl Kafka {
         let warm_up = FutureRecord::<str, str>::to("warm-up").payload("{}");
         self.pacer.send(warm_up, TIMEOUT).await.map_err(|(e, _)| e).expect("the pacing producer is connected");
         let c = self.reader("hookbridge-bench-reader");
-        for p in 0..PARTITIONS {
+        for p in 0..self.partitions {
             let (low, high) = c.fetch_watermarks("changes", p, TIMEOUT).expect("watermarks");
             assert_eq!(
                 low, 0,
@@ -127,7 +132,7 @@ impl Kafka {
 
     fn end_offsets(&self, topic: &str) -> Vec<i64> {
         let c = self.reader("hookbridge-bench-reader");
-        (0..PARTITIONS).map(|p| c.fetch_watermarks(topic, p, TIMEOUT).expect("watermarks").1).collect()
+        (0..self.partitions).map(|p| c.fetch_watermarks(topic, p, TIMEOUT).expect("watermarks").1).collect()
     }
 
     /// Results published on the results topic.
@@ -144,7 +149,7 @@ impl Kafka {
     pub fn unsettled(&self) -> u64 {
         let ends = self.end_offsets("changes");
         let mut tpl = TopicPartitionList::new();
-        for p in 0..PARTITIONS {
+        for p in 0..self.partitions {
             tpl.add_partition("changes", p);
         }
         let committed = self.reader(GROUP).committed_offsets(tpl, TIMEOUT).expect("committed offsets");

@@ -69,6 +69,10 @@ struct Args {
     /// dominate the Kafka latency figures; with a backlog every fetch finds data.
     #[arg(long, default_value_t = 10)]
     kafka_fetch_wait_ms: u64,
+    /// Partitions of the Kafka topics. The mock cluster answers a fetch with one record batch
+    /// per partition, which caps a consumer of 4 partitions near 3,500 records a second here.
+    #[arg(long, default_value_t = 16)]
+    kafka_partitions: i32,
     /// More librdkafka properties of hookbridge's Kafka clients, `KEY=VALUE`, repeatable
     /// (`source.properties`): to try a setting against the same baseline.
     #[arg(long = "kafka-property", value_parser = key_value)]
@@ -575,7 +579,7 @@ async fn main() {
         let store = tempfile::tempdir().expect("temporary directory");
         let side = match which {
             Which::Nats => Side::Nats(Box::new(nats::Nats::start(store.path(), args.objects).await)),
-            _ => Side::Kafka(kafka::Kafka::start(args.objects)),
+            _ => Side::Kafka(kafka::Kafka::start(args.objects, args.kafka_partitions)),
         };
         let dir = base.join(format!("e2e-{}", side.name()));
         std::fs::create_dir_all(&dir).expect("run directory");
