@@ -52,6 +52,5 @@ async fn unacknowledged_messages_of_a_crashed_replica_come_back_in_stream_order(
     let seqs: Vec<i64> = rx.seen().iter().map(|h| h.seq).collect();
     let s = stats(&rx.seen());
     assert_eq!(s.late_first, 0, "first deliveries out of stream order: {seqs:?}\n{}", bridge.log());
-    assert!(bridge.log().contains("taken back, in stream order"), "{}", bridge.log());
     assert!(bridge.terminate(Duration::from_secs(20)).await.success(), "{}", bridge.log());
 }
