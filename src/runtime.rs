@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use thiserror::Error;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, DestinationConfig, SourceConfig};
+use crate::config::{Config, DestinationConfig, Input};
 use crate::dispatch::{Dispatcher, InFlight, Job, Outcome};
 use crate::event::Event;
 use crate::output::{excerpt, DeliveryResult, ObjectUpdate};
@@ -46,11 +46,7 @@ pub enum StartError {
 }
 
 /// Opens one destination; `place` names it in errors.
-async fn open_sink(
-    place: &'static str,
-    dest: &DestinationConfig,
-    source: &SourceConfig,
-) -> Result<Arc<dyn Sink>, StartError> {
+async fn open_sink(place: &'static str, dest: &DestinationConfig, source: &Input) -> Result<Arc<dyn Sink>, StartError> {
     crate::sink::open(dest, source).await.map_err(|source| StartError::Destination { place, source })
 }
 
@@ -61,7 +57,7 @@ pub async fn run(config: Arc<Config>, shutdown: CancellationToken) -> Result<(),
     // path): /metrics and /healthz answer while deliveries drain, /readyz says 503.
     let server_stop = CancellationToken::new();
     let _server_stop = server_stop.clone().drop_guard();
-    if let Some(listen) = &config.server.listen {
+    if let Some(listen) = &config.listen {
         let addr = crate::server::serve(listen, ready.clone(), shutdown.clone(), server_stop.clone())
             .await
             .map_err(StartError::Server)?;

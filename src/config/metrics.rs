@@ -1,19 +1,14 @@
 //! The metric series a config decides, created at zero when it is loaded. Here rather than
 //! in `metrics.rs` so that the metrics stay below the config in the module graph.
 
-use super::{Config, SourceConfig};
+use super::{Config, Input};
 use crate::metrics::{AttemptClass, Metrics, RetryWait, DEAD_LETTER_REASONS, INVALID_REASONS, OUTCOMES, PUBLISH_KINDS};
 
 impl Metrics {
     /// Creates, at zero, every series whose label values the config decides: per source,
     /// trigger, action and connection, and the fixed sets of outcomes, classes and reasons.
     pub fn register_config(&self, config: &Config) {
-        let source = match &config.source {
-            SourceConfig::Kafka { .. } => "kafka",
-            SourceConfig::Nats { .. } => "nats",
-            SourceConfig::File { .. } => "file",
-        };
-        self.events_received.with_label_values(&[source]);
+        self.events_received.with_label_values(&[config.source.kind()]);
         for reason in INVALID_REASONS {
             self.events_invalid.with_label_values(&[reason]);
         }
@@ -54,8 +49,8 @@ impl Metrics {
             let connection = connection.and_then(|c| config.connections.get(c)).map_or("", |c| c.name.as_str());
             self.action_info.with_label_values(&[name, action.kind.as_str(), status, connection]).set(1);
         }
-        if let SourceConfig::Nats { stream, consumer, .. } = &config.source {
-            self.nats_consumer_pending.with_label_values(&[stream, consumer]);
+        if let Input::Nats(nats) = &config.source {
+            self.nats_consumer_pending.with_label_values(&[&nats.stream, &nats.consumer]);
         }
     }
 }

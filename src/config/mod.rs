@@ -6,6 +6,7 @@
 mod checks;
 mod delivery;
 mod document;
+mod input;
 pub(crate) mod kafka_topics;
 mod metrics;
 pub(crate) mod nats_subject;
@@ -26,7 +27,9 @@ use document::{expand_env, schema_problems, without_foreign_action_fields, Expan
 
 pub use crate::config_file::{check_retry, raw, secret, Problem, Problems};
 pub use delivery::Delivery;
-pub use raw::{DestinationConfig, PresentationLists, ServerConfig, SourceConfig};
+pub use input::{Input, KafkaInput};
+use raw::SourceConfig;
+pub use raw::{DestinationConfig, PresentationLists};
 
 /// Why a config cannot be used.
 #[derive(Debug, Error)]
@@ -59,13 +62,13 @@ pub enum ConfigError {
 #[derive(Debug)]
 pub struct Config {
     /// Where events come from.
-    pub source: SourceConfig,
+    pub source: Input,
     /// Where results and callback updates go.
     pub responses: DestinationConfig,
     /// Where dead letters go.
     pub dead_letter: DestinationConfig,
-    /// Operations endpoint.
-    pub server: ServerConfig,
+    /// Address of the operations endpoint (/metrics, /healthz, /readyz); `None`: no server.
+    pub listen: Option<String>,
     /// Delivery settings.
     pub delivery: Delivery,
     /// Connections; actions refer to them by index.
@@ -248,14 +251,23 @@ fn compile(mut raw: raw::RawConfig) -> Result<Config, ConfigError> {
             }
         }
     }
-    if !problems.is_empty() {
+    let source = match Input::compile(&raw.source) {
+        Ok(source) => Some(source),
+        Err((place, message)) => {
+            if !problems.0.iter().any(|p| p.place == place) {
+                problems.add(place, message);
+            }
+            None
+        }
+    };
+    let (Some(source), true) = (source, problems.is_empty()) else {
         return Err(ConfigError::Invalid { problems: problems.0 });
-    }
+    };
     Ok(Config {
-        source: raw.source,
+        source,
         responses: raw.responses,
         dead_letter: raw.dead_letter,
-        server: raw.server,
+        listen: raw.server.listen,
         delivery: Delivery::from(&raw.delivery),
         connections,
         actions,

@@ -150,13 +150,15 @@ fn nats_destinations_may_carry_their_own_credentials() {
 fn nats_retry_stream_and_subject_default_from_the_stream_and_consumer() {
     let source = "source: {type: nats, url: \"nats://127.0.0.1:4222\", stream: CHANGES, consumer: bridge-a}";
     let config = Config::from_yaml(&format!("{BASE}\n{source}\n")).unwrap();
-    let SourceConfig::Nats { retry_stream, retry_subject, .. } = &config.source else { panic!("not nats") };
-    assert_eq!(retry_stream.as_deref(), Some("CHANGES_RETRY"));
-    assert_eq!(retry_subject.as_deref(), Some("hookbridge.retry.bridge-a"));
+    let Input::Nats(nats) = &config.source else { panic!("not nats") };
+    assert_eq!(
+        (nats.retry_stream.as_str(), nats.retry_subject.as_str()),
+        ("CHANGES_RETRY", "hookbridge.retry.bridge-a")
+    );
     let own = source.replace("}", ", retry_stream: RETRIES, retry_subject: my.retries}");
     let config = Config::from_yaml(&format!("{BASE}\n{own}\n")).unwrap();
-    let SourceConfig::Nats { retry_stream, retry_subject, .. } = &config.source else { panic!("not nats") };
-    assert_eq!((retry_stream.as_deref(), retry_subject.as_deref()), (Some("RETRIES"), Some("my.retries")));
+    let Input::Nats(nats) = &config.source else { panic!("not nats") };
+    assert_eq!((nats.retry_stream.as_str(), nats.retry_subject.as_str()), ("RETRIES", "my.retries"));
 }
 
 #[test]

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
 use super::{PublishError, Sink};
-use crate::config::{DestinationConfig, SourceConfig};
+use crate::config::{DestinationConfig, Input};
 use crate::source::kafka::client::{self, Logging};
 use crate::source::kafka::KafkaError;
 
@@ -23,12 +23,12 @@ pub struct KafkaSink {
 
 impl KafkaSink {
     /// Opens `dest`; brokers and properties it does not give are the Kafka source's.
-    pub fn open(dest: &DestinationConfig, source: &SourceConfig) -> Result<KafkaSink, KafkaError> {
+    pub fn open(dest: &DestinationConfig, source: &Input) -> Result<KafkaSink, KafkaError> {
         let DestinationConfig::Kafka { topic, brokers, properties } = dest else {
             return Err(KafkaError::Setting { place: "destination", message: "not a kafka destination".into() });
         };
         let (source_brokers, source_properties) = match source {
-            SourceConfig::Kafka { brokers, properties, .. } => (Some(brokers), Some(properties)),
+            Input::Kafka(kafka) => (Some(&kafka.brokers), Some(&kafka.properties)),
             _ => (None, None),
         };
         let brokers = brokers.as_ref().or(source_brokers).ok_or_else(|| KafkaError::Setting {

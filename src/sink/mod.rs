@@ -16,7 +16,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use thiserror::Error;
 
-use crate::config::{DestinationConfig, SourceConfig};
+use crate::config::{DestinationConfig, Input};
 use crate::source::kafka::KafkaError;
 use crate::source::nats::NatsError;
 
@@ -125,7 +125,7 @@ pub enum OpenError {
 
 /// Opens one destination. Kafka and NATS settings it does not give are the source's; a NATS
 /// server that cannot be reached yet is waited for (see [`crate::source::nats::retry_start`]).
-pub(crate) async fn open(dest: &DestinationConfig, source: &SourceConfig) -> Result<Arc<dyn Sink>, OpenError> {
+pub(crate) async fn open(dest: &DestinationConfig, source: &Input) -> Result<Arc<dyn Sink>, OpenError> {
     match dest {
         DestinationConfig::File { path } => match FileSink::open(path) {
             Ok(sink) => Ok(Arc::new(sink)),

@@ -8,7 +8,7 @@ use sha2::{Digest, Sha256};
 
 use super::{PublishError, Sink};
 use crate::config::nats_subject::{is_publish_subject, subject_matches};
-use crate::config::SourceConfig;
+use crate::config::Input;
 use crate::config_file::raw::NatsCredentials;
 use crate::source::nats::connect::{connect, error_chain, NatsClient};
 use crate::source::nats::NatsError;
@@ -29,16 +29,16 @@ impl NatsSink {
         subject: &str,
         url: Option<&str>,
         own_credentials: Option<&NatsCredentials>,
-        source: &SourceConfig,
+        source: &Input,
     ) -> Result<NatsSink, NatsError> {
         if !is_publish_subject(subject) {
             return Err(NatsError::InvalidSubject(subject.to_string()));
         }
         let none = NatsCredentials::default();
         let (url, credentials) = match (url, source) {
-            (Some(url), SourceConfig::Nats { credentials, .. }) => (url, credentials),
+            (Some(url), Input::Nats(nats)) => (url, &nats.credentials),
             (Some(url), _) => (url, &none),
-            (None, SourceConfig::Nats { url, credentials, .. }) => (url.as_str(), credentials),
+            (None, Input::Nats(nats)) => (nats.url.as_str(), &nats.credentials),
             (None, _) => return Err(NatsError::NoUrl),
         };
         // The destination's own credentials win; otherwise a NATS source's are reused.
@@ -51,11 +51,11 @@ impl NatsSink {
             }
             Err(e) => return Err(NatsError::js("looking up the stream of the subject", error_chain(&e))),
         };
-        if let SourceConfig::Nats { stream, subjects, url: source_url, .. } = source {
-            let same_server = url == source_url.as_str();
-            let read_back = subjects.is_empty() || subjects.iter().any(|f| subject_matches(f, subject));
-            if same_server && &captured_by == stream && read_back {
-                return Err(NatsError::Loop { subject: subject.to_string(), stream: stream.clone() });
+        if let Input::Nats(nats) = source {
+            let same_server = url == nats.url.as_str();
+            let read_back = nats.subjects.is_empty() || nats.subjects.iter().any(|f| subject_matches(f, subject));
+            if same_server && captured_by == nats.stream && read_back {
+                return Err(NatsError::Loop { subject: subject.to_string(), stream: nats.stream.clone() });
             }
         }
         tracing::info!(%subject, stream = %captured_by, "nats: publishing to a captured subject");

@@ -26,7 +26,7 @@ use thiserror::Error;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, SourceConfig};
+use crate::config::{Config, Input};
 
 /// How a message is settled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -264,11 +264,11 @@ pub enum SourceError {
 /// outcomes (the pipeline's bound).
 pub(crate) async fn open(config: &Config, max_pending: usize) -> Result<Box<dyn Source>, OpenError> {
     Ok(match &config.source {
-        SourceConfig::File { path, follow } => {
+        Input::File { path, follow } => {
             Box::new(file::FileSource::new(path, *follow).with_max_event_bytes(config.delivery.max_event_bytes))
         }
-        SourceConfig::Kafka { .. } => Box::new(kafka::source::KafkaSource::open(config, max_pending)?),
-        SourceConfig::Nats { .. } => Box::new(nats::open_source(config, max_pending).await?),
+        Input::Kafka(kafka) => Box::new(kafka::source::KafkaSource::open(kafka, config, max_pending)?),
+        Input::Nats(_) => Box::new(nats::open_source(config, max_pending).await?),
     })
 }
 

@@ -30,8 +30,8 @@ use super::rebalance::{MainContext, RetryContext};
 use super::retry::{KafkaRetry, MapCell, Waiting};
 use super::shared::{Handover, Shared};
 use super::KafkaError;
-use crate::config::kafka_topics::{self as topics, Subscription};
-use crate::config::{Config, SourceConfig};
+use crate::config::kafka_topics::Subscription;
+use crate::config::{Config, KafkaInput};
 use crate::source::{Message, RetryStage, Source, SourceError};
 
 /// The Kafka source.
@@ -49,19 +49,8 @@ pub struct KafkaSource {
 impl KafkaSource {
     /// Builds the consumers and the retry producer; nothing connects yet. The pipeline takes
     /// in at most `max_pending` events ahead of their outcomes.
-    pub fn open(config: &Config, max_pending: usize) -> Result<KafkaSource, KafkaError> {
-        let SourceConfig::Kafka { brokers, group_id, topics, properties, retry_topic, group_instance_id } =
-            &config.source
-        else {
-            return Err(KafkaError::Setting { place: "source", message: "not a kafka source".into() });
-        };
-        let problems = topics::check(&config.source, &[]);
-        if let Some((_, message)) = problems.into_iter().next() {
-            return Err(KafkaError::Setting { place: "source", message });
-        }
-        let subscription = Subscription::parse(topics)
-            .map_err(|(_, message)| KafkaError::Setting { place: "source.topics", message })?;
-        let retry_topic = topics::retry_topic(topics, group_id, retry_topic.as_deref());
+    pub fn open(input: &KafkaInput, config: &Config, max_pending: usize) -> Result<KafkaSource, KafkaError> {
+        let KafkaInput { brokers, group_id, subscription, properties, retry_topic, group_instance_id } = input;
         let drain_timeout = config.delivery.shutdown_timeout;
         let map = Arc::new(MapCell::default());
         let retry_settings = client::retry_consumer(brokers, group_id, properties);
@@ -102,7 +91,7 @@ impl KafkaSource {
         }
         let inherited = client::inherited_by_producers(properties);
         let stage =
-            Arc::new(KafkaRetry::new(&client::producer(brokers, &inherited), &retry_topic, group_id, map, found)?);
+            Arc::new(KafkaRetry::new(&client::producer(brokers, &inherited), retry_topic, group_id, map, found)?);
         let mut admin = ClientConfig::new();
         admin.set("bootstrap.servers", brokers.join(","));
         for (k, v) in &inherited {
@@ -113,7 +102,7 @@ impl KafkaSource {
             retry,
             shared,
             stage,
-            subscription,
+            subscription: subscription.clone(),
             group: group_id.clone(),
             admin,
             // What the pipeline takes in (its read-ahead) plus its channel: enough to keep

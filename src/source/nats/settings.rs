@@ -6,8 +6,8 @@ use std::time::Duration;
 use async_nats::jetstream::consumer::pull::Config as PullConfig;
 use async_nats::jetstream::consumer::AckPolicy;
 
-use crate::config::{Config, SourceConfig};
-use crate::config_file::raw::{default_nats_retry_stream, default_nats_retry_subject, NatsCredentials};
+use crate::config::{Config, Input};
+use crate::config_file::raw::NatsCredentials;
 
 /// `ack_wait` of a consumer the bridge creates. Progress acks go out every third of it.
 pub const DEFAULT_ACK_WAIT: Duration = Duration::from_secs(30);
@@ -42,20 +42,17 @@ impl Settings {
     /// The settings of a config whose source is NATS; the replica holds at most `max_hold`
     /// messages.
     pub fn from_config(config: &Config, max_hold: usize) -> Option<Settings> {
-        let SourceConfig::Nats { url, stream, subjects, consumer, retry_stream, retry_subject, credentials } =
-            &config.source
-        else {
+        let Input::Nats(nats) = &config.source else {
             return None;
         };
         Some(Settings {
-            url: url.clone(),
-            stream: stream.clone(),
-            subjects: subjects.clone(),
-            consumer: consumer.clone(),
-            // Filled in when the config was compiled; the defaults again for a hand-built one.
-            retry_stream: retry_stream.clone().unwrap_or_else(|| default_nats_retry_stream(stream)),
-            retry_subject: retry_subject.clone().unwrap_or_else(|| default_nats_retry_subject(consumer)),
-            credentials: credentials.clone(),
+            url: nats.url.clone(),
+            stream: nats.stream.clone(),
+            subjects: nats.subjects.clone(),
+            consumer: nats.consumer.clone(),
+            retry_stream: nats.retry_stream.clone(),
+            retry_subject: nats.retry_subject.clone(),
+            credentials: nats.credentials.clone(),
             max_hold,
             drain: config.delivery.shutdown_timeout,
         })
