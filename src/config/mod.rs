@@ -27,7 +27,7 @@ use document::{expand_env, schema_problems, without_foreign_action_fields, Expan
 
 pub use crate::config_file::{check_retry, raw, secret, Problem, Problems};
 pub use delivery::Delivery;
-pub use input::{Input, KafkaInput};
+pub use input::{Input, KafkaInput, NatsInput};
 use raw::SourceConfig;
 pub use raw::{DestinationConfig, PresentationLists};
 

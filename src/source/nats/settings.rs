@@ -6,31 +6,19 @@ use std::time::Duration;
 use async_nats::jetstream::consumer::pull::Config as PullConfig;
 use async_nats::jetstream::consumer::AckPolicy;
 
-use crate::config::{Config, Input};
-use crate::config_file::raw::NatsCredentials;
+use crate::config::{Config, Input, NatsInput};
 
 /// `ack_wait` of a consumer the bridge creates. Progress acks go out every third of it.
 pub const DEFAULT_ACK_WAIT: Duration = Duration::from_secs(30);
 /// Messages asked for in one pull request, at most.
 const MAX_BATCH: usize = 256;
 
-/// The NATS source settings, taken from the config.
+/// The NATS source settings: the compiled `source` block, and what this replica's room and
+/// drain are.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// Server URL(s).
-    pub url: String,
-    /// The stream to consume (it must exist).
-    pub stream: String,
-    /// Subjects the consumer filters on; empty: whatever the consumer has, or all.
-    pub subjects: Vec<String>,
-    /// Durable consumer name shared by every replica.
-    pub consumer: String,
-    /// The stream holding retry records (created when missing).
-    pub retry_stream: String,
-    /// The subject retry records are published on.
-    pub retry_subject: String,
-    /// Authentication and TLS.
-    pub credentials: NatsCredentials,
+    /// Server, stream, consumer, retry stream and subject, credentials.
+    pub input: NatsInput,
     /// Messages this replica holds at most (fetched and not settled), events and retry
     /// records together.
     pub max_hold: usize,
@@ -45,22 +33,12 @@ impl Settings {
         let Input::Nats(nats) = &config.source else {
             return None;
         };
-        Some(Settings {
-            url: nats.url.clone(),
-            stream: nats.stream.clone(),
-            subjects: nats.subjects.clone(),
-            consumer: nats.consumer.clone(),
-            retry_stream: nats.retry_stream.clone(),
-            retry_subject: nats.retry_subject.clone(),
-            credentials: nats.credentials.clone(),
-            max_hold,
-            drain: config.delivery.shutdown_timeout,
-        })
+        Some(Settings { input: nats.clone(), max_hold, drain: config.delivery.shutdown_timeout })
     }
 
     /// The durable consumer reading the retry stream, shared by the replicas.
     pub fn retry_consumer(&self) -> String {
-        format!("{}-retry", self.consumer)
+        format!("{}-retry", self.input.consumer)
     }
 
     /// `max_ack_pending` of a consumer the bridge creates. It caps messages delivered and not
@@ -85,7 +63,7 @@ impl Settings {
     /// The main consumer the bridge creates when none exists.
     pub(super) fn consumer_spec(&self) -> ConsumerSpec {
         let mut config = PullConfig {
-            durable_name: Some(self.consumer.clone()),
+            durable_name: Some(self.input.consumer.clone()),
             description: Some("hookbridge: object-change events to webhooks".into()),
             ack_policy: AckPolicy::Explicit,
             ack_wait: DEFAULT_ACK_WAIT,
@@ -95,16 +73,16 @@ impl Settings {
             max_ack_pending: self.max_ack_pending(),
             ..Default::default()
         };
-        match self.subjects.as_slice() {
+        match self.input.subjects.as_slice() {
             [] => {}
             // One filter works on every server version; several need NATS 2.10.
             [one] => config.filter_subject = one.clone(),
             many => config.filter_subjects = many.to_vec(),
         }
         ConsumerSpec {
-            stream: self.stream.clone(),
-            name: self.consumer.clone(),
-            subjects: self.subjects.clone(),
+            stream: self.input.stream.clone(),
+            name: self.input.consumer.clone(),
+            subjects: self.input.subjects.clone(),
             config,
         }
     }
@@ -120,13 +98,13 @@ impl Settings {
             // Records not yet due wait as NAKed with a delay, and those count as pending: any
             // cap would let a long outage of one endpoint hold back the records of the others.
             max_ack_pending: -1,
-            filter_subject: self.retry_subject.clone(),
+            filter_subject: self.input.retry_subject.clone(),
             ..Default::default()
         };
         ConsumerSpec {
-            stream: self.retry_stream.clone(),
+            stream: self.input.retry_stream.clone(),
             name: self.retry_consumer(),
-            subjects: vec![self.retry_subject.clone()],
+            subjects: vec![self.input.retry_subject.clone()],
             config,
         }
     }
@@ -145,16 +123,19 @@ pub(super) struct ConsumerSpec {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config_file::raw::NatsCredentials;
 
     fn settings(max_hold: usize) -> Settings {
         Settings {
-            url: "nats://127.0.0.1:4222".into(),
-            stream: "CHANGES".into(),
-            subjects: vec!["changes.>".into()],
-            consumer: "bridge".into(),
-            retry_stream: "CHANGES_RETRY".into(),
-            retry_subject: "hookbridge.retry.bridge".into(),
-            credentials: NatsCredentials::default(),
+            input: NatsInput {
+                url: "nats://127.0.0.1:4222".into(),
+                stream: "CHANGES".into(),
+                subjects: vec!["changes.>".into()],
+                consumer: "bridge".into(),
+                retry_stream: "CHANGES_RETRY".into(),
+                retry_subject: "hookbridge.retry.bridge".into(),
+                credentials: NatsCredentials::default(),
+            },
             max_hold,
             drain: Duration::from_secs(1),
         }

@@ -59,25 +59,31 @@ impl NatsSource {
     /// Connects, checks the stream exists, binds the durable consumer (creating it when
     /// missing), and makes sure the retry stream and its consumer exist.
     pub async fn open(settings: Settings) -> Result<NatsSource, NatsError> {
-        let conn = connect(&settings.url, &settings.credentials, &format!("hookbridge/{}", settings.consumer)).await?;
-        let stream = get_stream(&conn, &settings.stream).await?;
+        let conn = connect(
+            &settings.input.url,
+            &settings.input.credentials,
+            &format!("hookbridge/{}", settings.input.consumer),
+        )
+        .await?;
+        let stream = get_stream(&conn, &settings.input.stream).await?;
         let spec = settings.consumer_spec();
         let consumer = bind(&stream, &spec).await?;
         let ack_wait = effective_ack_wait(&consumer);
         tracing::info!(
-            stream = %settings.stream,
-            consumer = %settings.consumer,
+            stream = %settings.input.stream,
+            consumer = %settings.input.consumer,
             ack_wait_ms = ack_wait.as_millis() as u64,
             pending = consumer.cached_info().num_pending,
             "nats: consumer bound"
         );
         let events = Pull { kind: Kind::Events, stream, consumer, spec, batch: settings.events_batch() };
-        let retry_stream = retry::ensure_stream(&conn, &settings.retry_stream, &settings.retry_subject).await?;
+        let retry_stream =
+            retry::ensure_stream(&conn, &settings.input.retry_stream, &settings.input.retry_subject).await?;
         let retry_spec = settings.retry_spec();
         let retry_consumer = bind(&retry_stream, &retry_spec).await?;
         tracing::info!(
-            stream = %settings.retry_stream,
-            subject = %settings.retry_subject,
+            stream = %settings.input.retry_stream,
+            subject = %settings.input.retry_subject,
             consumer = %retry_spec.name,
             waiting = retry_stream.cached_info().state.messages,
             "nats: retry stream bound"
@@ -91,7 +97,7 @@ impl NatsSource {
             spec: retry_spec,
             batch: settings.retry_share(),
         };
-        let stage = Arc::new(NatsRetry::new(&conn, &settings.retry_stream, &settings.retry_subject));
+        let stage = Arc::new(NatsRetry::new(&conn, &settings.input.retry_stream, &settings.input.retry_subject));
         Ok(NatsSource { settings, conn, events, retries, stage, ack_wait })
     }
 }
@@ -121,8 +127,8 @@ impl Source for NatsSource {
         let watcher = tokio::spawn(watch_health(
             self.conn.client.clone(),
             self.events.consumer.clone(),
-            self.settings.stream.clone(),
-            self.settings.consumer.clone(),
+            self.settings.input.stream.clone(),
+            self.settings.input.consumer.clone(),
             ready.clone(),
         ));
         let NatsSource { settings, conn, events, retries, .. } = *self;
