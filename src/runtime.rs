@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use thiserror::Error;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, DestinationConfig, Input};
+use crate::config::{Config, Input, Output};
 use crate::dispatch::{Dispatcher, InFlight, Job, Outcome};
 use crate::event::Event;
 use crate::output::{excerpt, DeliveryResult, ObjectUpdate};
@@ -46,7 +46,7 @@ pub enum StartError {
 }
 
 /// Opens one destination; `place` names it in errors.
-async fn open_sink(place: &'static str, dest: &DestinationConfig, source: &Input) -> Result<Arc<dyn Sink>, StartError> {
+async fn open_sink(place: &'static str, dest: &Output, source: &Input) -> Result<Arc<dyn Sink>, StartError> {
     crate::sink::open(dest, source).await.map_err(|source| StartError::Destination { place, source })
 }
 

@@ -10,6 +10,7 @@ mod input;
 pub(crate) mod kafka_topics;
 mod metrics;
 pub(crate) mod nats_subject;
+mod output;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -28,8 +29,9 @@ use document::{expand_env, schema_problems, without_foreign_action_fields, Expan
 pub use crate::config_file::{check_retry, raw, secret, Problem, Problems};
 pub use delivery::Delivery;
 pub use input::{Input, KafkaInput, NatsInput};
+pub use output::{KafkaOutput, NatsOutput, Output};
 use raw::SourceConfig;
-pub use raw::{DestinationConfig, PresentationLists};
+use raw::{DestinationConfig, PresentationLists};
 
 /// Why a config cannot be used.
 #[derive(Debug, Error)]
@@ -64,9 +66,9 @@ pub struct Config {
     /// Where events come from.
     pub source: Input,
     /// Where results and callback updates go.
-    pub responses: DestinationConfig,
+    pub responses: Output,
     /// Where dead letters go.
-    pub dead_letter: DestinationConfig,
+    pub dead_letter: Output,
     /// Address of the operations endpoint (/metrics, /healthz, /readyz); `None`: no server.
     pub listen: Option<String>,
     /// Delivery settings.
@@ -260,13 +262,23 @@ fn compile(mut raw: raw::RawConfig) -> Result<Config, ConfigError> {
             None
         }
     };
-    let (Some(source), true) = (source, problems.is_empty()) else {
+    let mut output = |place: &str, dest: &DestinationConfig| match Output::compile(place, dest, &raw.source) {
+        Ok(output) => Some(output),
+        Err((place, message)) => {
+            problems.add(place, message);
+            None
+        }
+    };
+    let (responses, dead_letter) = (output("responses", &raw.responses), output("dead_letter", &raw.dead_letter));
+    let (Some(source), Some(responses), Some(dead_letter), true) =
+        (source, responses, dead_letter, problems.is_empty())
+    else {
         return Err(ConfigError::Invalid { problems: problems.0 });
     };
     Ok(Config {
         source,
-        responses: raw.responses,
-        dead_letter: raw.dead_letter,
+        responses,
+        dead_letter,
         listen: raw.server.listen,
         delivery: Delivery::from(&raw.delivery),
         connections,

@@ -187,3 +187,43 @@ fn nats_names_follow_the_nats_rules() {
     assert_problem(&dotted, "source.stream", "'.' is not allowed");
     assert!(!problems(&dotted).iter().any(|p| p.starts_with("source.retry")), "{:?}", problems(&dotted));
 }
+
+#[test]
+fn a_destination_takes_what_it_does_not_give_from_a_source_of_its_kind() {
+    let kafka = r#"source: {type: kafka, brokers: ["k1:9092"], topics: [changes], properties: {security.protocol: ssl, fetch.wait.max.ms: "10"}}"#;
+    let config = Config::from_yaml(&format!(
+        "{BASE}\n{kafka}\nresponses: {{type: kafka, topic: results}}\ndead_letter: {{type: kafka, topic: dead, brokers: [\"k2:9092\"], properties: {{acks: all}}}}\n"
+    ))
+    .unwrap();
+    let (Output::Kafka(responses), Output::Kafka(dead)) = (&config.responses, &config.dead_letter) else {
+        panic!("kafka outputs")
+    };
+    assert_eq!((responses.brokers.as_slice(), responses.properties_from_source), (&["k1:9092".to_string()][..], true));
+    assert_eq!(responses.properties.get("security.protocol").map(String::as_str), Some("ssl"));
+    assert_eq!((dead.brokers.as_slice(), dead.properties_from_source), (&["k2:9092".to_string()][..], false));
+
+    let nats = r#"source: {type: nats, url: "nats://n1:4222", stream: CHANGES, credentials: {user: u, password: {env: HOME}}}"#;
+    let config =
+        Config::from_yaml(&format!("{BASE}\n{nats}\nresponses: {{type: nats, subject: results}}\ndead_letter: {{type: nats, subject: dead, url: \"nats://n2:4222\"}}\n"))
+            .unwrap();
+    let (Output::Nats(responses), Output::Nats(dead)) = (&config.responses, &config.dead_letter) else {
+        panic!("nats outputs")
+    };
+    assert_eq!((responses.url.as_str(), dead.url.as_str()), ("nats://n1:4222", "nats://n2:4222"));
+    assert!(dead.credentials.user.is_some(), "a NATS source's credentials are reused for another URL");
+}
+
+#[test]
+fn a_destination_with_no_broker_to_take_is_a_check_error() {
+    let file = r#"source: {type: file, path: "-"}"#;
+    assert_problem(
+        &format!("{BASE}\n{file}\nresponses: {{type: kafka, topic: results}}\n"),
+        "responses.brokers",
+        "the source is not Kafka",
+    );
+    assert_problem(
+        &format!("{BASE}\n{file}\ndead_letter: {{type: nats, subject: dead}}\n"),
+        "dead_letter.url",
+        "the source is not NATS",
+    );
+}

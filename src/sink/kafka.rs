@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
 use super::{PublishError, Sink};
-use crate::config::{DestinationConfig, Input};
+use crate::config::KafkaOutput;
 use crate::source::kafka::client::{self, Logging};
 use crate::source::kafka::KafkaError;
 
@@ -22,23 +22,14 @@ pub struct KafkaSink {
 }
 
 impl KafkaSink {
-    /// Opens `dest`; brokers and properties it does not give are the Kafka source's.
-    pub fn open(dest: &DestinationConfig, source: &Input) -> Result<KafkaSink, KafkaError> {
-        let DestinationConfig::Kafka { topic, brokers, properties } = dest else {
-            return Err(KafkaError::Setting { place: "destination", message: "not a kafka destination".into() });
+    /// Opens `dest`; brokers and properties it did not give are the Kafka source's.
+    pub fn open(dest: &KafkaOutput) -> Result<KafkaSink, KafkaError> {
+        let properties = if dest.properties_from_source {
+            client::inherited_by_producers(&dest.properties)
+        } else {
+            dest.properties.clone()
         };
-        let (source_brokers, source_properties) = match source {
-            Input::Kafka(kafka) => (Some(&kafka.brokers), Some(&kafka.properties)),
-            _ => (None, None),
-        };
-        let brokers = brokers.as_ref().or(source_brokers).ok_or_else(|| KafkaError::Setting {
-            place: "brokers",
-            message: "required for a kafka destination when the source is not kafka".into(),
-        })?;
-        let properties = match (properties.is_empty(), source_properties) {
-            (true, Some(inherited)) => client::inherited_by_producers(inherited),
-            _ => properties.clone(),
-        };
+        let (brokers, topic) = (&dest.brokers, &dest.topic);
         let producer =
             client::producer(brokers, &properties).create_with_context(Logging).map_err(KafkaError::Settings)?;
         Ok(KafkaSink { producer, topic: topic.clone() })

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use thiserror::Error;
 
-use crate::config::{DestinationConfig, Input};
+use crate::config::{Input, Output};
 use crate::source::kafka::KafkaError;
 use crate::source::nats::NatsError;
 
@@ -125,18 +125,15 @@ pub enum OpenError {
 
 /// Opens one destination. Kafka and NATS settings it does not give are the source's; a NATS
 /// server that cannot be reached yet is waited for (see [`crate::source::nats::retry_start`]).
-pub(crate) async fn open(dest: &DestinationConfig, source: &Input) -> Result<Arc<dyn Sink>, OpenError> {
+pub(crate) async fn open(dest: &Output, source: &Input) -> Result<Arc<dyn Sink>, OpenError> {
     match dest {
-        DestinationConfig::File { path } => match FileSink::open(path) {
+        Output::File { path } => match FileSink::open(path) {
             Ok(sink) => Ok(Arc::new(sink)),
             Err(source) => Err(OpenError::File { path: path.clone(), source }),
         },
-        DestinationConfig::Kafka { .. } => Ok(Arc::new(kafka::KafkaSink::open(dest, source)?)),
-        DestinationConfig::Nats { subject, url, credentials } => {
-            let sink = crate::source::nats::retry_start("destination", || {
-                nats::NatsSink::open(subject, url.as_deref(), credentials.as_ref(), source)
-            })
-            .await?;
+        Output::Kafka(kafka) => Ok(Arc::new(kafka::KafkaSink::open(kafka)?)),
+        Output::Nats(nats) => {
+            let sink = crate::source::nats::retry_start("destination", || nats::NatsSink::open(nats, source)).await?;
             Ok(Arc::new(sink))
         }
     }

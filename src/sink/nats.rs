@@ -8,8 +8,7 @@ use sha2::{Digest, Sha256};
 
 use super::{PublishError, Sink};
 use crate::config::nats_subject::{is_publish_subject, subject_matches};
-use crate::config::Input;
-use crate::config_file::raw::NatsCredentials;
+use crate::config::{Input, NatsOutput};
 use crate::source::nats::connect::{connect, error_chain, NatsClient};
 use crate::source::nats::NatsError;
 
@@ -25,25 +24,12 @@ pub struct NatsSink {
 impl NatsSink {
     /// Connects (to `url`, or the NATS source's URL, with the source's credentials) and
     /// checks that a stream captures `subject` and that it is not the bridge's own input.
-    pub async fn open(
-        subject: &str,
-        url: Option<&str>,
-        own_credentials: Option<&NatsCredentials>,
-        source: &Input,
-    ) -> Result<NatsSink, NatsError> {
+    pub async fn open(dest: &NatsOutput, source: &Input) -> Result<NatsSink, NatsError> {
+        let (subject, url) = (dest.subject.as_str(), dest.url.as_str());
         if !is_publish_subject(subject) {
             return Err(NatsError::InvalidSubject(subject.to_string()));
         }
-        let none = NatsCredentials::default();
-        let (url, credentials) = match (url, source) {
-            (Some(url), Input::Nats(nats)) => (url, &nats.credentials),
-            (Some(url), _) => (url, &none),
-            (None, Input::Nats(nats)) => (nats.url.as_str(), &nats.credentials),
-            (None, _) => return Err(NatsError::NoUrl),
-        };
-        // The destination's own credentials win; otherwise a NATS source's are reused.
-        let credentials = own_credentials.unwrap_or(credentials);
-        let conn = connect(url, credentials, "hookbridge/publisher").await?;
+        let conn = connect(url, &dest.credentials, "hookbridge/publisher").await?;
         let captured_by = match conn.jetstream.stream_by_subject(subject).await {
             Ok(stream) => stream,
             Err(e) if e.kind() == GetStreamByNameErrorKind::NotFound => {

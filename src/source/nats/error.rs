@@ -80,9 +80,6 @@ pub enum NatsError {
     /// NATS source settings were asked of a config whose source is not NATS.
     #[error("the source is not nats")]
     NotNats,
-    /// A NATS destination without a URL, next to a source that is not NATS.
-    #[error("`url` is required when the source is not nats")]
-    NoUrl,
     /// A JetStream API request failed.
     #[error("{what}: {detail}")]
     JetStream {
@@ -112,8 +109,7 @@ impl NatsError {
             | NatsError::ConsumerMismatch { .. }
             | NatsError::Loop { .. }
             | NatsError::InvalidSubject(_)
-            | NatsError::NotNats
-            | NatsError::NoUrl => false,
+            | NatsError::NotNats => false,
         }
     }
 
