@@ -22,8 +22,9 @@ pub struct NatsSink {
 }
 
 impl NatsSink {
-    /// Connects (to `url`, or the NATS source's URL, with the source's credentials) and
-    /// checks that a stream captures `subject` and that it is not the bridge's own input.
+    /// Connects (URL and credentials as the config resolved them, the source's where the
+    /// destination gives none) and checks that a stream captures the subject and that it is
+    /// not the bridge's own input.
     pub async fn open(dest: &NatsOutput, source: &Input) -> Result<NatsSink, NatsError> {
         let (subject, url) = (dest.subject.as_str(), dest.url.as_str());
         if !is_publish_subject(subject) {

@@ -268,7 +268,7 @@ pub(crate) async fn open(config: &Config, max_pending: usize) -> Result<Box<dyn 
             Box::new(file::FileSource::new(path, *follow).with_max_event_bytes(config.delivery.max_event_bytes))
         }
         Input::Kafka(kafka) => Box::new(kafka::source::KafkaSource::open(kafka, config, max_pending)?),
-        Input::Nats(_) => Box::new(nats::open_source(config, max_pending).await?),
+        Input::Nats(nats) => Box::new(nats::open_source(nats, max_pending, config.delivery.shutdown_timeout).await?),
     })
 }
 

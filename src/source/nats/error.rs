@@ -77,9 +77,6 @@ pub enum NatsError {
     /// A destination subject that cannot be published to.
     #[error("subject {0:?} is not a valid publish subject (no wildcards or spaces)")]
     InvalidSubject(String),
-    /// NATS source settings were asked of a config whose source is not NATS.
-    #[error("the source is not nats")]
-    NotNats,
     /// A JetStream API request failed.
     #[error("{what}: {detail}")]
     JetStream {
@@ -108,8 +105,7 @@ impl NatsError {
             | NatsError::RetryStream { .. }
             | NatsError::ConsumerMismatch { .. }
             | NatsError::Loop { .. }
-            | NatsError::InvalidSubject(_)
-            | NatsError::NotNats => false,
+            | NatsError::InvalidSubject(_) => false,
         }
     }
 

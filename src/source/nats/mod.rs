@@ -28,12 +28,16 @@ pub(crate) mod source;
 
 pub use error::NatsError;
 
-use crate::config::Config;
+use crate::config::NatsInput;
 
-/// Opens the JetStream source of `config`, holding at most `max_hold` messages, waiting
-/// (not ready) while the server cannot be reached.
-pub(crate) async fn open_source(config: &Config, max_hold: usize) -> Result<source::NatsSource, NatsError> {
-    let settings = settings::Settings::from_config(config, max_hold).ok_or(NatsError::NotNats)?;
+/// Opens the JetStream source `input`, holding at most `max_hold` messages and draining for
+/// at most `drain` at shutdown, waiting (not ready) while the server cannot be reached.
+pub(crate) async fn open_source(
+    input: &NatsInput,
+    max_hold: usize,
+    drain: std::time::Duration,
+) -> Result<source::NatsSource, NatsError> {
+    let settings = settings::Settings { input: input.clone(), max_hold, drain };
     retry_start("source", || source::NatsSource::open(settings.clone())).await
 }
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 use async_nats::jetstream::consumer::pull::Config as PullConfig;
 use async_nats::jetstream::consumer::AckPolicy;
 
-use crate::config::{Config, Input, NatsInput};
+use crate::config::NatsInput;
 
 /// `ack_wait` of a consumer the bridge creates. Progress acks go out every third of it.
 pub const DEFAULT_ACK_WAIT: Duration = Duration::from_secs(30);
@@ -27,15 +27,6 @@ pub struct Settings {
 }
 
 impl Settings {
-    /// The settings of a config whose source is NATS; the replica holds at most `max_hold`
-    /// messages.
-    pub fn from_config(config: &Config, max_hold: usize) -> Option<Settings> {
-        let Input::Nats(nats) = &config.source else {
-            return None;
-        };
-        Some(Settings { input: nats.clone(), max_hold, drain: config.delivery.shutdown_timeout })
-    }
-
     /// The durable consumer reading the retry stream, shared by the replicas.
     pub fn retry_consumer(&self) -> String {
         format!("{}-retry", self.input.consumer)
