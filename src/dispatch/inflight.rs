@@ -89,6 +89,18 @@ impl InFlight {
         s.room.clear();
     }
 
+    /// The message is let go unsettled: lane parking keeps only a reference to it, and the
+    /// stage, which keeps the record, reads it again at its turn. Its acknowledgement is
+    /// dropped, so the source position stays before it, and its read-ahead room is given back.
+    pub fn let_go(&self) {
+        let mut s = self.settlement.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(ack) = s.ack.take() {
+            drop(ack);
+            metrics::get().events_pending.dec();
+        }
+        s.room.clear();
+    }
+
     /// A copy of the message for the durable retry stage, without its acknowledgement.
     pub fn message_copy(&self) -> Message {
         Message {

@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use attempt::Answer;
 pub use inflight::InFlight;
-pub use lanes::{Arrival, DeliveryId, LaneKey, Parking, Seq};
+pub use lanes::{Arrival, DeliveryId, LaneKey, Next, Parking, Seq};
 pub use verdict::{verdict, Attempted, DeliveryError, Policy as RetryPolicy, Verdict};
 
 use crate::config::Config;
@@ -33,7 +33,7 @@ use crate::metrics::{self, AttemptClass, RetryWait};
 use crate::net::{Clients, Endpoint, Policy};
 use crate::publish::Publisher;
 use crate::request::Request;
-use crate::source::{DurableRetry, RetryInfo, RetryStage};
+use crate::source::{Coords, DurableRetry, RetryInfo, RetryStage};
 use crate::trigger::Match;
 
 /// How many events may be read ahead of their final outcomes, at most: the bound of the
@@ -48,6 +48,8 @@ pub fn max_pending(config: &Config) -> usize {
 /// How long after its due time a lane's first parked delivery may take to come back before
 /// the lane is released (see [`lanes`]).
 const PARK_STALE_MS: i64 = 10 * 60 * 1000;
+/// How many deliveries lane parking keeps by reference only, at most (see [`lanes`]).
+const MAX_SPILLED: usize = 65_536;
 /// How often parked lanes are checked for deliveries that never came back.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -142,7 +144,7 @@ pub struct Dispatcher {
     publisher: Publisher,
     stage: Option<Arc<dyn DurableRetry>>,
     lanes: Mutex<HashMap<LaneKey, mpsc::UnboundedSender<Job>>>,
-    parking: Mutex<Parking<Job>>,
+    parking: Mutex<Parking<Job, Coords>>,
     masked_urls: Mutex<HashMap<(String, bool), Arc<str>>>,
     shutdown: CancellationToken,
 }
@@ -171,10 +173,11 @@ impl Dispatcher {
             RetryStage::InProcess => None,
         };
         // Held deliveries give their read-ahead room back (`InFlight::hold`), so this bounds
-        // only their memory (a rendered request and its event each, a few KiB). Each one
-        // that does not fit is written to the retry stage again every time the delivery it
-        // waits for fails once more: too few, and a failing endpoint with many objects
-        // multiplies the retry records.
+        // only their memory (a rendered request and its event each, a few KiB). Past it, a
+        // stage that can read a record again keeps the delivery and parking its reference
+        // (a few hundred bytes at most); past that too, the delivery is written to the stage
+        // again every time the one it waits for fails once more, which multiplies the
+        // retry records when a failing endpoint has many objects.
         let max_held = (max_pending(&config) * 16).clamp(2_048, 16_384);
         let dispatcher = Arc::new(Dispatcher {
             sender: attempt::Sender::new(&config, clients),
@@ -183,7 +186,7 @@ impl Dispatcher {
             publisher,
             stage,
             lanes: Mutex::new(HashMap::new()),
-            parking: Mutex::new(Parking::new(max_held, PARK_STALE_MS)),
+            parking: Mutex::new(Parking::new(max_held, MAX_SPILLED, PARK_STALE_MS)),
             masked_urls: Mutex::new(HashMap::new()),
             shutdown,
         });
@@ -226,7 +229,7 @@ impl Dispatcher {
         }
     }
 
-    fn parking(&self) -> std::sync::MutexGuard<'_, Parking<Job>> {
+    fn parking(&self) -> std::sync::MutexGuard<'_, Parking<Job, Coords>> {
         self.parking.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -234,7 +237,7 @@ impl Dispatcher {
     /// their partitions. The source finds them before it reads those partitions, so this runs
     /// before any newer delivery of theirs arrives here. A delivery whose trigger or action
     /// the config no longer has parks nothing (it is dead-lettered when it comes back).
-    fn park_found(&self, stage: &dyn DurableRetry, parking: &mut Parking<Job>) {
+    fn park_found(&self, stage: &dyn DurableRetry, parking: &mut Parking<Job, Coords>) {
         for found in stage.take_found() {
             let trigger = self.config.triggers.iter().position(|t| t.name == found.trigger);
             let action = self.config.actions.iter().position(|a| a.name == found.action);
@@ -255,7 +258,9 @@ impl Dispatcher {
                 let mut parking = self.parking();
                 self.park_found(stage.as_ref(), &mut parking);
                 let arrival = if job.returning {
-                    parking.arrive_returning(&key, id, job, now)
+                    let coords = &job.inflight.coords;
+                    let reference = stage.can_fetch_again(coords).then(|| coords.clone());
+                    parking.arrive_returning(&key, id, job, reference, now)
                 } else {
                     parking.arrive_new(&key, id, job, now)
                 };
@@ -268,6 +273,8 @@ impl Dispatcher {
         };
         match arrival {
             Arrival::Held => {}
+            // The stage keeps its record; parking keeps where it is.
+            Arrival::Spilled(job) => job.inflight.let_go(),
             Arrival::ParkBehind { job, due_ms } => self.park_behind(job, due_ms).await,
             Arrival::Go(job) => self.run(job).await,
         }
@@ -294,7 +301,8 @@ impl Dispatcher {
             }
             job.inflight.complete();
             match next {
-                Some(n) => job = n,
+                Some(Next::Go(n)) => job = n,
+                Some(Next::Fetch(run)) => return self.fetch_again(&run),
                 None => return,
             }
         }
@@ -335,6 +343,15 @@ impl Dispatcher {
         }
         tracing::warn!(action = %action.name, "the retry stage keeps refusing; attempting the delivery now, out of its lane's order");
         self.run(job).await
+    }
+
+    /// Has the stage read spilled deliveries again: they come back as returning messages.
+    fn fetch_again(&self, run: &[Coords]) {
+        if let Some(stage) = &self.stage {
+            for coords in run {
+                stage.fetch_again(coords);
+            }
+        }
     }
 
     fn retry_info(&self, job: &Job, attempts: u32, first_attempt_ms: i64) -> RetryInfo {
@@ -474,8 +491,11 @@ async fn sweep(dispatcher: std::sync::Weak<Dispatcher>) {
             return;
         }
         let ready = d.parking().sweep(now_ms());
-        for (_, job) in ready {
-            d.submit(job);
+        for (_, next) in ready {
+            match next {
+                Next::Go(job) => d.submit(job),
+                Next::Fetch(run) => d.fetch_again(&run),
+            }
         }
     }
 }

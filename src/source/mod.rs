@@ -179,6 +179,18 @@ pub trait DurableRetry: Send + Sync {
     fn take_found(&self) -> Vec<FoundAway> {
         Vec::new()
     }
+
+    /// Whether the stage can read the record a returning message at `coords` came from
+    /// again, by [`DurableRetry::fetch_again`], once that message is let go unsettled: then
+    /// the dispatcher need not hold it, nor store it again, while it waits for its turn.
+    fn can_fetch_again(&self, _coords: &Coords) -> bool {
+        false
+    }
+
+    /// Reads the record at `coords` again; it comes back as a returning message. One that
+    /// cannot be read any more (its partition moved to another replica) comes back from
+    /// wherever the stage's records are read next.
+    fn fetch_again(&self, _coords: &Coords) {}
 }
 
 /// A durable retry stage in two steps, for which [`DurableRetry`] is implemented once: the
@@ -197,6 +209,12 @@ pub(crate) trait TwoStepRetry: Send + Sync {
     fn take_found(&self) -> Vec<FoundAway> {
         Vec::new()
     }
+    /// See [`DurableRetry::can_fetch_again`].
+    fn can_fetch_again(&self, _coords: &Coords) -> bool {
+        false
+    }
+    /// See [`DurableRetry::fetch_again`].
+    fn fetch_again(&self, _coords: &Coords) {}
 }
 
 // Written out rather than with `#[async_trait]`: the record is made before the future starts.
@@ -218,6 +236,14 @@ impl<T: TwoStepRetry> DurableRetry for T {
 
     fn take_found(&self) -> Vec<FoundAway> {
         TwoStepRetry::take_found(self)
+    }
+
+    fn can_fetch_again(&self, coords: &Coords) -> bool {
+        TwoStepRetry::can_fetch_again(self, coords)
+    }
+
+    fn fetch_again(&self, coords: &Coords) {
+        TwoStepRetry::fetch_again(self, coords)
     }
 }
 

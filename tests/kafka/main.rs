@@ -18,6 +18,7 @@ mod broker;
 mod broker_checks;
 mod crash;
 mod faults;
+mod parking;
 mod scenarios;
 mod soak;
 mod subscriptions;

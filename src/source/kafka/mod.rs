@@ -14,7 +14,8 @@
 //!   when the group takes partitions away; [`poller::layout`] follows topics and partitions that
 //!   appear while running.
 //! - [`retry`] parks deliveries in the retry topic and hands them back when due;
-//!   [`replay`] keeps retry records read again after a crash from being delivered twice.
+//!   [`replay`] keeps retry records read again after a crash from being delivered twice;
+//!   [`refetch`] reads a record again when lane parking kept only its reference.
 //! - [`shared`] is the state the consumer thread, the rebalance callbacks, the forwarder
 //!   and the acknowledgements share.
 //!
@@ -28,6 +29,7 @@ pub(crate) mod offsets;
 pub(crate) mod poller;
 pub(crate) mod progress;
 pub(crate) mod rebalance;
+pub(crate) mod refetch;
 pub(crate) mod replay;
 pub mod retry;
 pub(crate) mod shared;

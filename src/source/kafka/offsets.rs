@@ -173,6 +173,20 @@ impl Tracker {
         Some(Ticket { tracker: Arc::clone(self), tp: tp.clone(), generation, offset, done: false })
     }
 
+    /// Takes back a message let go unsettled (lane parking kept only a reference to it), to
+    /// be handed over again: its generation and a new ticket. `None` when the partition is not
+    /// owned any more or the message is not waiting to be read again (settled since, or taken
+    /// back already), so one message is never in the pipeline twice.
+    pub fn read_again(self: &Arc<Self>, tp: &Tp, offset: i64) -> Option<(u64, Ticket)> {
+        let mut inner = self.lock();
+        let part = inner.parts.get_mut(tp).filter(|p| !p.revoking)?;
+        let state = part.open.get_mut(&offset).filter(|s| **s == State::Abandoned)?;
+        *state = State::Read;
+        part.in_flight += 1;
+        let generation = part.generation;
+        Some((generation, Ticket { tracker: Arc::clone(self), tp: tp.clone(), generation, offset, done: false }))
+    }
+
     /// Records that the message at `offset` goes into the pipeline now; `false` when its
     /// partition was revoked since it was read (then it must be dropped: the new owner reads
     /// it again). Checked and recorded under one lock, so a revoke either waits for the
@@ -413,6 +427,28 @@ mod tests {
         let start = Instant::now();
         assert_eq!(t.wait_settled(None, start + Duration::from_secs(5)), 0);
         assert!(start.elapsed() < Duration::from_secs(1));
+    }
+
+    #[test]
+    fn a_message_let_go_is_taken_back_once_and_holds_the_position_meanwhile() {
+        let t = Tracker::new();
+        let g = t.assign(tp());
+        let first = t.read(&tp(), g, 0).unwrap();
+        let let_go = t.read(&tp(), g, 1).unwrap();
+        let third = t.read(&tp(), g, 2).unwrap();
+        assert!(t.read_again(&tp(), 1).is_none(), "still in flight: not taken twice");
+        drop(let_go);
+        first.settle(true);
+        third.settle(true);
+        assert_eq!(nexts(t.positions(None)), vec![(tp(), 1)], "the message let go holds the position");
+        assert_eq!(t.backlog(), 0, "and is not in the read-ahead");
+        let (generation, again) = t.read_again(&tp(), 1).unwrap();
+        assert_eq!(generation, g);
+        assert!(t.read_again(&tp(), 1).is_none(), "taken back once");
+        assert!(t.read_again(&tp(), 0).is_none(), "final messages are not taken back");
+        assert!(t.hand_over(&tp(), g, 1));
+        again.settle(true);
+        assert_eq!(nexts(t.positions(None)), vec![(tp(), 3)]);
     }
 
     #[test]

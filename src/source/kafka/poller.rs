@@ -229,21 +229,16 @@ impl Poller {
             ticket.settle(true);
             return;
         }
-        let message = Message {
-            payload: m.payload().unwrap_or_default().to_vec(),
-            headers: returned.headers,
-            coords: returned.origin.coords(m.topic(), m.partition(), m.offset()),
-            ack: ack(ticket),
-            retry: Some(Ok(returned.info)),
-        };
+        let not_before_ms = returned.not_before_ms;
+        let message = returning(m, returned, ticket);
         let handover = Handover { message, tracker: tracker.clone(), tp, generation, offset: m.offset() };
-        if returned.not_before_ms <= chrono::Utc::now().timestamp_millis() {
+        if not_before_ms <= chrono::Utc::now().timestamp_millis() {
             let _ = self.fwd.send(handover);
         } else {
             // Held here, not by pausing the partition: a record due in an hour must not
             // hold back one due in a second behind it.
             let mut waiting = self.shared.waiting.lock().unwrap_or_else(|p| p.into_inner());
-            waiting.insert(returned.not_before_ms, m.partition(), m.offset(), handover);
+            waiting.insert(not_before_ms, m.partition(), m.offset(), handover);
         }
     }
 
@@ -337,8 +332,20 @@ fn ack(ticket: Ticket) -> Ack {
     Ack::with_hold(move |how| ticket.settle(how == Settle::Done), hold)
 }
 
+/// A retry record as the pipeline sees it: the original message, its origin's coordinates
+/// with the record's own, and the delivery it carries.
+pub(crate) fn returning(m: &BorrowedMessage<'_>, returned: retry::Returned, ticket: Ticket) -> Message {
+    Message {
+        payload: m.payload().unwrap_or_default().to_vec(),
+        headers: returned.headers,
+        coords: returned.origin.coords(m.topic(), m.partition(), m.offset()),
+        ack: ack(ticket),
+        retry: Some(Ok(returned.info)),
+    }
+}
+
 /// A record as the pipeline sees it, with its own coordinates.
-fn as_message(m: &BorrowedMessage<'_>, ticket: Ticket, retry: Option<Result<RetryInfo, String>>) -> Message {
+pub(crate) fn as_message(m: &BorrowedMessage<'_>, ticket: Ticket, retry: Option<Result<RetryInfo, String>>) -> Message {
     Message {
         payload: m.payload().unwrap_or_default().to_vec(),
         headers: headers_of(m),
@@ -348,7 +355,7 @@ fn as_message(m: &BorrowedMessage<'_>, ticket: Ticket, retry: Option<Result<Retr
     }
 }
 
-fn headers_of(m: &BorrowedMessage<'_>) -> Vec<(String, Vec<u8>)> {
+pub(crate) fn headers_of(m: &BorrowedMessage<'_>) -> Vec<(String, Vec<u8>)> {
     m.headers()
         .map(|hs| hs.iter().map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec())).collect())
         .unwrap_or_default()

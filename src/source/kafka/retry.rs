@@ -212,20 +212,32 @@ pub struct KafkaRetry {
     group: String,
     map: Arc<MapCell>,
     found: Arc<FoundBook>,
+    /// Asks the thread that reads retry records again ([`super::refetch`]).
+    refetch: std::sync::mpsc::Sender<(i32, i64)>,
 }
 
 impl KafkaRetry {
     /// A stage of `group` producing to `topic` with `settings`; `map` is filled by the
-    /// source once it knows the partitions, `found` when it takes retry partitions.
-    pub fn new(
+    /// source once it knows the partitions, `found` when it takes retry partitions;
+    /// `refetch` asks for records to be read again.
+    pub(crate) fn new(
         settings: &ClientConfig,
         topic: &str,
         group: &str,
         map: Arc<MapCell>,
         found: Arc<FoundBook>,
+        refetch: std::sync::mpsc::Sender<(i32, i64)>,
     ) -> Result<KafkaRetry, KafkaError> {
         let producer = settings.create_with_context(Logging).map_err(KafkaError::Settings)?;
-        Ok(KafkaRetry { producer, topic: topic.to_string(), group: group.to_string(), map, found })
+        Ok(KafkaRetry { producer, topic: topic.to_string(), group: group.to_string(), map, found, refetch })
+    }
+
+    /// The retry record a returning message at `coords` came from, if it is one of ours.
+    fn record_of<'a>(&self, coords: &'a Coords) -> Option<&'a KafkaRecord> {
+        match coords {
+            Coords::Kafka { retry: Some(record), .. } if record.topic == self.topic => Some(record),
+            _ => None,
+        }
     }
 }
 
@@ -280,6 +292,17 @@ impl TwoStepRetry for KafkaRetry {
 
     fn take_found(&self) -> Vec<FoundAway> {
         self.found.take()
+    }
+
+    fn can_fetch_again(&self, coords: &Coords) -> bool {
+        self.record_of(coords).is_some()
+    }
+
+    fn fetch_again(&self, coords: &Coords) {
+        if let Some(record) = self.record_of(coords) {
+            // The thread is gone only at shutdown; the record is then read at the next start.
+            let _ = self.refetch.send((record.partition, record.offset));
+        }
     }
 }
 

@@ -27,6 +27,7 @@ use super::commit::{Answers, Pacer, INTERVAL};
 use super::offsets::Tracker;
 use super::poller::{ErrorLog, Poller};
 use super::rebalance::{MainContext, RetryContext};
+use super::refetch;
 use super::retry::{KafkaRetry, MapCell, Waiting};
 use super::shared::{Handover, Shared};
 use super::KafkaError;
@@ -44,6 +45,7 @@ pub struct KafkaSource {
     group: String,
     admin: ClientConfig,
     bound: usize,
+    refetch: std::sync::mpsc::Receiver<(i32, i64)>,
 }
 
 impl KafkaSource {
@@ -90,8 +92,15 @@ impl KafkaSource {
             );
         }
         let inherited = client::inherited_by_producers(properties);
-        let stage =
-            Arc::new(KafkaRetry::new(&client::producer(brokers, &inherited), retry_topic, group_id, map, found)?);
+        let (refetch_tx, refetch) = std::sync::mpsc::channel();
+        let stage = Arc::new(KafkaRetry::new(
+            &client::producer(brokers, &inherited),
+            retry_topic,
+            group_id,
+            map,
+            found,
+            refetch_tx,
+        )?);
         let mut admin = ClientConfig::new();
         admin.set("bootstrap.servers", brokers.join(","));
         for (k, v) in &inherited {
@@ -108,6 +117,7 @@ impl KafkaSource {
             // What the pipeline takes in (its read-ahead) plus its channel: enough to keep
             // it fed while a resume takes effect.
             bound: max_pending + 256,
+            refetch,
         })
     }
 }
@@ -127,6 +137,12 @@ impl Source for KafkaSource {
         self.shared.attach_ready(ready);
         let (fwd, fwd_rx) = mpsc::unbounded_channel();
         let forwarder = tokio::spawn(forward(fwd_rx, tx, shutdown.clone()));
+        // Stopped with the source, whether it stops for shutdown or fails.
+        let stop_refetch = shutdown.child_token();
+        let (shared, requests, refetch_fwd, refetch_shutdown) =
+            (self.shared.clone(), self.refetch, fwd.clone(), stop_refetch.clone());
+        let refetcher =
+            tokio::task::spawn_blocking(move || refetch::run(shared, requests, refetch_fwd, refetch_shutdown));
         let poller = Poller {
             main: Arc::new(self.main),
             retry: self.retry,
@@ -145,7 +161,10 @@ impl Source for KafkaSource {
             retry_pacer: Pacer::new(INTERVAL),
             layout: Default::default(),
         };
-        let result = tokio::task::spawn_blocking(move || poller.run()).await.map_err(SourceError::Task)?;
+        let result = tokio::task::spawn_blocking(move || poller.run()).await.map_err(SourceError::Task);
+        stop_refetch.cancel();
+        let _ = refetcher.await;
+        let result = result?;
         let _ = forwarder.await;
         result.map_err(SourceError::from)
     }
