@@ -7,6 +7,7 @@ mod checks;
 mod delivery;
 mod document;
 mod input;
+pub(crate) mod kafka_properties;
 pub(crate) mod kafka_topics;
 mod metrics;
 pub(crate) mod nats_subject;

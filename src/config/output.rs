@@ -28,11 +28,9 @@ pub struct KafkaOutput {
     pub topic: String,
     /// Bootstrap servers: the destination's, or the Kafka source's.
     pub brokers: Vec<String>,
-    /// librdkafka properties: the destination's own, or (when it gives none) the Kafka
-    /// source's, of which a producer keeps those that are not the consumer's alone.
+    /// librdkafka properties: the destination's own, or (when it gives none) those of the
+    /// Kafka source's that are not the consumer's alone.
     pub properties: BTreeMap<String, String>,
-    /// Whether `properties` are the source's.
-    pub properties_from_source: bool,
 }
 
 /// A NATS destination.
@@ -71,11 +69,11 @@ impl Output {
                         ))
                     }
                 };
-                let (properties, properties_from_source) = match from_source {
-                    Some((_, theirs)) if properties.is_empty() => (theirs.clone(), true),
-                    _ => (properties.clone(), false),
+                let properties = match from_source {
+                    Some((_, theirs)) if properties.is_empty() => super::kafka_properties::for_producers(theirs),
+                    _ => properties.clone(),
                 };
-                Output::Kafka(KafkaOutput { topic: topic.clone(), brokers, properties, properties_from_source })
+                Output::Kafka(KafkaOutput { topic: topic.clone(), brokers, properties })
             }
             DestinationConfig::Nats { subject, url, credentials } => {
                 let (source_url, source_credentials) = match source {

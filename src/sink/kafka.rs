@@ -24,14 +24,9 @@ pub struct KafkaSink {
 impl KafkaSink {
     /// Opens `dest`; brokers and properties it did not give are the Kafka source's.
     pub fn open(dest: &KafkaOutput) -> Result<KafkaSink, KafkaError> {
-        let properties = if dest.properties_from_source {
-            client::inherited_by_producers(&dest.properties)
-        } else {
-            dest.properties.clone()
-        };
         let (brokers, topic) = (&dest.brokers, &dest.topic);
         let producer =
-            client::producer(brokers, &properties).create_with_context(Logging).map_err(KafkaError::Settings)?;
+            client::producer(brokers, &dest.properties).create_with_context(Logging).map_err(KafkaError::Settings)?;
         Ok(KafkaSink { producer, topic: topic.clone() })
     }
 }

@@ -8,39 +8,6 @@ use rdkafka::client::ClientContext;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::error::KafkaError as RdError;
 
-/// Settings that only make sense for consumers: not inherited by producers, so a producer
-/// built from the source's properties does not warn about each of them.
-const CONSUMER_ONLY: &[&str] = &[
-    "group.id",
-    "group.instance.id",
-    "group.protocol",
-    "group.protocol.type",
-    "group.remote.assignor",
-    "partition.assignment.strategy",
-    "session.timeout.ms",
-    "heartbeat.interval.ms",
-    "coordinator.query.interval.ms",
-    "max.poll.interval.ms",
-    "enable.auto.commit",
-    "auto.commit.interval.ms",
-    "enable.auto.offset.store",
-    "auto.offset.reset",
-    "queued.min.messages",
-    "queued.max.messages.kbytes",
-    "fetch.wait.max.ms",
-    "fetch.queue.backoff.ms",
-    "fetch.message.max.bytes",
-    "max.partition.fetch.bytes",
-    "fetch.max.bytes",
-    "fetch.min.bytes",
-    "fetch.error.backoff.ms",
-    "enable.partition.eof",
-    "check.crcs",
-    "isolation.level",
-    "allow.auto.create.topics",
-    "statistics.interval.ms",
-];
-
 /// Settings of the consumer group that reads `topics`; `instance` is the static member id
 /// (`group.instance.id`), when the replica has a stable one.
 ///
@@ -132,15 +99,6 @@ pub fn producer(brokers: &[String], properties: &BTreeMap<String, String>) -> Cl
         c.set(k, v);
     }
     c
-}
-
-/// The source's properties, minus those only consumers understand.
-pub fn inherited_by_producers(properties: &BTreeMap<String, String>) -> BTreeMap<String, String> {
-    properties
-        .iter()
-        .filter(|(k, _)| !CONSUMER_ONLY.contains(&k.as_str()))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect()
 }
 
 /// A client context that logs through `tracing` and ignores statistics.
@@ -305,13 +263,7 @@ mod tests {
     }
 
     #[test]
-    fn producers_inherit_security_but_not_consumer_settings() {
-        let inherited = inherited_by_producers(&props(&[
-            ("sasl.mechanism", "SCRAM-SHA-512"),
-            ("session.timeout.ms", "6000"),
-            ("group.instance.id", "x"),
-        ]));
-        assert_eq!(inherited, props(&[("sasl.mechanism", "SCRAM-SHA-512")]));
+    fn producers_keep_the_settings_delivery_depends_on() {
         let p = producer(&["a:9092".into()], &props(&[("linger.ms", "50")]));
         assert_eq!(p.get("enable.idempotence"), Some("true"));
         assert_eq!(p.get("acks"), Some("all"));

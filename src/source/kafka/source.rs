@@ -91,7 +91,7 @@ impl KafkaSource {
                 "delivery.shutdown_timeout is not shorter than max.poll.interval.ms: a revoke that waits for slow deliveries may get this replica removed from the group"
             );
         }
-        let inherited = client::inherited_by_producers(properties);
+        let inherited = crate::config::kafka_properties::for_producers(properties);
         let (refetch_tx, refetch) = std::sync::mpsc::channel();
         let stage = Arc::new(KafkaRetry::new(
             &client::producer(brokers, &inherited),
