@@ -44,7 +44,7 @@ async fn each_service_answer_becomes_the_result_a_user_expects() {
     let slack_bad_payload = Receiver::start(|_, _| Reply::Status(400, vec![], "invalid_blocks".into())).await;
     let run = Run::new();
     run.write_events(&lines(&[event("e1", "1", json!({})), event("e2", "2", json!({}))]));
-    let yaml = run.config(
+    let config = run.config(
         json!({"retry": {"max_attempts": 3, "initial": "50ms", "max": "2s"}}),
         json!({
             "connections": {
@@ -64,7 +64,7 @@ async fn each_service_answer_becomes_the_result_a_user_expects() {
             "triggers": [{"name": "created", "on": "create", "class": "Ticket", "actions": ["slack", "slack-bad", "teams", "gchat", "rocket"]}],
         }),
     );
-    run.run(&yaml).await;
+    run.run(&config).await;
     let results = run.responses();
     let by: HashMap<(String, String), &Value> = results
         .iter()

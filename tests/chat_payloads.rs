@@ -13,7 +13,7 @@ use hookbridge::render_event;
 use hookbridge::Config;
 use hookbridge::{parse_event, Event};
 use proptest::prelude::*;
-use serde_json::Value;
+use serde_json::{json, Value};
 
 const CONFIG: &str = r##"
 connections:
@@ -113,6 +113,31 @@ fn config() -> Config {
     Config::from_yaml(CONFIG).unwrap_or_else(|e| panic!("test config: {e}"))
 }
 
+/// [`CONFIG`] as a value, for a test to change before reading it with [`config_of`].
+fn config_value() -> Value {
+    serde_norway::from_str(CONFIG).expect("CONFIG is YAML")
+}
+
+/// A config changed from [`config_value`] (JSON is YAML).
+fn config_of(value: &Value) -> Config {
+    Config::from_yaml(&value.to_string()).unwrap_or_else(|e| panic!("test config: {e}\n{value:#}"))
+}
+
+/// The action `name` of a config value.
+fn action<'a>(config: &'a mut Value, name: &str) -> &'a mut Value {
+    let actions = config["actions"].as_array_mut().expect("actions");
+    actions.iter_mut().find(|a| a["name"] == name).unwrap_or_else(|| panic!("no action {name}"))
+}
+
+/// The `teams` action with a Delete button and every transition as a button instead of
+/// three chosen ones.
+fn teams_with_every_button(config: &mut Value) {
+    let teams = action(config, "teams");
+    teams.as_object_mut().expect("an action").remove("other_actions_codes");
+    teams["delete_button"] = json!(true);
+    teams["other_actions"] = json!("yes");
+}
+
 fn fixture() -> Value {
     let text = std::fs::read_to_string(root().join("tests/fixtures/ticket-event.json")).expect("fixture");
     serde_json::from_str(&text).expect("fixture is JSON")
@@ -198,22 +223,14 @@ fn golden_slack_cut_to_the_limits() {
 /// scripts/check-chat-payloads.sh); a highlight without a title colours the message.
 #[test]
 fn golden_teams_many_buttons() {
-    let yaml = CONFIG
-        .replace(
-            "    other_actions: specify\n    other_actions_codes: [ev_resolve, ev_close, ev_reopen]",
-            "    delete_button: true\n    other_actions: \"yes\"",
-        )
-        .replace(
-            "    title: \"$this->ref$: $this->title$\"\n    message: |-\n      Assigned to **",
-            "    message: |-\n      Assigned to **",
-        )
-        .replace("highlight_color: \"#E74C3C\"", "highlight_color: \"#2ECC71\"");
+    let mut changed = config_value();
+    teams_with_every_button(&mut changed);
+    let teams = action(&mut changed, "teams");
+    teams.as_object_mut().expect("an action").remove("title");
+    teams["highlight_color"] = json!("#2ECC71");
     let mut doc = fixture();
-    doc["transitions"]
-        .as_array_mut()
-        .expect("transitions")
-        .push(serde_json::json!({"code": "ev_pending", "label": "Pending"}));
-    golden_of("teams_many_buttons", &Config::from_yaml(&yaml).expect("config"), &event_from(&doc), "teams");
+    doc["transitions"].as_array_mut().expect("transitions").push(json!({"code": "ev_pending", "label": "Pending"}));
+    golden_of("teams_many_buttons", &config_of(&changed), &event_from(&doc), "teams");
 }
 
 fn strings_at(value: &Value, key: &str, out: &mut Vec<String>) {
@@ -269,15 +286,11 @@ fn slack_message_is_mrkdwn_with_fields_user_and_buttons() {
 
 #[test]
 fn empty_messages_fall_back_to_the_object_name() {
-    let mut yaml = CONFIG.to_string();
-    for message in [
-        "      :ticket: *$this->hyperlink()$ assigned to $this->agent_id->friendlyname$*\n      $this->title$ (priority <b>$this->label(priority)$</b>, team $this->team_id->name$)\n      $this->html(description)$",
-        "      :warning: *Ticket $this->hyperlink()$* is now _$this->label(status)$_: $this->title$\n      $this->html(description)$",
-    ] {
-        assert!(yaml.contains(message));
-        yaml = yaml.replace(message, "      $this->no_such_attribute$");
+    let mut changed = config_value();
+    for name in ["slack", "rocketchat"] {
+        action(&mut changed, name)["message"] = json!("$this->no_such_attribute$");
     }
-    let config = Config::from_yaml(&yaml).expect("config");
+    let config = config_of(&changed);
     let event = event_from(&fixture());
     let slack = body(&config, &event, "slack");
     assert_eq!(
@@ -296,11 +309,9 @@ fn slack_splits_fields_and_stays_within_the_limits() {
     for code in &codes {
         doc["object"][code] = Value::String(format!("{code} ").repeat(300));
     }
-    let yaml = CONFIG.replace(
-        "    slack: [ref, title, priority, status, team_id, agent_id, caller_id, org_id]",
-        &format!("    slack: [{}]", codes.join(", ")),
-    );
-    let config = Config::from_yaml(&yaml).expect("config");
+    let mut changed = config_value();
+    changed["presentation"]["Ticket"]["slack"] = json!(codes);
+    let config = config_of(&changed);
     let b = body(&config, &event_from(&doc), "slack");
     let blocks = b["blocks"].as_array().expect("blocks");
     assert!(blocks.len() <= 50);
@@ -413,16 +424,11 @@ fn teams_message_card_shape() {
 
 #[test]
 fn teams_puts_more_than_five_buttons_in_action_sets() {
-    let yaml = CONFIG.replace(
-        "    other_actions: specify\n    other_actions_codes: [ev_resolve, ev_close, ev_reopen]",
-        "    delete_button: true\n    other_actions: \"yes\"",
-    );
+    let mut changed = config_value();
+    teams_with_every_button(&mut changed);
     let mut doc = fixture();
-    doc["transitions"]
-        .as_array_mut()
-        .expect("transitions")
-        .push(serde_json::json!({"code": "ev_pending", "label": "Pending"}));
-    let config = Config::from_yaml(&yaml).expect("config");
+    doc["transitions"].as_array_mut().expect("transitions").push(json!({"code": "ev_pending", "label": "Pending"}));
+    let config = config_of(&changed);
     let b = body(&config, &event_from(&doc), "teams");
     let card = &b["attachments"][0]["content"];
     assert!(card.get("actions").is_none());
@@ -467,11 +473,12 @@ fn rocketchat_sets_alias_avatar_and_emoji_only_when_given() {
     assert!(b.get("avatar").is_none());
     let text = b["text"].as_str().expect("text");
     assert!(text.starts_with(":warning: *Ticket [R-000123](https://itop.example.com/"), "{text}");
-    let yaml = CONFIG.replace(
-        "    alias: \"iTop ($this->team_id->name$)\"\n    emoji: \":ticket:\"",
-        "    avatar_url: \"https://itop.example.com/logo.png\"\n    emoji: \"$this->no_such_attribute$\"",
-    );
-    let b = body(&Config::from_yaml(&yaml).expect("config"), &event_from(&fixture()), "rocketchat");
+    let mut changed = config_value();
+    let rocketchat = action(&mut changed, "rocketchat");
+    rocketchat.as_object_mut().expect("an action").remove("alias");
+    rocketchat["avatar_url"] = json!("https://itop.example.com/logo.png");
+    rocketchat["emoji"] = json!("$this->no_such_attribute$");
+    let b = body(&config_of(&changed), &event_from(&fixture()), "rocketchat");
     assert_eq!(b["avatar"], "https://itop.example.com/logo.png");
     assert!(b.get("alias").is_none() && b.get("emoji").is_none(), "an empty value is left out: {b}");
 }

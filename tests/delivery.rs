@@ -8,40 +8,22 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{event, lines, ClosedPort, Receiver, Reply, Run};
+use common::{event, fast_retry, lines, webhook, ClosedPort, Receiver, Reply, Run};
 use serde_json::{json, Value};
 
-/// One webhook action `hook` on `url`, fired by every created Ticket; `connection` and
-/// `action` add keys to the connection and the action.
-fn webhook_config(run: &Run, delivery: Value, url: &str, connection: Value, action: Value) -> String {
-    let mut hook = json!({"url": url});
-    let mut act = json!({"name": "hook", "type": "webhook", "connection": "hook",
-        "payload": r#"{"ref": "$this->ref$", "title": "$this->title$"}"#});
-    for (target, extra) in [(&mut hook, connection), (&mut act, action)] {
-        for (k, v) in extra.as_object().into_iter().flatten() {
-            target[k] = v.clone();
-        }
-    }
-    run.config(
-        delivery,
-        json!({
-            "connections": {"hook": hook},
-            "actions": [act],
-            "triggers": [{"name": "created", "on": "create", "class": "Ticket", "actions": ["hook"]}],
-        }),
-    )
-}
+/// The payload of the `hook` action.
+const PAYLOAD: &str = r#"{"ref": "$this->ref$", "title": "$this->title$"}"#;
 
-/// `delivery` with quick retries.
-fn fast_retry() -> Value {
-    json!({"retry": {"max_attempts": 4, "initial": "50ms", "max": "2s", "jitter": 0.1}})
+/// The `hook` action (sending [`PAYLOAD`]) on `url`, fired by every created Ticket.
+fn hook_on(url: &str) -> Value {
+    webhook(json!({"url": url}), json!({"payload": PAYLOAD}))
 }
 
 /// Runs one event through the webhook action towards `url`, with fast retries.
 async fn one_event_through(url: &str) -> Run {
     let run = Run::new();
     run.write_events(&lines(&[event("e1", "1", json!({}))]));
-    run.run(&webhook_config(&run, fast_retry(), url, json!({}), json!({}))).await;
+    run.run(&run.config(fast_retry(), hook_on(url))).await;
     run
 }
 
@@ -137,7 +119,7 @@ async fn per_object_order_holds_while_a_receiver_fails_at_random() {
     }
     run.write_events(&lines(&events));
     let payload = r#"{"key": "$this->ref$", "seq": "$this->seq$"}"#;
-    let yaml = run.config(
+    let config = run.config(
         json!({"concurrency": 64, "retry": {"max_attempts": 20, "initial": "5ms", "max": "20ms"}}),
         json!({
             "connections": {"steady": {"url": steady.url("/")}, "flaky": {"url": flaky.url("/")}},
@@ -148,7 +130,7 @@ async fn per_object_order_holds_while_a_receiver_fails_at_random() {
             "triggers": [{"name": "created", "on": "create", "class": "Ticket", "actions": ["steady", "flaky"]}],
         }),
     );
-    run.run(&yaml).await;
+    run.run(&config).await;
     for (name, rx, only_ok) in [("steady", &steady, false), ("flaky", &flaky, true)] {
         let mut last: HashMap<String, i64> = HashMap::new();
         let mut delivered = 0;
@@ -195,7 +177,7 @@ async fn callback_update_from_an_itop_answer_and_none_after_a_refused_connection
     let closed = ClosedPort::new();
     let run = Run::new();
     run.write_events(&lines(&[event("e1", "1", json!({}))]));
-    let yaml = run.config(
+    let config = run.config(
         json!({"retry": {"max_attempts": 2, "initial": "10ms", "max": "20ms"}}),
         json!({
             "connections": {
@@ -220,7 +202,7 @@ async fn callback_update_from_an_itop_answer_and_none_after_a_refused_connection
             "triggers": [{"name": "created", "on": "create", "class": "Ticket", "actions": ["mirror", "mirror-down"]}],
         }),
     );
-    run.run(&yaml).await;
+    run.run(&config).await;
     let seen = itop.seen();
     assert_eq!(seen[0].header("content-type"), Some("application/x-www-form-urlencoded"));
     assert!(seen[0].header("authorization").unwrap().starts_with("Basic "));
@@ -245,7 +227,7 @@ async fn itop_code_other_than_zero_is_a_failure() {
     .await;
     let run = Run::new();
     run.write_events(&lines(&[event("e1", "1", json!({}))]));
-    let yaml = run.config(
+    let config = run.config(
         fast_retry(),
         json!({
             "connections": {"itop": {"url": itop.url("/rest.php")}},
@@ -253,7 +235,7 @@ async fn itop_code_other_than_zero_is_a_failure() {
             "triggers": [{"name": "created", "on": "create", "class": "Ticket", "actions": ["mirror"]}],
         }),
     );
-    run.run(&yaml).await;
+    run.run(&config).await;
     let r = &run.responses()[0];
     assert_eq!(r["status"], "failed");
     assert_eq!(r["error"]["reason"], "itop_error");
@@ -268,14 +250,8 @@ async fn signature_verifies_with_an_independent_implementation() {
     run.write_events(&lines(&[event("e1", "1", json!({"object": {"ref": "R-1", "title": "Ünïcode \"quoted\""}}))]));
     let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
     let rotated = "whsec_dGhpcyBpcyBhIHNlY29uZCBrZXkgb2YgMzJieXQ=";
-    let yaml = webhook_config(
-        &run,
-        fast_retry(),
-        &rx.url("/hook"),
-        json!({"signing_secret": format!("{secret} {rotated}")}),
-        json!({}),
-    );
-    run.run(&yaml).await;
+    let connection = json!({"url": rx.url("/hook"), "signing_secret": format!("{secret} {rotated}")});
+    run.run(&run.config(fast_retry(), webhook(connection, json!({"payload": PAYLOAD})))).await;
     let s = &rx.seen()[0];
     let id = s.header("webhook-id").unwrap();
     let ts = s.header("webhook-timestamp").unwrap();
@@ -314,7 +290,7 @@ async fn a_request_over_max_request_bytes_is_refused() {
     run.write_events(&lines(&[event("e1", "1", json!({"object": {"ref": "R-1", "title": big}}))]));
     let mut delivery = fast_retry();
     delivery["max_request_bytes"] = json!("512KiB");
-    run.run(&webhook_config(&run, delivery, &rx.url("/hook"), json!({}), json!({}))).await;
+    run.run(&run.config(delivery, hook_on(&rx.url("/hook")))).await;
     assert!(rx.seen().is_empty());
     let r = &run.responses()[0];
     assert_eq!(r["status"], "failed");
@@ -329,7 +305,7 @@ async fn metadata_and_private_destinations_are_refused() {
     run.write_events(&lines(&[event("e1", "1", json!({}))]));
     let mut delivery = fast_retry();
     delivery["allow_private_networks"] = json!(false);
-    let yaml = run.config(
+    let config = run.config(
         delivery,
         json!({
             "connections": {
@@ -345,7 +321,7 @@ async fn metadata_and_private_destinations_are_refused() {
             "triggers": [{"name": "created", "on": "create", "class": "Ticket", "actions": ["metadata", "local", "byname"]}],
         }),
     );
-    run.run(&yaml).await;
+    run.run(&config).await;
     assert!(rx.seen().is_empty(), "nothing may reach a loopback receiver");
     let out = run.responses();
     for action in ["metadata", "local", "byname"] {
@@ -375,7 +351,7 @@ async fn malformed_lines_are_dead_lettered_and_good_ones_delivered() {
         good(3),
     ];
     run.write_events(&events);
-    run.run(&webhook_config(&run, fast_retry(), &rx.url("/hook"), json!({}), json!({}))).await;
+    run.run(&run.config(fast_retry(), hook_on(&rx.url("/hook")))).await;
     let delivered: Vec<String> = rx.seen().iter().map(|s| s.json()["ref"].as_str().unwrap().to_string()).collect();
     assert_eq!(delivered.len(), 3);
     for r in ["R-1", "R-2", "R-3"] {
@@ -405,7 +381,7 @@ async fn test_and_disabled_statuses() {
     let test = Receiver::ok().await;
     let run = Run::new();
     run.write_events(&lines(&[event("e1", "1", json!({}))]));
-    let yaml = run.config(
+    let config = run.config(
         fast_retry(),
         json!({
             "connections": {"live": {"url": live.url("/")}, "test": {"url": test.url("/")}},
@@ -417,7 +393,7 @@ async fn test_and_disabled_statuses() {
             "triggers": [{"name": "created", "on": "create", "class": "Ticket", "actions": ["a-test", "a-test-none", "a-off"]}],
         }),
     );
-    run.run(&yaml).await;
+    run.run(&config).await;
     assert!(live.seen().is_empty());
     assert_eq!(test.seen().len(), 1);
     let out = run.responses();
@@ -447,9 +423,11 @@ fn results_match_the_response_schema() {
         let mut evs = lines(&[event("e1", "1", json!({})), event("e2", "2", json!({}))]);
         evs.push(b"not json".to_vec());
         run.write_events(&evs);
-        let callback = json!({"callback": {"when": "any_response", "fields": {"remote_id": "response.status"}}});
-        let yaml = webhook_config(&run, fast_retry(), &rx.url("/hook"), json!({}), callback);
-        run.run(&yaml).await;
+        let action = json!({
+            "payload": PAYLOAD,
+            "callback": {"when": "any_response", "fields": {"remote_id": "response.status"}},
+        });
+        run.run(&run.config(fast_retry(), webhook(json!({"url": rx.url("/hook")}), action))).await;
         let all: Vec<Value> = run.responses().into_iter().chain(run.dead_letters()).collect();
         assert!(all.len() >= 5, "{all:#?}");
         for m in &all {
@@ -473,7 +451,7 @@ async fn a_cloudevents_traceparent_is_passed_on_as_a_child_span() {
         "data": data,
     });
     run.write_events(&lines(&[envelope]));
-    run.run(&webhook_config(&run, fast_retry(), &rx.url("/hook"), json!({}), json!({}))).await;
+    run.run(&run.config(fast_retry(), hook_on(&rx.url("/hook")))).await;
     let seen = rx.seen();
     assert_eq!(seen.len(), 1);
     let tp = seen[0].header("traceparent").expect("traceparent passed on");

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use common::{event, lines, Receiver, Reply, Run};
+use common::{event, fast_retry, lines, read_config, webhook, with_keys, Receiver, Reply, Run};
 use hookbridge::internals::dispatch::Dispatcher;
 use hookbridge::internals::pipeline::{Intake, Intaker};
 use hookbridge::internals::publish::Publisher;
@@ -16,8 +16,6 @@ use hookbridge::internals::source::{Ack, Coords, Message, RetryInfo, RetryStage,
 use hookbridge::Config;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
-
-const FAST_RETRY: &str = "retry: {max_attempts: 4, initial: 50ms, max: 2s, jitter: 0.1}";
 
 /// A sink that keeps what it takes, or refuses everything for good.
 #[derive(Default)]
@@ -38,23 +36,24 @@ impl Sink for Memory {
 }
 
 fn intake_config() -> Arc<Config> {
-    let yaml = r#"
-source: {type: file, path: "-"}
-responses: {type: file, path: "-"}
-dead_letter: {type: file, path: "-"}
-server: {listen: null}
-delivery: {dry_run: true}
-connections:
-  hook: {url: "https://hooks.example.com/in"}
-actions:
-  - {name: hook, type: webhook, connection: hook}
-  - {name: off, type: webhook, connection: hook, status: disabled}
-triggers:
-  - {name: created, on: create, class: Ticket, actions: [hook]}
-  - {name: urgent, on: update, class: Ticket, condition: 'object.priority == "1"', actions: [hook]}
-  - {name: deleted, on: delete, class: Ticket, actions: [off]}
-"#;
-    Arc::new(Config::from_yaml(yaml).unwrap())
+    let config = json!({
+        "source": {"type": "file", "path": "-"},
+        "responses": {"type": "file", "path": "-"},
+        "dead_letter": {"type": "file", "path": "-"},
+        "server": {"listen": null},
+        "delivery": {"dry_run": true},
+        "connections": {"hook": {"url": "https://hooks.example.com/in"}},
+        "actions": [
+            {"name": "hook", "type": "webhook", "connection": "hook"},
+            {"name": "off", "type": "webhook", "connection": "hook", "status": "disabled"},
+        ],
+        "triggers": [
+            {"name": "created", "on": "create", "class": "Ticket", "actions": ["hook"]},
+            {"name": "urgent", "on": "update", "class": "Ticket", "condition": r#"object.priority == "1""#, "actions": ["hook"]},
+            {"name": "deleted", "on": "delete", "class": "Ticket", "actions": ["off"]},
+        ],
+    });
+    Arc::new(common::load(&config))
 }
 
 /// A message whose settlement is recorded.
@@ -192,32 +191,20 @@ async fn every_settled_message_has_a_result_or_a_dead_letter_that_says_why() {
     assert_eq!((said, settled.as_slice()), (Intake::DeadLettered("invalid_json"), &[Settle::Done][..]));
 }
 
-fn webhook(run: &Run, delivery: &str, conn: &str, action: &str) -> String {
-    format!(
-        "{}connections:\n  hook: {conn}\nactions:\n  - {action}\ntriggers:\n  - {{name: created, on: create, class: Ticket, actions: [hook]}}\n",
-        run.header(delivery)
-    )
-}
-
 #[tokio::test]
 async fn a_control_character_in_a_header_value_is_dropped_not_retried() {
     let rx = Receiver::ok().await;
     let run = Run::new();
     run.write_events(&lines(&[event("e1", "1", json!({"object": {"title": "a\u{1}b\u{7f}c"}}))]));
-    let conn = format!("{{url: \"{}\", headers: {{X-Title: \"$this->title$\"}}}}", rx.url("/hook"));
-    run.run(&webhook(&run, FAST_RETRY, &conn, "{name: hook, type: webhook, connection: hook}")).await;
+    let connection = json!({"url": rx.url("/hook"), "headers": {"X-Title": "$this->title$"}});
+    run.run(&run.config(fast_retry(), webhook(connection, json!({})))).await;
     let seen = rx.seen();
     assert_eq!(seen.len(), 1);
     assert_eq!(seen[0].header("x-title"), Some("abc"));
     assert_eq!(run.responses()[0]["attempts"], 1);
     // Written into the config itself, it is a `check` error.
-    let bad = webhook(
-        &run,
-        "",
-        "{url: \"https://x.example.com\", headers: {X-A: \"a\\x01b\"}}",
-        "{name: hook, type: webhook, connection: hook}",
-    );
-    let err = Config::from_yaml(&bad).unwrap_err().to_string();
+    let bad = json!({"url": "https://x.example.com", "headers": {"X-A": "a\u{1}b"}});
+    let err = read_config(&run.config(json!({}), webhook(bad, json!({})))).unwrap_err().to_string();
     assert!(err.contains("connections.hook.headers.X-A") && err.contains("control character"), "{err}");
 }
 
@@ -231,9 +218,8 @@ async fn a_path_value_that_is_a_dot_segment_or_empty_sends_nothing() {
         .map(|(i, r)| event(&format!("e{i}"), &i.to_string(), json!({"object": {"ref": r}})))
         .collect();
     run.write_events(&lines(&events));
-    let conn = format!("{{url: \"{}\"}}", rx.url("/api"));
-    let action = "{name: hook, type: webhook, connection: hook, method: DELETE, path: \"/items/$this->ref$\"}";
-    run.run(&webhook(&run, FAST_RETRY, &conn, action)).await;
+    let action = json!({"method": "DELETE", "path": "/items/$this->ref$"});
+    run.run(&run.config(fast_retry(), webhook(json!({"url": rx.url("/api")}), action))).await;
     let seen = rx.seen();
     assert_eq!(seen.len(), 1, "only the real ref is sent: {:?}", seen.iter().map(|s| &s.path).collect::<Vec<_>>());
     assert_eq!(seen[0].path, "/api/items/R-4");
@@ -254,7 +240,7 @@ async fn two_stalled_endpoints_do_not_delay_a_healthy_one() {
     let run = Run::new();
     let events: Vec<Value> = (0..3).map(|i| event(&format!("e{i}"), &i.to_string(), json!({}))).collect();
     run.write_events(&lines(&events));
-    let yaml = run.config(
+    let config = run.config(
         json!({"concurrency": 4, "retry": {"max_attempts": 1}}),
         json!({
             "connections": {
@@ -271,7 +257,7 @@ async fn two_stalled_endpoints_do_not_delay_a_healthy_one() {
         }),
     );
     let started = Instant::now();
-    run.run(&yaml).await;
+    run.run(&config).await;
     let healthy_seen = healthy.seen();
     assert_eq!(healthy_seen.len(), 3);
     // Causal, not a speed figure: every healthy delivery arrived before the first stalled
@@ -290,15 +276,10 @@ async fn a_dead_letter_sink_that_never_comes_back_does_not_block_shutdown() {
     let mut events = vec![b"not json".to_vec()];
     events.extend(lines(&[event("e1", "1", json!({}))]));
     run.write_events(&events);
-    let yaml = webhook(
-        &run,
-        "shutdown_timeout: 1s",
-        &format!("{{url: \"{}\"}}", rx.url("/")),
-        "{name: hook, type: webhook, connection: hook}",
-    )
-    .replace(&run.path("dead-letter.jsonl"), "/dev/full")
-    .replace("source: {type: file, path: ", "source: {type: file, follow: true, path: ");
-    let config = Arc::new(Config::from_yaml(&yaml).unwrap());
+    let mut config = run.config(json!({"shutdown_timeout": "1s"}), webhook(json!({"url": rx.url("/")}), json!({})));
+    config["source"]["follow"] = json!(true);
+    config["dead_letter"]["path"] = json!("/dev/full");
+    let config = Arc::new(common::load(&config));
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(hookbridge::run(config, shutdown.clone()));
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -312,25 +293,29 @@ async fn a_dead_letter_sink_that_never_comes_back_does_not_block_shutdown() {
 #[test]
 fn check_refuses_every_limit_run_could_not_honour() {
     let run = Run::new();
-    for (conn, delivery, place) in [
-        (
-            "{url: \"https://x.example.com\", rate_limit: {per_second: 1e10}}",
-            "",
-            "connections.hook.rate_limit.per_second",
-        ),
-        // YAML's infinity has no JSON form: the schema refuses it at the limit itself.
-        ("{url: \"https://x.example.com\", rate_limit: {per_second: .inf}}", "", "connections.hook.rate_limit"),
-        ("{url: \"https://x.example.com\", timeout: 0s}", "", "connections.hook.timeout"),
-        ("{url: \"https://x.example.com\"}", "timeout: 0s", "delivery.timeout"),
-        ("{url: \"https://x.example.com\"}", "shutdown_timeout: 100000000h", "delivery.shutdown_timeout"),
-        ("{url: \"https://x.example.com\"}", "retry: {max: 0s, initial: 0s}", "delivery.retry.max"),
-        ("{url: \"https://x.example.com\"}", "concurrency: 100000000", "delivery.concurrency"),
-        ("{url: \"https://x.example.com\"}", "max_request_bytes: 0", "delivery.max_request_bytes"),
+    let url = "https://x.example.com";
+    for (connection, delivery, place) in [
+        (json!({"url": url, "rate_limit": {"per_second": 1e10}}), json!({}), "connections.hook.rate_limit.per_second"),
+        (json!({"url": url, "timeout": "0s"}), json!({}), "connections.hook.timeout"),
+        (json!({"url": url}), json!({"timeout": "0s"}), "delivery.timeout"),
+        (json!({"url": url}), json!({"shutdown_timeout": "100000000h"}), "delivery.shutdown_timeout"),
+        (json!({"url": url}), json!({"retry": {"max": "0s", "initial": "0s"}}), "delivery.retry.max"),
+        (json!({"url": url}), json!({"concurrency": 100000000}), "delivery.concurrency"),
+        (json!({"url": url}), json!({"max_request_bytes": 0}), "delivery.max_request_bytes"),
     ] {
-        let yaml = webhook(&run, delivery, conn, "{name: hook, type: webhook, connection: hook}");
-        let err = Config::from_yaml(&yaml).err().unwrap_or_else(|| panic!("accepted: {conn} {delivery}")).to_string();
+        let config = run.config(delivery, webhook(connection, json!({})));
+        let err = read_config(&config).err().unwrap_or_else(|| panic!("accepted: {config}")).to_string();
         assert!(err.contains(place), "{place} not named in: {err}");
     }
+    // YAML's infinity has no JSON form: the same config as a YAML document holding `.inf`,
+    // which the schema refuses at the limit itself.
+    let config = run.config(json!({}), webhook(json!({"url": url, "rate_limit": {"per_second": 1}}), json!({})));
+    let mut document = serde_norway::to_value(&config).unwrap();
+    document["connections"]["hook"]["rate_limit"]["per_second"] = f64::INFINITY.into();
+    let yaml = serde_norway::to_string(&document).unwrap();
+    assert!(yaml.contains("per_second: .inf"), "{yaml}");
+    let err = Config::from_yaml(&yaml).err().unwrap_or_else(|| panic!("accepted: {yaml}")).to_string();
+    assert!(err.contains("connections.hook.rate_limit"), "connections.hook.rate_limit not named in: {err}");
 }
 
 /// A durable retry stage in memory: what is scheduled comes back through the intake after
@@ -372,10 +357,10 @@ struct StageRun {
     written: usize,
 }
 
-/// Runs `events` (JSON) through the intake and dispatcher of `yaml` with a durable retry
+/// Runs `events` (JSON) through the intake and dispatcher of `config` with a durable retry
 /// stage in memory, until `expected` results are out.
-async fn through_memory_stage(yaml: &str, events: Vec<Value>, expected: usize) -> StageRun {
-    let config = Arc::new(Config::from_yaml(yaml).unwrap());
+async fn through_memory_stage(config: &Value, events: Vec<Value>, expected: usize) -> StageRun {
+    let config = Arc::new(common::load(config));
     let responses = Arc::new(Memory::default());
     let dead = Arc::new(Memory::default());
     let publisher = Publisher::new(responses.clone(), dead.clone(), 1024);
@@ -446,10 +431,17 @@ async fn through_memory_stage(yaml: &str, events: Vec<Value>, expected: usize) -
     StageRun { results, dead_letters, written: stage.written.load(std::sync::atomic::Ordering::SeqCst) }
 }
 
-fn stage_config(delivery: &str, connections: &str, actions: &str, linked: &str) -> String {
-    format!(
-        "source: {{type: file, path: \"-\"}}\nresponses: {{type: file, path: \"-\"}}\ndead_letter: {{type: file, path: \"-\"}}\nserver: {{listen: null}}\ndelivery: {{allow_private_networks: true, quick_attempts: 1, {delivery}}}\nconnections:\n{connections}actions:\n{actions}triggers:\n  - {{name: created, on: create, class: Ticket, actions: [{linked}]}}\n"
-    )
+/// A config for [`through_memory_stage`], which feeds the intake and keeps the outputs itself
+/// (the file source and outputs are never opened): one quick attempt, then the stage.
+fn stage_config(delivery: Value, rest: Value) -> Value {
+    let config = json!({
+        "source": {"type": "file", "path": "-"},
+        "responses": {"type": "file", "path": "-"},
+        "dead_letter": {"type": "file", "path": "-"},
+        "server": {"listen": null},
+        "delivery": with_keys(json!({"allow_private_networks": true, "quick_attempts": 1}), delivery),
+    });
+    with_keys(config, rest)
 }
 
 #[tokio::test]
@@ -466,14 +458,12 @@ async fn long_retries_keep_an_objects_order_and_write_each_follower_once() {
         }
     })
     .await;
-    let yaml = stage_config(
-        "retry: {max_attempts: 10, initial: 30ms, max: 150ms, jitter: 0.5}",
-        &format!("  hook: {{url: \"{}\"}}\n", rx.url("/hook")),
-        "  - {name: hook, type: webhook, connection: hook, payload: '{\"seq\": \"$this->seq$\"}'}\n",
-        "hook",
+    let config = stage_config(
+        json!({"retry": {"max_attempts": 10, "initial": "30ms", "max": "150ms", "jitter": 0.5}}),
+        webhook(json!({"url": rx.url("/hook")}), json!({"payload": r#"{"seq": "$this->seq$"}"#})),
     );
     let events = (0..20).map(|seq| event(&format!("e{seq}"), "1", json!({"object": {"seq": seq}}))).collect();
-    let run = through_memory_stage(&yaml, events, 20).await;
+    let run = through_memory_stage(&config, events, 20).await;
     let mut first = Vec::new();
     for s in rx.seen() {
         let seq = s.json()["seq"].as_i64().unwrap();
@@ -495,14 +485,19 @@ async fn long_retries_keep_an_objects_order_and_write_each_follower_once() {
 async fn a_failing_action_never_sends_the_succeeding_one_again() {
     let ok = Receiver::ok().await;
     let failing = Receiver::start(|_, _| Reply::Status(500, vec![], "down".into())).await;
-    let yaml = stage_config(
-        "retry: {max_attempts: 3, initial: 20ms, max: 50ms, jitter: 0}",
-        &format!("  ok: {{url: \"{}\"}}\n  failing: {{url: \"{}\"}}\n", ok.url("/"), failing.url("/")),
-        "  - {name: ok, type: webhook, connection: ok}\n  - {name: failing, type: webhook, connection: failing}\n",
-        "ok, failing",
+    let config = stage_config(
+        json!({"retry": {"max_attempts": 3, "initial": "20ms", "max": "50ms", "jitter": 0}}),
+        json!({
+            "connections": {"ok": {"url": ok.url("/")}, "failing": {"url": failing.url("/")}},
+            "actions": [
+                {"name": "ok", "type": "webhook", "connection": "ok"},
+                {"name": "failing", "type": "webhook", "connection": "failing"},
+            ],
+            "triggers": [{"name": "created", "on": "create", "class": "Ticket", "actions": ["ok", "failing"]}],
+        }),
     );
     let events = (0..10).map(|i| event(&format!("e{i}"), &i.to_string(), json!({}))).collect();
-    let run = through_memory_stage(&yaml, events, 20).await;
+    let run = through_memory_stage(&config, events, 20).await;
     let ids: Vec<String> = ok.seen().iter().map(|s| s.header("webhook-id").unwrap().to_string()).collect();
     let unique: std::collections::HashSet<_> = ids.iter().collect();
     assert_eq!((ids.len(), unique.len()), (10, 10), "the 200 endpoint got each event exactly once");

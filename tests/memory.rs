@@ -11,7 +11,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{event, lines, read_lines, Receiver};
+use common::{event, lines, Receiver, Run};
 use serde_json::{json, Value};
 
 const LIMIT_KIB: u64 = 128 * 1024;
@@ -27,8 +27,7 @@ fn vm_hwm_kib(pid: u32) -> Option<u64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_big_event_with_many_mentions_stays_under_128_mib() {
     let rx = Receiver::ok().await;
-    let dir = tempfile::tempdir().unwrap();
-    let path = |name: &str| dir.path().join(name).display().to_string();
+    let run = Run::new();
     let mentions: Vec<Value> = (0..50_000).map(|i| json!({"id": i})).collect();
     let transitions: Vec<Value> = (0..5_000).map(|i| json!({"code": format!("e{i}")})).collect();
     let mut big = event("e-big", "1", json!({"operation": "update", "mentions": mentions, "transitions": transitions}));
@@ -37,33 +36,24 @@ async fn one_big_event_with_many_mentions_stays_under_128_mib() {
     big["object"]["description"] = json!("d".repeat(1_010_000usize.saturating_sub(size)));
     let line = lines(&[big]).remove(0);
     assert!((1_000_000..1_048_576).contains(&line.len()), "{} bytes", line.len());
-    std::fs::write(path("events.jsonl"), [line, b"\n".to_vec()].concat()).unwrap();
-    let yaml = format!(
-        r#"
-source: {{type: file, path: "{events}"}}
-responses: {{type: file, path: "{out}"}}
-dead_letter: {{type: file, path: "{dl}"}}
-server: {{listen: null}}
-delivery: {{allow_private_networks: true}}
-connections:
-  slack: {{url: "{slack}"}}
-  api: {{url: "{api}"}}
-actions:
-  - {{name: slack, type: slack, connection: slack, message: "$mentioned->id$ was mentioned in $this->ref$: $this->description$", other_actions: "yes"}}
-  - {{name: api, type: webhook, connection: api, payload: '{{"who": "$mentioned->id$", "ref": "$this->ref$"}}'}}
-triggers:
-  - {{name: mentioned, on: mention, class: Ticket, actions: [slack, api]}}
-"#,
-        events = path("events.jsonl"),
-        out = path("responses.jsonl"),
-        dl = path("dead-letter.jsonl"),
-        slack = rx.url("/services/T0/B0/X"),
-        api = rx.url("/api"),
+    run.write_events(&[line]);
+    let config = run.config(
+        json!({}),
+        json!({
+            "connections": {"slack": {"url": rx.url("/services/T0/B0/X")}, "api": {"url": rx.url("/api")}},
+            "actions": [
+                {"name": "slack", "type": "slack", "connection": "slack", "other_actions": "yes",
+                 "message": "$mentioned->id$ was mentioned in $this->ref$: $this->description$"},
+                {"name": "api", "type": "webhook", "connection": "api",
+                 "payload": r#"{"who": "$mentioned->id$", "ref": "$this->ref$"}"#},
+            ],
+            "triggers": [{"name": "mentioned", "on": "mention", "class": "Ticket", "actions": ["slack", "api"]}],
+        }),
     );
-    std::fs::write(path("config.yaml"), yaml).unwrap();
+    let config_path = run.write_config(&config);
     let bin = std::env::var("HOOKBRIDGE_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_hookbridge").to_string());
     let mut child = std::process::Command::new(&bin)
-        .args(["run", "--config", &path("config.yaml")])
+        .args(["run", "--config", &config_path])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -86,7 +76,7 @@ triggers:
     assert!(status.success(), "{stderr}");
     assert!(peak > 0, "VmHWM was never read");
     assert!(peak < LIMIT_KIB, "peak RSS {peak} KiB ({bin}) is over {LIMIT_KIB} KiB");
-    let results = read_lines(&path("responses.jsonl"));
+    let results = run.responses();
     for action in ["slack", "api"] {
         let of: Vec<&Value> = results.iter().filter(|r| r["action"] == action).collect();
         let delivered = of.iter().filter(|r| r["status"] == "delivered").count();
@@ -111,35 +101,30 @@ triggers:
 
 #[test]
 fn a_line_over_max_event_bytes_is_a_dead_letter() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = |name: &str| dir.path().join(name).display().to_string();
+    let run = Run::new();
     let big = event("e-huge", "1", json!({"object": {"ref": "R-1", "title": "x".repeat(2_000_000)}}));
     let small = event("e-small", "2", json!({}));
-    let mut data = Vec::new();
-    for l in lines(&[big, small]) {
-        data.extend_from_slice(&l);
-        data.push(b'\n');
-    }
-    std::fs::write(path("events.jsonl"), data).unwrap();
-    let yaml = format!(
-        "source: {{type: file, path: \"{}\"}}\nresponses: {{type: file, path: \"{}\"}}\ndead_letter: {{type: file, path: \"{}\"}}\nserver: {{listen: null}}\ndelivery: {{dry_run: true}}\nconnections: {{c: {{url: \"https://example.com/x\"}}}}\nactions: [{{name: a, type: webhook, connection: c, payload: '{{}}'}}]\ntriggers: [{{name: t, on: create, class: Ticket, actions: [a]}}]\n",
-        path("events.jsonl"),
-        path("responses.jsonl"),
-        path("dead-letter.jsonl"),
+    run.write_events(&lines(&[big, small]));
+    let config = run.files_config(
+        json!({"dry_run": true}),
+        json!({
+            "connections": {"c": {"url": "https://example.com/x"}},
+            "actions": [{"name": "a", "type": "webhook", "connection": "c", "payload": "{}"}],
+            "triggers": [{"name": "t", "on": "create", "class": "Ticket", "actions": ["a"]}],
+        }),
     );
-    std::fs::write(path("config.yaml"), yaml).unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_hookbridge"))
-        .args(["run", "--config", &path("config.yaml")])
+        .args(["run", "--config", &run.write_config(&config)])
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let dead = read_lines(&path("dead-letter.jsonl"));
+    let dead = run.dead_letters();
     assert_eq!(dead.len(), 1, "{dead:?}");
     assert_eq!(dead[0]["source"]["line"], 1);
     assert_eq!(dead[0]["source"]["truncated_at"], 1_048_576);
     assert!(dead[0]["source"]["line_bytes"].as_u64().unwrap() > 2_000_000);
     // The next line is read as usual.
-    let results = read_lines(&path("responses.jsonl"));
+    let results = run.responses();
     assert_eq!(results.len(), 1);
     assert_eq!(results[0]["event_id"], "e-small");
 }

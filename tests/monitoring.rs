@@ -11,31 +11,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{event, Output, Receiver, Reply};
+use common::{event, http_get, wait_status, Output, Receiver, Reply};
+use serde_json::{json, Value};
 
 const BIN: &str = env!("CARGO_BIN_EXE_hookbridge");
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
-
-async fn get(url: &str) -> Option<(u16, String)> {
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(2)).build().ok()?;
-    let resp = client.get(url).send().await.ok()?;
-    let status = resp.status().as_u16();
-    Some((status, resp.text().await.ok()?))
-}
-
-/// Waits until `url` answers `status`.
-async fn wait_status(url: &str, status: u16, within: Duration) {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some((s, _)) = get(url).await {
-            if s == status {
-                return;
-            }
-        }
-        assert!(Instant::now() < deadline, "{url} never answered {status}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 /// A running `hookbridge run` and its directory; killed on drop if still running.
 struct Bridge {
@@ -46,14 +26,13 @@ struct Bridge {
 }
 
 impl Bridge {
-    /// Starts the binary on `yaml`, where `{dir}` is the bridge's directory, and waits for
-    /// the address of its ops server (`server.listen` on port 0: the child picks it).
-    async fn start(yaml: &str) -> Bridge {
+    /// Starts the binary on [`file_config`] in a new directory, delivering to `receiver`, and
+    /// waits for the address of its ops server (`server.listen` on port 0: the child picks it).
+    async fn start(receiver: &str) -> Bridge {
         let dir = tempfile::tempdir().unwrap();
-        let yaml = yaml.replace("{dir}", &dir.path().display().to_string());
         std::fs::write(dir.path().join("events.jsonl"), "").unwrap();
         let config = dir.path().join("config.yaml");
-        std::fs::write(&config, yaml).unwrap();
+        std::fs::write(&config, file_config(dir.path(), receiver).to_string()).unwrap();
         let mut child = Command::new(BIN)
             .args(["run", "--config", config.to_str().unwrap(), "--log-format", "json"])
             .stdout(Stdio::null())
@@ -129,23 +108,23 @@ fn promtool_check_metrics(text: &str, dir: &Path) {
     );
 }
 
-const FILE_CONFIG: &str = r#"
-source: {type: file, path: "{dir}/events.jsonl", follow: true}
-responses: {type: file, path: "{dir}/responses.jsonl"}
-dead_letter: {type: file, path: "{dir}/dead-letter.jsonl"}
-server: {listen: "127.0.0.1:0"}
-delivery: {allow_private_networks: true, timeout: 60s, shutdown_timeout: 4s}
-connections:
-  api: {url: "{receiver}"}
-actions:
-  - name: api
-    type: webhook
-    connection: api
-    payload: '{"ref": "$this->ref$"}'
-    callback: {when: success, fields: {seen: 'response.status'}}
-triggers:
-  - {name: created, "on": create, class: Ticket, actions: [api]}
-"#;
+/// A followed events file and the outputs in `dir`, the ops server on a port of its
+/// choosing, and one webhook action to `receiver` with a callback.
+fn file_config(dir: &Path, receiver: &str) -> Value {
+    json!({
+        "source": {"type": "file", "path": dir.join("events.jsonl"), "follow": true},
+        "responses": {"type": "file", "path": dir.join("responses.jsonl")},
+        "dead_letter": {"type": "file", "path": dir.join("dead-letter.jsonl")},
+        "server": {"listen": "127.0.0.1:0"},
+        "delivery": {"allow_private_networks": true, "timeout": "60s", "shutdown_timeout": "4s"},
+        "connections": {"api": {"url": receiver}},
+        "actions": [{
+            "name": "api", "type": "webhook", "connection": "api", "payload": r#"{"ref": "$this->ref$"}"#,
+            "callback": {"when": "success", "fields": {"seen": "response.status"}},
+        }],
+        "triggers": [{"name": "created", "on": "create", "class": "Ticket", "actions": ["api"]}],
+    })
+}
 
 /// The first scrape of a process that has read nothing finds every documented family but
 /// the Kafka lag (a series per owned partition, which appears at assignment and is checked
@@ -153,9 +132,9 @@ triggers:
 #[tokio::test(flavor = "multi_thread")]
 async fn a_fresh_process_exports_every_documented_family() {
     let rx = Receiver::ok().await;
-    let bridge = Bridge::start(&FILE_CONFIG.replace("{receiver}", &rx.url("/hook"))).await;
+    let bridge = Bridge::start(&rx.url("/hook")).await;
     wait_status(&format!("{}/readyz", bridge.base), 200, Duration::from_secs(20)).await;
-    let (status, text) = get(&format!("{}/metrics", bridge.base)).await.unwrap();
+    let (status, text) = http_get(&format!("{}/metrics", bridge.base)).await.unwrap();
     assert_eq!(status, 200);
     let documented = documented_families();
     assert!(documented.len() >= 20, "README metrics table: {documented:?}");
@@ -194,9 +173,9 @@ async fn a_fresh_process_exports_every_documented_family() {
 #[tokio::test(flavor = "multi_thread")]
 async fn metrics_and_healthz_answer_during_the_drain() {
     let rx = Receiver::start(|_, _| Reply::Hang).await;
-    let bridge = Bridge::start(&FILE_CONFIG.replace("{receiver}", &rx.url("/hook"))).await;
+    let bridge = Bridge::start(&rx.url("/hook")).await;
     wait_status(&format!("{}/readyz", bridge.base), 200, Duration::from_secs(20)).await;
-    bridge.append(&(0..3).map(|i| event(&format!("e{i}"), &i.to_string(), serde_json::json!({}))).collect::<Vec<_>>());
+    bridge.append(&(0..3).map(|i| event(&format!("e{i}"), &i.to_string(), json!({}))).collect::<Vec<_>>());
     let deadline = Instant::now() + Duration::from_secs(20);
     while rx.seen().len() < 3 {
         assert!(Instant::now() < deadline, "the receiver got {} requests", rx.seen().len());
@@ -208,11 +187,13 @@ async fn metrics_and_healthz_answer_during_the_drain() {
     // Scrape across the drain (shutdown_timeout 4s), not just at its start.
     let mut scrapes = 0;
     while started.elapsed() < Duration::from_secs(3) {
-        let (status, text) = get(&format!("{}/metrics", bridge.base)).await.expect("/metrics answers during the drain");
+        let (status, text) =
+            http_get(&format!("{}/metrics", bridge.base)).await.expect("/metrics answers during the drain");
         assert_eq!(status, 200);
         assert!(text.lines().any(|l| l == "hookbridge_deliveries_in_flight 3"), "{text}");
         assert!(text.lines().any(|l| l == "hookbridge_ready 0"), "{text}");
-        let (status, _) = get(&format!("{}/healthz", bridge.base)).await.expect("/healthz answers during the drain");
+        let (status, _) =
+            http_get(&format!("{}/healthz", bridge.base)).await.expect("/healthz answers during the drain");
         assert_eq!(status, 200);
         scrapes += 1;
         tokio::time::sleep(Duration::from_millis(250)).await;

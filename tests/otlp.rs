@@ -37,12 +37,15 @@ async fn each_delivery_is_a_span_under_the_events_trace_with_the_ids_the_receive
         })
     };
     run.write_events(&lines(&[traced("e1", "1"), traced("e2", "2")]));
-    let yaml = format!(
-        "{}connections:\n  hook: {{url: \"{}\"}}\nactions:\n  - {{name: notify, type: webhook, connection: hook, payload: '{{\"ref\": \"$this->ref$\"}}'}}\ntriggers:\n  - {{name: created, on: create, class: UserRequest, actions: [notify]}}\n",
-        run.header("retry: {max_attempts: 1}"),
-        hooks.url("/hook"),
+    let config = run.config(
+        json!({"retry": {"max_attempts": 1}}),
+        json!({
+            "connections": {"hook": {"url": hooks.url("/hook")}},
+            "actions": [{"name": "notify", "type": "webhook", "connection": "hook", "payload": r#"{"ref": "$this->ref$"}"#}],
+            "triggers": [{"name": "created", "on": "create", "class": "UserRequest", "actions": ["notify"]}],
+        }),
     );
-    run.run(&yaml).await;
+    run.run(&config).await;
     tokio::task::spawn_blocking(move || telemetry.shutdown()).await.unwrap();
 
     let sent: Vec<String> = hooks

@@ -4,9 +4,8 @@
 
 mod common;
 
-use common::{event, lines, Receiver, Run};
-use hookbridge::Config;
-use serde_json::json;
+use common::{event, lines, read_config, with_keys, Receiver, Run};
+use serde_json::{json, Value};
 
 const NASTY: &str = "Q&A: 1+1=2? <b>&amp;</b> 'é' \"x\"";
 const INJECTION: &str = "x&status=closed&admin=1";
@@ -43,47 +42,42 @@ async fn each_content_type_arrives_encoded_for_it() {
     let run = Run::new();
     let extra = json!({"object": {"ref": "R-1", "title": NASTY, "note": INJECTION, "priority": 2}});
     run.write_events(&lines(&[event("e1", "1", extra)]));
-    let yaml = format!(
-        r#"{header}connections:
-  api: {{url: "{url}"}}
-actions:
-  - name: form-map
-    type: webhook
-    connection: api
-    path: /form-map
-    content_type: application/x-www-form-urlencoded
-    payload: {{ref: "$this->ref$", title: "$this->title$", note: "$this->note$"}}
-  - name: form-text
-    type: webhook
-    connection: api
-    path: /form-text
-    content_type: application/x-www-form-urlencoded
-    payload: "ref=$this->ref$&title=$this->title$&note=$this->note$&fixed=a+b%26c"
-  - name: xml
-    type: webhook
-    connection: api
-    path: /xml
-    content_type: application/xml
-    payload: "<?xml version=\"1.0\"?><ticket ref=\"$this->ref$\"><title>$this->title$</title><!-- fixed --></ticket>"
-  - name: text
-    type: webhook
-    connection: api
-    path: /text
-    content_type: text/plain; charset=utf-8
-    payload: "Ticket $this->ref$: $this->title$"
-  - name: jsonapi
-    type: webhook
-    connection: api
-    path: /jsonapi
-    headers: {{Content-Type: application/vnd.api+json}}
-    payload: '{{"data": {{"type": "tickets", "id": "$this->ref$", "attributes": {{"title": "$this->title$", "priority": "$this->priority$"}}}}}}'
-triggers:
-  - {{name: created, on: create, class: Ticket, actions: [form-map, form-text, xml, text, jsonapi]}}
-"#,
-        header = run.header("retry: {max_attempts: 1}"),
-        url = rx.url("")
+    let action = |name: &str, content_type: &str, payload: Value| {
+        json!({"name": name, "type": "webhook", "connection": "api", "path": format!("/{name}"),
+               "content_type": content_type, "payload": payload})
+    };
+    let config = run.config(
+        json!({"retry": {"max_attempts": 1}}),
+        json!({
+            "connections": {"api": {"url": rx.url("")}},
+            "actions": [
+                action(
+                    "form-map",
+                    "application/x-www-form-urlencoded",
+                    json!({"ref": "$this->ref$", "title": "$this->title$", "note": "$this->note$"}),
+                ),
+                action(
+                    "form-text",
+                    "application/x-www-form-urlencoded",
+                    json!("ref=$this->ref$&title=$this->title$&note=$this->note$&fixed=a+b%26c"),
+                ),
+                action(
+                    "xml",
+                    "application/xml",
+                    json!(r#"<?xml version="1.0"?><ticket ref="$this->ref$"><title>$this->title$</title><!-- fixed --></ticket>"#),
+                ),
+                action("text", "text/plain; charset=utf-8", json!("Ticket $this->ref$: $this->title$")),
+                {
+                    "name": "jsonapi", "type": "webhook", "connection": "api", "path": "/jsonapi",
+                    "headers": {"Content-Type": "application/vnd.api+json"},
+                    "payload": r#"{"data": {"type": "tickets", "id": "$this->ref$", "attributes": {"title": "$this->title$", "priority": "$this->priority$"}}}"#,
+                },
+            ],
+            "triggers": [{"name": "created", "on": "create", "class": "Ticket",
+                          "actions": ["form-map", "form-text", "xml", "text", "jsonapi"]}],
+        }),
     );
-    run.run(&yaml).await;
+    run.run(&config).await;
     let seen = rx.seen();
     let at = |path: &str| seen.iter().find(|s| s.path == path).unwrap_or_else(|| panic!("nothing at {path}"));
 
@@ -127,11 +121,17 @@ triggers:
     assert!(run.responses().iter().all(|r| r["status"] == "delivered"), "{:?}", run.responses());
 }
 
-fn check(actions: &str) -> Vec<String> {
-    let yaml = format!(
-        "connections:\n  api: {{url: \"https://api.example.com\"}}\n  itop: {{url: \"https://itop.example.com/webservices/rest.php\", application: itop}}\nactions:\n{actions}"
-    );
-    match Config::from_yaml(&yaml) {
+/// What `check` says of a config with the connections `api` (a plain API) and `itop` and
+/// the one action `action`.
+fn check(action: Value) -> Vec<String> {
+    let config = json!({
+        "connections": {
+            "api": {"url": "https://api.example.com"},
+            "itop": {"url": "https://itop.example.com/webservices/rest.php", "application": "itop"},
+        },
+        "actions": [action],
+    });
+    match read_config(&config) {
         Ok(_) => Vec::new(),
         Err(e) => e.to_string().lines().map(str::to_string).collect(),
     }
@@ -139,43 +139,37 @@ fn check(actions: &str) -> Vec<String> {
 
 #[test]
 fn check_refuses_payloads_that_cannot_be_encoded_safely() {
+    let webhook = |content_type: &str, payload: &str| json!({"name": "a", "type": "webhook", "connection": "api", "content_type": content_type, "payload": payload});
     let cases = [
         (
-            "  - {name: a, type: webhook, connection: api, content_type: application/x-www-form-urlencoded, payload: \"title=$this->title$&note=two words\"}",
+            webhook("application/x-www-form-urlencoded", "title=$this->title$&note=two words"),
             "actions[0].payload: ' ' in the text of a form payload is not form-encoded",
         ),
+        (webhook("application/xml", "<$this->tag$>x</$this->tag$>"), "actions[0].payload: $this->tag$ is inside a tag"),
+        (webhook("text/xml", "<a><![CDATA[$this->title$]]></a>"), "inside a comment, CDATA section or declaration"),
+        (webhook("application/xml", "<a>$this->title$</b>"), "actions[0].payload: not well-formed XML"),
         (
-            "  - {name: a, type: webhook, connection: api, content_type: application/xml, payload: \"<$this->tag$>x</$this->tag$>\"}",
-            "actions[0].payload: $this->tag$ is inside a tag",
-        ),
-        (
-            "  - {name: a, type: webhook, connection: api, content_type: text/xml, payload: \"<a><![CDATA[$this->title$]]></a>\"}",
-            "inside a comment, CDATA section or declaration",
-        ),
-        (
-            "  - {name: a, type: webhook, connection: api, content_type: application/xml, payload: \"<a>$this->title$</b>\"}",
-            "actions[0].payload: not well-formed XML",
-        ),
-        (
-            "  - {name: a, type: webhook, connection: api, content_type: application/octet-stream, payload: \"$this->title$\"}",
+            webhook("application/octet-stream", "$this->title$"),
             "actions[0].content_type: hookbridge cannot encode a payload safely for \"application/octet-stream\"",
         ),
         (
-            "  - {name: a, type: webhook, connection: api, content_type: application/json, headers: {Content-Type: text/plain}, payload: \"{}\"}",
+            with_keys(webhook("application/json", "{}"), json!({"headers": {"Content-Type": "text/plain"}})),
             "actions[0].headers.Content-Type: \"text/plain\" contradicts content_type \"application/json\"",
         ),
         (
-            "  - {name: a, type: itop, connection: itop, headers: {Content-Type: application/json}, json_data: {operation: list_operations}}",
+            json!({"name": "a", "type": "itop", "connection": "itop",
+                   "headers": {"Content-Type": "application/json"}, "json_data": {"operation": "list_operations"}}),
             "actions[0].headers.Content-Type: an itop action is sent as application/x-www-form-urlencoded",
         ),
     ];
     for (action, expected) in cases {
-        let problems = check(action);
+        let problems = check(action.clone());
         assert!(problems.iter().any(|p| p.contains(expected)), "{action}\nexpected {expected}\ngot {problems:#?}");
     }
     // The shipped reference config's form action is accepted as a mapping.
-    let ok = check(
-        "  - {name: a, type: webhook, connection: api, content_type: application/x-www-form-urlencoded, payload: {ref: \"$this->ref$\", n: 1}}",
-    );
+    let ok = check(json!({
+        "name": "a", "type": "webhook", "connection": "api", "content_type": "application/x-www-form-urlencoded",
+        "payload": {"ref": "$this->ref$", "n": 1},
+    }));
     assert!(ok.is_empty(), "{ok:?}");
 }

@@ -3,8 +3,7 @@
 
 mod common;
 
-use common::{event, lines, Receiver, Reply, Run};
-use hookbridge::Config;
+use common::{event, lines, read_config, Receiver, Reply, Run};
 use serde_json::json;
 
 #[tokio::test]
@@ -12,7 +11,7 @@ async fn an_action_retries_by_its_own_policy() {
     let rx = Receiver::start(|_, _| Reply::Status(503, vec![], "busy".into())).await;
     let run = Run::new();
     run.write_events(&lines(&[event("e1", "1", json!({}))]));
-    let yaml = run.config(
+    let config = run.config(
         json!({"quick_attempts": 10, "retry": {"max_attempts": 4, "initial": "10ms", "max": "20ms"}}),
         json!({
             "connections": {"api": {"url": rx.url("")}},
@@ -24,7 +23,7 @@ async fn an_action_retries_by_its_own_policy() {
             "triggers": [{"name": "t", "on": "create", "class": "Ticket", "actions": ["own", "global"]}],
         }),
     );
-    run.run(&yaml).await;
+    run.run(&config).await;
     let seen = rx.seen();
     assert_eq!(seen.iter().filter(|s| s.path == "/own").count(), 2);
     assert_eq!(seen.iter().filter(|s| s.path == "/global").count(), 4);
@@ -39,17 +38,22 @@ async fn one_connection_may_reach_a_private_network() {
     let run = Run::new();
     run.write_events(&lines(&[event("e1", "1", json!({}))]));
     // Private networks are not allowed globally; only the on-premises connection opens them.
-    let yaml = format!(
-        "source: {{type: file, path: {events}}}\nresponses: {{type: file, path: {out}}}\ndead_letter: {{type: file, path: {dl}}}\nserver: {{listen: null}}\ndelivery: {{retry: {{max_attempts: 1}}}}\n\
-connections:\n  on-prem: {{url: \"{url}/itop\", allow_private_network: true}}\n  other: {{url: \"{url}/other\"}}\n\
-actions:\n  - {{name: on-prem, type: webhook, connection: on-prem}}\n  - {{name: other, type: webhook, connection: other}}\n\
-triggers:\n  - {{name: t, on: create, class: Ticket, actions: [on-prem, other]}}\n",
-        events = run.path("events.jsonl"),
-        out = run.path("responses.jsonl"),
-        dl = run.path("dead-letter.jsonl"),
-        url = rx.url(""),
+    let url = rx.url("");
+    let config = run.files_config(
+        json!({"retry": {"max_attempts": 1}}),
+        json!({
+            "connections": {
+                "on-prem": {"url": format!("{url}/itop"), "allow_private_network": true},
+                "other": {"url": format!("{url}/other")},
+            },
+            "actions": [
+                {"name": "on-prem", "type": "webhook", "connection": "on-prem"},
+                {"name": "other", "type": "webhook", "connection": "other"},
+            ],
+            "triggers": [{"name": "t", "on": "create", "class": "Ticket", "actions": ["on-prem", "other"]}],
+        }),
     );
-    run.run(&yaml).await;
+    run.run(&config).await;
     let seen = rx.seen();
     assert_eq!(seen.iter().map(|s| s.path.as_str()).collect::<Vec<_>>(), ["/itop"]);
     let results = run.responses();
@@ -63,8 +67,14 @@ triggers:\n  - {{name: t, on: create, class: Ticket, actions: [on-prem, other]}}
 
 #[test]
 fn check_refuses_a_broken_action_retry() {
-    let yaml = "connections:\n  api: {url: \"https://api.example.com\"}\nactions:\n  - {name: a, type: webhook, connection: api, retry: {max_attempts: 0, initial: 2s, max: 1s}}\n";
-    let e = Config::from_yaml(yaml).unwrap_err().to_string();
+    let config = json!({
+        "connections": {"api": {"url": "https://api.example.com"}},
+        "actions": [{
+            "name": "a", "type": "webhook", "connection": "api",
+            "retry": {"max_attempts": 0, "initial": "2s", "max": "1s"},
+        }],
+    });
+    let e = read_config(&config).unwrap_err().to_string();
     assert!(e.contains("actions[0].retry.max_attempts: must be at least 1"), "{e}");
     assert!(e.contains("actions[0].retry.initial: must not exceed actions[0].retry.max"), "{e}");
 }

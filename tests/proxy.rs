@@ -9,8 +9,8 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{event, lines, read_lines, Receiver};
-use serde_json::{json, Value};
+use common::{event, lines, load, read_config, with_keys, Receiver, Run};
+use serde_json::{json, Map, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const BIN: &str = env!("CARGO_BIN_EXE_hookbridge");
@@ -91,52 +91,32 @@ impl RecordingProxy {
     }
 }
 
-/// Runs the binary over one event with `delivery` and `connections`, every proxy variable
-/// of the environment pointing at `env_proxy`; returns the results by action.
-async fn run_bridge(delivery: &str, connections: &[(&str, String)], env_proxy: &str) -> Vec<Value> {
-    let dir = tempfile::tempdir().unwrap();
-    let path = |name: &str| dir.path().join(name).display().to_string();
-    std::fs::write(
-        path("events.jsonl"),
-        lines(&[event("e-1", "1", json!({}))])
-            .into_iter()
-            .flat_map(|mut l| {
-                l.push(b'\n');
-                l
-            })
-            .collect::<Vec<u8>>(),
-    )
-    .unwrap();
-    let mut yaml = format!(
-        "source: {{type: file, path: \"{}\"}}\nresponses: {{type: file, path: \"{}\"}}\ndead_letter: {{type: file, path: \"{}\"}}\nserver: {{listen: null}}\ndelivery: {{retry: {{max_attempts: 1}}, {delivery}}}\nconnections:\n",
-        path("events.jsonl"),
-        path("responses.jsonl"),
-        path("dead-letter.jsonl"),
+/// Runs the binary over one event with `delivery` (beside one attempt per delivery) and one
+/// webhook action per connection (`name`, URL), every proxy variable of the environment
+/// pointing at `env_proxy`; returns the results by action.
+async fn run_bridge(delivery: Value, connections: &[(&str, String)], env_proxy: &str) -> Vec<Value> {
+    let run = Run::new();
+    run.write_events(&lines(&[event("e-1", "1", json!({}))]));
+    let names: Vec<&str> = connections.iter().map(|(name, _)| *name).collect();
+    let config = run.files_config(
+        with_keys(json!({"retry": {"max_attempts": 1}}), delivery),
+        json!({
+            "connections": connections.iter().map(|(name, url)| (name.to_string(), json!({"url": url}))).collect::<Map<_, _>>(),
+            "actions": names.iter().map(|name| {
+                json!({"name": name, "type": "webhook", "connection": name, "payload": r#"{"ref": "$this->ref$"}"#})
+            }).collect::<Vec<_>>(),
+            "triggers": [{"name": "created", "on": "create", "class": "Ticket", "actions": names}],
+        }),
     );
-    for (name, url) in connections {
-        yaml.push_str(&format!("  {name}: {{url: \"{url}\"}}\n"));
-    }
-    yaml.push_str("actions:\n");
-    for (name, _) in connections {
-        yaml.push_str(&format!(
-            "  - {{name: {name}, type: webhook, connection: {name}, payload: '{{\"ref\": \"$this->ref$\"}}'}}\n"
-        ));
-    }
-    let names: Vec<&str> = connections.iter().map(|(n, _)| *n).collect();
-    yaml.push_str(&format!(
-        "triggers:\n  - {{name: created, on: create, class: Ticket, actions: [{}]}}\n",
-        names.join(", ")
-    ));
-    std::fs::write(path("config.yaml"), &yaml).unwrap();
     let mut command = tokio::process::Command::new(BIN);
-    command.args(["run", "--config", &path("config.yaml")]).env_remove("NO_PROXY").env_remove("no_proxy");
+    command.args(["run", "--config", &run.write_config(&config)]).env_remove("NO_PROXY").env_remove("no_proxy");
     for var in ["HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"] {
         command.env(var, env_proxy);
     }
     let output =
         tokio::time::timeout(Duration::from_secs(60), command.output()).await.expect("bridge finished").unwrap();
-    assert!(output.status.success(), "{}\n{yaml}", String::from_utf8_lossy(&output.stderr));
-    let mut results = read_lines(&path("responses.jsonl"));
+    assert!(output.status.success(), "{}\n{config:#}", String::from_utf8_lossy(&output.stderr));
+    let mut results = run.responses();
     results.sort_by_key(|r| r["action"].as_str().unwrap_or_default().to_string());
     results
 }
@@ -151,7 +131,7 @@ async fn environment_proxy_variables_are_ignored() {
     let receiver = Receiver::ok().await;
     let port = receiver.addr.port();
     let results = run_bridge(
-        "allow_private_networks: true",
+        json!({"allow_private_networks": true}),
         &[
             ("by_address", format!("http://127.0.0.1:{port}/direct")),
             ("by_name", format!("http://localhost:{port}/named")),
@@ -173,9 +153,9 @@ async fn an_explicit_proxy_carries_only_destinations_the_policy_allows() {
     let proxy = RecordingProxy::start().await;
     let receiver = Receiver::ok().await;
     let port = receiver.addr.port();
-    let delivery = format!("allow_private_networks: false, proxy: {{url: \"{}\"}}", proxy.url);
+    let delivery = json!({"allow_private_networks": false, "proxy": {"url": proxy.url}});
     let results = run_bridge(
-        &delivery,
+        delivery,
         &[
             ("internal_admin", format!("http://localhost:{port}/internal-admin")),
             ("public_http", format!("http://{PUBLIC_LOOKING}/hook")),
@@ -205,9 +185,9 @@ async fn no_proxy_hosts_go_direct_and_proxy_credentials_are_sent() {
     let receiver = Receiver::ok().await;
     let port = receiver.addr.port();
     let proxy_url = proxy.url.replace("http://", "http://bridge:pr0xy-pw@");
-    let delivery = format!("allow_private_networks: true, proxy: {{url: \"{proxy_url}\", no_proxy: [localhost]}}");
+    let delivery = json!({"allow_private_networks": true, "proxy": {"url": proxy_url, "no_proxy": ["localhost"]}});
     let results = run_bridge(
-        &delivery,
+        delivery,
         &[
             ("direct", format!("http://localhost:{port}/direct")),
             ("proxied", format!("http://127.0.0.1:{port}/proxied")),
@@ -228,15 +208,22 @@ async fn no_proxy_hosts_go_direct_and_proxy_credentials_are_sent() {
 
 #[test]
 fn proxy_settings_are_checked_at_load() {
-    let base = "connections: {c: {url: \"https://example.com/x\"}}\nactions: [{name: a, type: webhook, connection: c, payload: '{}'}]\ntriggers: [{name: t, on: create, class: X, actions: [a]}]\n";
-    let bad = format!(
-        "{base}delivery: {{proxy: {{url: \"ftp://user:hunter2@proxy:21\", no_proxy: [\"10.0.0.0/40\", \"ok.example\", \"bad host\"]}}}}\n"
-    );
-    let err = hookbridge::Config::from_yaml(&bad).unwrap_err().to_string();
+    let config = |proxy: Value| {
+        json!({
+            "connections": {"c": {"url": "https://example.com/x"}},
+            "actions": [{"name": "a", "type": "webhook", "connection": "c", "payload": "{}"}],
+            "triggers": [{"name": "t", "on": "create", "class": "X", "actions": ["a"]}],
+            "delivery": {"proxy": proxy},
+        })
+    };
+    let bad =
+        config(json!({"url": "ftp://user:hunter2@proxy:21", "no_proxy": ["10.0.0.0/40", "ok.example", "bad host"]}));
+    let err = read_config(&bad).unwrap_err().to_string();
     assert!(err.contains("delivery.proxy.url"), "{err}");
     assert!(err.contains("delivery.proxy.no_proxy[0]") && err.contains("delivery.proxy.no_proxy[2]"), "{err}");
     assert!(!err.contains("no_proxy[1]"), "{err}");
     assert!(!err.contains("hunter2"), "{err}");
-    let good = format!("{base}delivery: {{proxy: {{url: \"http://proxy.internal:3128\", no_proxy: [\".svc.cluster.local\", \"10.0.0.0/8\", \"::1\"]}}}}\n");
-    hookbridge::Config::from_yaml(&good).unwrap();
+    let good =
+        config(json!({"url": "http://proxy.internal:3128", "no_proxy": [".svc.cluster.local", "10.0.0.0/8", "::1"]}));
+    load(&good);
 }

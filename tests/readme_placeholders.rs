@@ -4,6 +4,7 @@
 use hookbridge::parse_event;
 use hookbridge::render_event;
 use hookbridge::Config;
+use serde_json::json;
 
 #[test]
 fn every_row_of_the_readme_table_renders_as_shown() {
@@ -28,10 +29,15 @@ fn every_row_of_the_readme_table_renders_as_shown() {
         // A text/plain webhook sends the value as is: exactly what the table shows.
         // `$mentioned->…$` is fed by mention triggers.
         let on = if placeholder.starts_with("$mentioned->") { "mention" } else { "update" };
-        let yaml = format!(
-            "connections:\n  c: {{url: \"https://api.example.com\"}}\nactions:\n  - name: slack-ops\n    type: webhook\n    connection: c\n    content_type: text/plain\n    payload: {placeholder:?}\ntriggers:\n  - {{name: ticket-assigned, on: {on}, class: Ticket, actions: [slack-ops]}}\n"
-        );
-        let config = Config::from_yaml(&yaml).unwrap_or_else(|e| panic!("{placeholder}: {e}"));
+        let config = json!({
+            "connections": {"c": {"url": "https://api.example.com"}},
+            "actions": [{
+                "name": "slack-ops", "type": "webhook", "connection": "c",
+                "content_type": "text/plain", "payload": placeholder,
+            }],
+            "triggers": [{"name": "ticket-assigned", "on": on, "class": "Ticket", "actions": ["slack-ops"]}],
+        });
+        let config = Config::from_yaml(&config.to_string()).unwrap_or_else(|e| panic!("{placeholder}: {e}"));
         let out = render_event(&config, &event, None);
         let request = out.matched[0].request.as_ref().unwrap();
         assert_eq!(request.body, expected, "{placeholder}");

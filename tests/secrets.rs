@@ -46,50 +46,64 @@ fn assert_no_secret(what: &str, text: &str) {
     }
 }
 
-fn config(dir: &std::path::Path, port: u16, closed: u16) -> String {
-    let p = |name: &str| dir.join(name).display().to_string();
-    format!(
-        r#"
-source: {{type: file, path: "{events}", follow: true}}
-responses: {{type: file, path: "{out}"}}
-dead_letter: {{type: file, path: "{dl}"}}
-server: {{listen: "127.0.0.1:0"}}
-delivery: {{allow_private_networks: true, shutdown_timeout: 5s, retry: {{max_attempts: 2, initial: 50ms, max: 100ms}}}}
-connections:
-  slack: {{url: "http://127.0.0.1:{port}/services/T0/B0/SLACKHOOKSECRET"}}
-  workflow: {{url: "http://127.0.0.1:{port}/triggers/T0/1234/WORKFLOWSECRET"}}
-  mattermost: {{url: "http://127.0.0.1:{port}/hooks/MATTERMOSTSECRET"}}
-  userinfo: {{url: "http://ghp_USERINFOSECRET@127.0.0.1:{port}/api"}}
-  query: {{url: "http://127.0.0.1:{port}/api?private_token=PRIVATETOKENSECRET&access-token=ACCESSTOKENSECRET&page=2&token=PARENSECRET)LEAKTAIL"}}
-  relay: {{url: "http://127.0.0.1:{port}/relay/chat/ROCKETRELAYSECRET"}}
-  gchat: {{url: "http://127.0.0.1:{port}/v1/spaces/AAA/messages?key=GCHATKEYSECRET&token=x"}}
-  teams: {{url: "http://127.0.0.1:{port}/workflows/1/triggers/manual/paths/invoke?api-version=1&sig=TEAMSSIGSECRET"}}
-  closed: {{url: "http://127.0.0.1:{closed}/x?token=NETERRSECRET"}}
-  headers:
-    url: "http://127.0.0.1:{port}/plain"
-    headers: {{X-Credentials: CREDHEADERSECRET, X-Api-Key: "${{SECRETS_T_APIKEY}}", Cookie: "session=COOKIESECRET", X-Auth-Token: AUTHTOKENSECRET}}
-    auth: {{type: basic, user: rest, password: {{env: SECRETS_T_PASSWORD}}}}
-    signing_secret: whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw
-  bearer: {{url: "http://127.0.0.1:{port}/bearer", auth: {{type: bearer, token: BEARERSECRET}}}}
-actions:
-  - {{name: slack, type: slack, connection: slack, message: "Ticket $this->ref$"}}
-  - {{name: workflow, type: webhook, connection: workflow, payload: '{{"ref": "$this->ref$"}}'}}
-  - {{name: mattermost, type: webhook, connection: mattermost, payload: '{{"text": "$this->ref$"}}'}}
-  - {{name: userinfo, type: webhook, connection: userinfo, payload: '{{}}'}}
-  - {{name: query, type: webhook, connection: query, payload: '{{}}'}}
-  - {{name: relay, type: rocketchat, connection: relay, message: "Ticket $this->ref$"}}
-  - {{name: gchat, type: google_chat, connection: gchat, message: "Ticket $this->ref$"}}
-  - {{name: teams, type: teams, connection: teams, message: "Ticket $this->ref$"}}
-  - {{name: closed, type: webhook, connection: closed, payload: '{{}}'}}
-  - {{name: headers, type: webhook, connection: headers, payload: '{{}}'}}
-  - {{name: bearer, type: webhook, connection: bearer, payload: '{{}}'}}
-triggers:
-  - {{name: created, on: create, class: Ticket, actions: [slack, workflow, mattermost, userinfo, query, relay, gchat, teams, closed, headers, bearer]}}
-"#,
-        events = p("events.jsonl"),
-        out = p("responses.jsonl"),
-        dl = p("dead-letter.jsonl"),
-    )
+/// A config that uses every kind of secret, on a followed events file in `dir`, delivering
+/// to the receiver on `port` (and to the closed port `closed`).
+fn config(dir: &std::path::Path, port: u16, closed: u16) -> Value {
+    let at = |rest: &str| format!("http://127.0.0.1:{port}{rest}");
+    let chat = |name: &str, kind: &str| json!({"name": name, "type": kind, "connection": name, "message": "Ticket $this->ref$"});
+    let hook =
+        |name: &str, payload: &str| json!({"name": name, "type": "webhook", "connection": name, "payload": payload});
+    json!({
+        "source": {"type": "file", "path": dir.join("events.jsonl"), "follow": true},
+        "responses": {"type": "file", "path": dir.join("responses.jsonl")},
+        "dead_letter": {"type": "file", "path": dir.join("dead-letter.jsonl")},
+        "server": {"listen": "127.0.0.1:0"},
+        "delivery": {
+            "allow_private_networks": true,
+            "shutdown_timeout": "5s",
+            "retry": {"max_attempts": 2, "initial": "50ms", "max": "100ms"},
+        },
+        "connections": {
+            "slack": {"url": at("/services/T0/B0/SLACKHOOKSECRET")},
+            "workflow": {"url": at("/triggers/T0/1234/WORKFLOWSECRET")},
+            "mattermost": {"url": at("/hooks/MATTERMOSTSECRET")},
+            "userinfo": {"url": format!("http://ghp_USERINFOSECRET@127.0.0.1:{port}/api")},
+            "query": {"url": at("/api?private_token=PRIVATETOKENSECRET&access-token=ACCESSTOKENSECRET&page=2&token=PARENSECRET)LEAKTAIL")},
+            "relay": {"url": at("/relay/chat/ROCKETRELAYSECRET")},
+            "gchat": {"url": at("/v1/spaces/AAA/messages?key=GCHATKEYSECRET&token=x")},
+            "teams": {"url": at("/workflows/1/triggers/manual/paths/invoke?api-version=1&sig=TEAMSSIGSECRET")},
+            "closed": {"url": format!("http://127.0.0.1:{closed}/x?token=NETERRSECRET")},
+            "headers": {
+                "url": at("/plain"),
+                "headers": {
+                    "X-Credentials": "CREDHEADERSECRET",
+                    "X-Api-Key": "${SECRETS_T_APIKEY}",
+                    "Cookie": "session=COOKIESECRET",
+                    "X-Auth-Token": "AUTHTOKENSECRET",
+                },
+                "auth": {"type": "basic", "user": "rest", "password": {"env": "SECRETS_T_PASSWORD"}},
+                "signing_secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+            },
+            "bearer": {"url": at("/bearer"), "auth": {"type": "bearer", "token": "BEARERSECRET"}},
+        },
+        "actions": [
+            chat("slack", "slack"),
+            hook("workflow", r#"{"ref": "$this->ref$"}"#),
+            hook("mattermost", r#"{"text": "$this->ref$"}"#),
+            hook("userinfo", "{}"),
+            hook("query", "{}"),
+            chat("relay", "rocketchat"),
+            chat("gchat", "google_chat"),
+            chat("teams", "teams"),
+            hook("closed", "{}"),
+            hook("headers", "{}"),
+            hook("bearer", "{}"),
+        ],
+        "triggers": [{
+            "name": "created", "on": "create", "class": "Ticket",
+            "actions": ["slack", "workflow", "mattermost", "userinfo", "query", "relay", "gchat", "teams", "closed", "headers", "bearer"],
+        }],
+    })
 }
 
 fn command(args: &[&str]) -> Command {
@@ -118,9 +132,8 @@ async fn no_output_shows_a_secret() {
     .await;
     let dir = tempfile::tempdir().unwrap();
     let closed = ClosedPort::new();
-    let yaml = config(dir.path(), rx.addr.port(), closed.port);
     let config_path = dir.path().join("config.yaml");
-    std::fs::write(&config_path, &yaml).unwrap();
+    std::fs::write(&config_path, config(dir.path(), rx.addr.port(), closed.port).to_string()).unwrap();
     std::fs::write(dir.path().join("events.jsonl"), "").unwrap();
     let event_path = dir.path().join("event.json");
     std::fs::write(&event_path, event("e-1", "1", json!({})).to_string()).unwrap();
@@ -217,12 +230,14 @@ fn nats_connection_errors_do_not_show_credentials() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("config.yaml");
     let closed = ClosedPort::new();
-    std::fs::write(
-        &path,
-        // Unreachable at start: retried (and logged) until startup_timeout ends the start.
-        format!("source: {{type: nats, url: \"nats://bridge:NATSPASSSECRET@127.0.0.1:{}\", stream: S}}\nserver: {{listen: null}}\nallow_no_triggers: true\nstartup_timeout: 2s\n", closed.port),
-    )
-    .unwrap();
+    // Unreachable at start: retried (and logged) until startup_timeout ends the start.
+    let config = json!({
+        "source": {"type": "nats", "url": format!("nats://bridge:NATSPASSSECRET@127.0.0.1:{}", closed.port), "stream": "S"},
+        "server": {"listen": null},
+        "allow_no_triggers": true,
+        "startup_timeout": "2s",
+    });
+    std::fs::write(&path, config.to_string()).unwrap();
     let out = Command::new(BIN).args(["run", "--config", path.to_str().unwrap()]).output().unwrap();
     let text = output_text(&out);
     assert!(!out.status.success(), "{text}");

@@ -9,23 +9,10 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{ClosedPort, Output};
-use serde_json::Value;
+use common::{http_status, wait_status, with_keys, ClosedPort, Output};
+use serde_json::{json, Value};
 
 const BIN: &str = env!("CARGO_BIN_EXE_hookbridge");
-
-async fn status(url: &str) -> Option<u16> {
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(2)).build().ok()?;
-    Some(client.get(url).send().await.ok()?.status().as_u16())
-}
-
-async fn wait_status(url: &str, want: u16, within: Duration) {
-    let deadline = Instant::now() + within;
-    while status(url).await != Some(want) {
-        assert!(Instant::now() < deadline, "{url} never answered {want}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 /// A running `hookbridge run` and its log.
 struct Running {
@@ -33,12 +20,12 @@ struct Running {
     stderr: Output,
 }
 
-/// Writes `yaml` (with `{dir}` replaced) and starts `hookbridge run` on it with JSON logs.
-fn start(dir: &Path, yaml: &str) -> Running {
-    let config = dir.join("config.yaml");
-    std::fs::write(&config, yaml.replace("{dir}", &dir.display().to_string())).unwrap();
+/// Writes `config` as `config.yaml` in `dir` and starts `hookbridge run` on it with JSON logs.
+fn start(dir: &Path, config: &Value) -> Running {
+    let path = dir.join("config.yaml");
+    std::fs::write(&path, config.to_string()).unwrap();
     let mut child = Command::new(BIN)
-        .args(["run", "--config", config.to_str().unwrap(), "--log-format", "json"])
+        .args(["run", "--config", path.to_str().unwrap(), "--log-format", "json"])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -83,18 +70,34 @@ async fn finish(run: Running, within: Duration) -> (Option<i32>, Vec<Value>) {
     (status.code(), lines)
 }
 
-const NO_TRIGGERS: &str = r#"
-source: {type: file, path: "{dir}/events.jsonl"}
-responses: {type: file, path: "{dir}/responses.jsonl"}
-dead_letter: {type: file, path: "{dir}/dead-letter.jsonl"}
-server: {listen: null}
-"#;
+/// Results and dead letters as files in `dir`, the ops server on a port of its choosing,
+/// `source` read, and no triggers: the bridge only has to start.
+fn starting(dir: &Path, source: Value) -> Value {
+    json!({
+        "source": source,
+        "responses": {"type": "file", "path": dir.join("responses.jsonl")},
+        "dead_letter": {"type": "file", "path": dir.join("dead-letter.jsonl")},
+        "server": {"listen": "127.0.0.1:0"},
+        "delivery": {"shutdown_timeout": "2s"},
+        "allow_no_triggers": true,
+    })
+}
+
+/// A file source in `dir`, the outputs beside it, no ops server, and no triggers.
+fn no_triggers(dir: &Path) -> Value {
+    json!({
+        "source": {"type": "file", "path": dir.join("events.jsonl")},
+        "responses": {"type": "file", "path": dir.join("responses.jsonl")},
+        "dead_letter": {"type": "file", "path": dir.join("dead-letter.jsonl")},
+        "server": {"listen": null},
+    })
+}
 
 #[tokio::test]
 async fn run_refuses_a_config_without_triggers_and_check_warns() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("events.jsonl"), "{\"not\": \"read\"}\n").unwrap();
-    let (code, logs) = finish(start(dir.path(), NO_TRIGGERS), Duration::from_secs(10)).await;
+    let (code, logs) = finish(start(dir.path(), &no_triggers(dir.path())), Duration::from_secs(10)).await;
     assert_eq!(code, Some(2), "{logs:?}");
     let refusal = logs.iter().find(|l| l["level"] == "ERROR").expect("an error line");
     assert!(refusal["message"].as_str().unwrap().contains("allow_no_triggers"), "{refusal}");
@@ -111,8 +114,8 @@ async fn run_refuses_a_config_without_triggers_and_check_warns() {
     assert!(stderr.contains("warning: no triggers"), "{stderr}");
 
     // Meant: runs, reads the file, exits 0.
-    let (code, logs) =
-        finish(start(dir.path(), &format!("{NO_TRIGGERS}allow_no_triggers: true\n")), Duration::from_secs(10)).await;
+    let meant = with_keys(no_triggers(dir.path()), json!({"allow_no_triggers": true}));
+    let (code, logs) = finish(start(dir.path(), &meant), Duration::from_secs(10)).await;
     assert_eq!(code, Some(0), "{logs:?}");
     assert!(dir.path().join("dead-letter.jsonl").exists(), "the invalid line was read and dead-lettered");
 }
@@ -123,30 +126,15 @@ async fn a_fatal_error_is_a_json_log_line() {
     std::fs::write(dir.path().join("events.jsonl"), "").unwrap();
     // The ops port is taken: the start fails.
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let yaml = format!(
-        "{}allow_no_triggers: true\n",
-        NO_TRIGGERS
-            .replace("server: {listen: null}", &format!("server: {{listen: \"{}\"}}", taken.local_addr().unwrap()))
+    let config = with_keys(
+        no_triggers(dir.path()),
+        json!({"server": {"listen": taken.local_addr().unwrap()}, "allow_no_triggers": true}),
     );
-    let (code, logs) = finish(start(dir.path(), &yaml), Duration::from_secs(10)).await;
+    let (code, logs) = finish(start(dir.path(), &config), Duration::from_secs(10)).await;
     assert_eq!(code, Some(1), "{logs:?}");
     let fatal = logs.iter().find(|l| l["message"] == "fatal error").expect("a fatal error line");
     assert_eq!(fatal["level"], "ERROR");
     assert!(fatal["error"].as_str().unwrap().contains("server.listen"), "{fatal}");
-}
-
-fn nats_config(nats_port: u16, extra: &str) -> String {
-    format!(
-        r#"
-source: {{type: nats, url: "nats://127.0.0.1:{nats_port}", stream: CHANGES, subjects: ["changes.>"], consumer: hookbridge}}
-responses: {{type: file, path: "{{dir}}/responses.jsonl"}}
-dead_letter: {{type: file, path: "{{dir}}/dead-letter.jsonl"}}
-server: {{listen: "127.0.0.1:0"}}
-delivery: {{shutdown_timeout: 2s}}
-allow_no_triggers: true
-{extra}
-"#
-    )
 }
 
 /// A NATS server down at start: the process stays up, `/healthz` 200, `/readyz` 503, and
@@ -191,13 +179,17 @@ async fn nats_unreachable_at_start_is_not_ready_then_ready() {
     drop(js);
     let _ = first.kill();
     let _ = first.wait();
-    let run = start(dir.path(), &nats_config(nats_port, ""));
+    let source = json!({
+        "type": "nats", "url": format!("nats://127.0.0.1:{nats_port}"), "stream": "CHANGES",
+        "subjects": ["changes.>"], "consumer": "hookbridge",
+    });
+    let run = start(dir.path(), &starting(dir.path(), source));
     let base = run.stderr.ops_base(Duration::from_secs(20)).await;
     wait_status(&format!("{base}/healthz"), 200, Duration::from_secs(20)).await;
-    assert_eq!(status(&format!("{base}/readyz")).await, Some(503));
+    assert_eq!(http_status(&format!("{base}/readyz")).await, Some(503));
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(status(&format!("{base}/healthz")).await, Some(200), "still alive after 2 s");
-    assert_eq!(status(&format!("{base}/readyz")).await, Some(503));
+    assert_eq!(http_status(&format!("{base}/healthz")).await, Some(200), "still alive after 2 s");
+    assert_eq!(http_status(&format!("{base}/readyz")).await, Some(503));
 
     let mut server = spawn_server(&nats_port.to_string());
     let _server_log = Output::collect(server.stderr.take().unwrap());
@@ -223,27 +215,20 @@ async fn startup_timeout_ends_a_start_that_never_gets_ready() {
     for (name, source) in [
         (
             "nats",
-            format!("{{type: nats, url: \"nats://127.0.0.1:{}\", stream: CHANGES, consumer: hookbridge}}", nats.port),
+            json!({"type": "nats", "url": format!("nats://127.0.0.1:{}", nats.port), "stream": "CHANGES", "consumer": "hookbridge"}),
         ),
-        ("kafka", format!("{{type: kafka, brokers: [\"127.0.0.1:{}\"], group_id: g, topics: [changes]}}", kafka.port)),
+        (
+            "kafka",
+            json!({"type": "kafka", "brokers": [format!("127.0.0.1:{}", kafka.port)], "group_id": "g", "topics": ["changes"]}),
+        ),
     ] {
         let dir = tempfile::tempdir().unwrap();
-        let yaml = format!(
-            r#"
-source: {source}
-responses: {{type: file, path: "{{dir}}/responses.jsonl"}}
-dead_letter: {{type: file, path: "{{dir}}/dead-letter.jsonl"}}
-server: {{listen: "127.0.0.1:0"}}
-delivery: {{shutdown_timeout: 2s}}
-allow_no_triggers: true
-startup_timeout: 4s
-"#
-        );
+        let config = with_keys(starting(dir.path(), source), json!({"startup_timeout": "4s"}));
         let started = Instant::now();
-        let run = start(dir.path(), &yaml);
+        let run = start(dir.path(), &config);
         let base = run.stderr.ops_base(Duration::from_secs(10)).await;
         wait_status(&format!("{base}/healthz"), 200, Duration::from_secs(10)).await;
-        assert_eq!(status(&format!("{base}/readyz")).await, Some(503), "{name}");
+        assert_eq!(http_status(&format!("{base}/readyz")).await, Some(503), "{name}");
         let (code, logs) = finish(run, Duration::from_secs(30)).await;
         assert_eq!(code, Some(1), "{name}: {logs:?}");
         assert!(started.elapsed() >= Duration::from_secs(4), "{name}: exited before startup_timeout");

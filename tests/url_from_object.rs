@@ -4,10 +4,9 @@
 
 mod common;
 
-use common::{event, lines, Receiver, Run};
+use common::{event, lines, load, Receiver, Run};
 use hookbridge::parse_event;
 use hookbridge::render_event;
-use hookbridge::Config;
 use serde_json::json;
 
 #[tokio::test]
@@ -21,28 +20,23 @@ async fn the_url_comes_from_the_object_and_is_checked_per_request() {
         event("metadata", "3", team("http://169.254.169.254/latest/meta-data", "tickets/R-3")),
         event("climb", "4", team(&rx.url("/hooks/ops"), "../admin")),
     ]));
-    let yaml = format!(
-        r#"{header}connections:
-  per-team:
-    url: "$this->team_id->webhook_url$"
-actions:
-  - name: per-team
-    type: webhook
-    connection: per-team
-    path: "$this->api_path$"
-    payload: '{{"ref": "$this->ref$"}}'
-triggers:
-  - {{name: created, on: create, class: Ticket, actions: [per-team]}}
-"#,
-        header = run.header("retry: {max_attempts: 1}"),
+    let config = run.config(
+        json!({"retry": {"max_attempts": 1}}),
+        json!({
+            "connections": {"per-team": {"url": "$this->team_id->webhook_url$"}},
+            "actions": [{
+                "name": "per-team", "type": "webhook", "connection": "per-team",
+                "path": "$this->api_path$", "payload": r#"{"ref": "$this->ref$"}"#,
+            }],
+            "triggers": [{"name": "created", "on": "create", "class": "Ticket", "actions": ["per-team"]}],
+        }),
     );
-    let config = Config::from_yaml(&yaml).unwrap();
-    let notes = config.notes();
+    let notes = load(&config).notes();
     assert_eq!(notes.len(), 1);
     assert!(
         notes[0].starts_with("connections.per-team.url: whole URL from the placeholder $this->team_id->webhook_url$")
     );
-    run.run(&yaml).await;
+    run.run(&config).await;
 
     // The good one arrives where the object says, its path value's `/` kept, the space encoded.
     let seen = rx.seen();
@@ -65,19 +59,19 @@ triggers:
 
 #[test]
 fn render_says_which_url_form_is_used() {
-    let yaml = r#"
-connections:
-  per-team: {url: "$this->team_id->webhook_url$"}
-  fixed: {url: "https://api.example.com/tickets"}
-  templated: {url: "https://api.example.com/teams/$this->team_id->name$"}
-actions:
-  - {name: per-team, type: slack, connection: per-team, message: "$this->ref$"}
-  - {name: fixed, type: webhook, connection: fixed}
-  - {name: templated, type: webhook, connection: templated}
-triggers:
-  - {name: created, on: create, class: Ticket, actions: [per-team, fixed, templated]}
-"#;
-    let config = Config::from_yaml(yaml).unwrap();
+    let config = load(&json!({
+        "connections": {
+            "per-team": {"url": "$this->team_id->webhook_url$"},
+            "fixed": {"url": "https://api.example.com/tickets"},
+            "templated": {"url": "https://api.example.com/teams/$this->team_id->name$"},
+        },
+        "actions": [
+            {"name": "per-team", "type": "slack", "connection": "per-team", "message": "$this->ref$"},
+            {"name": "fixed", "type": "webhook", "connection": "fixed"},
+            {"name": "templated", "type": "webhook", "connection": "templated"},
+        ],
+        "triggers": [{"name": "created", "on": "create", "class": "Ticket", "actions": ["per-team", "fixed", "templated"]}],
+    }));
     let e = event(
         "e1",
         "1",

@@ -6,58 +6,85 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
-/// Config of a bridge reading `topic` in `group` and writing results and dead letters to
-/// the `responses` and `dead-letter` topics.
+use crate::common::{load, webhook, with_keys, KEY_SEQ};
+
+/// Config of a bridge reading `topics` in `group` and writing results and dead letters to
+/// the `responses` and `dead-letter` topics, built as a value ([`Setup::config`]).
 pub struct Setup<'a> {
     pub brokers: &'a str,
     pub group: &'a str,
-    pub topic: &'a str,
-    /// Extra `delivery:` keys.
-    pub delivery: &'a str,
-    /// `connections:`, `actions:` and `triggers:` sections.
-    pub body: String,
+    /// Topic names or `^`-anchored regular expressions.
+    pub topics: &'a [&'a str],
+    /// Keys set in `source` (e.g. `retry_topic`).
+    pub source: Value,
+    /// librdkafka properties set beside the short session timeout every test uses.
+    pub properties: Value,
+    /// Keys set in `delivery` (beside private networks allowed and a 10 s drain).
+    pub delivery: Value,
+    /// `connections`, `actions` and `triggers`.
+    pub body: Value,
     /// `server.listen`, or none.
     pub listen: Option<String>,
 }
 
-impl Setup<'_> {
-    pub fn yaml(&self) -> String {
-        self.yaml_with("")
+impl<'a> Setup<'a> {
+    /// A bridge of `group` reading `changes`, with `delivery` and `body`, nothing else added.
+    pub fn new(brokers: &'a str, group: &'a str, delivery: Value, body: Value) -> Setup<'a> {
+        Setup {
+            brokers,
+            group,
+            topics: &["changes"],
+            source: Value::Null,
+            properties: Value::Null,
+            delivery,
+            body,
+            listen: None,
+        }
     }
 
-    /// The config with more librdkafka properties (`key: "value"` lines, 4 spaces in).
-    pub fn yaml_with(&self, properties: &str) -> String {
-        self.yaml_full("", properties)
+    /// [`Setup::new`] with [`webhook_body`] to `url`: what most tests run.
+    pub fn webhook(brokers: &'a str, group: &'a str, delivery: Value, url: &str) -> Setup<'a> {
+        Setup::new(brokers, group, delivery, webhook_body(url))
     }
 
-    /// The config with more `source` keys (`key: value` lines, 2 spaces in) and more
-    /// librdkafka properties (4 spaces in).
-    pub fn yaml_full(&self, source: &str, properties: &str) -> String {
-        let listen = self.listen.as_ref().map_or("null".to_string(), |l| format!("\"{l}\""));
-        format!(
-            "source:\n  type: kafka\n  brokers: [\"{brokers}\"]\n  group_id: {group}\n  topics: [{topic}]\n{source}  properties:\n    session.timeout.ms: \"6000\"\n    heartbeat.interval.ms: \"500\"\n{properties}responses: {{type: kafka, topic: responses}}\ndead_letter: {{type: kafka, topic: dead-letter}}\nserver: {{listen: {listen}}}\ndelivery: {{allow_private_networks: true, shutdown_timeout: 10s, {delivery}}}\n{body}",
-            brokers = self.brokers,
-            group = self.group,
-            topic = self.topic,
-            delivery = self.delivery,
-            body = self.body,
-        )
+    /// The config, as a value (JSON is YAML).
+    pub fn config(&self) -> Value {
+        let source = json!({
+            "type": "kafka",
+            "brokers": [self.brokers],
+            "group_id": self.group,
+            "topics": self.topics,
+            "properties": with_keys(
+                json!({"session.timeout.ms": "6000", "heartbeat.interval.ms": "500"}),
+                self.properties.clone(),
+            ),
+        });
+        let config = json!({
+            "source": with_keys(source, self.source.clone()),
+            "responses": {"type": "kafka", "topic": "responses"},
+            "dead_letter": {"type": "kafka", "topic": "dead-letter"},
+            "server": {"listen": self.listen},
+            "delivery": with_keys(
+                json!({"allow_private_networks": true, "shutdown_timeout": "10s"}),
+                self.delivery.clone(),
+            ),
+        });
+        with_keys(config, self.body.clone())
     }
 }
 
 /// A webhook action `hook` to `url` sending `{"key": ref, "seq": seq}` for every created
 /// ticket.
-pub fn webhook_body(url: &str) -> String {
+pub fn webhook_body(url: &str) -> Value {
     webhook_body_from(url, "")
 }
 
 /// [`webhook_body`] with an `x-replica: replica` header on every request.
-pub fn webhook_body_from(url: &str, replica: &str) -> String {
-    format!(
-        "connections:\n  hook: {{url: \"{url}\", headers: {{x-replica: \"{replica}\"}}}}\nactions:\n  - {{name: hook, type: webhook, connection: hook, payload: '{{\"key\": \"$this->ref$\", \"seq\": \"$this->seq$\"}}'}}\ntriggers:\n  - {{name: created, on: create, class: Ticket, actions: [hook]}}\n"
-    )
+pub fn webhook_body_from(url: &str, replica: &str) -> Value {
+    webhook(json!({"url": url, "headers": {"x-replica": replica}}), json!({"payload": KEY_SEQ}))
 }
 
 /// The bridge running in this process.
@@ -67,12 +94,12 @@ pub struct InProcess {
 }
 
 impl InProcess {
-    pub fn start(yaml: &str) -> InProcess {
+    pub fn start(config: &Value) -> InProcess {
         // HOOKBRIDGE_TEST_LOG=debug shows the bridge's logs (tracing's EnvFilter syntax).
         if let Ok(filter) = std::env::var("HOOKBRIDGE_TEST_LOG") {
             let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
         }
-        let config = Arc::new(hookbridge::Config::from_yaml(yaml).unwrap_or_else(|e| panic!("{e}\n{yaml}")));
+        let config = Arc::new(load(config));
         let stop = CancellationToken::new();
         let token = stop.clone();
         let task = tokio::spawn(async move { hookbridge::run(config, token).await.map_err(|e| e.to_string()) });
@@ -98,14 +125,14 @@ pub struct Process {
 }
 
 impl Process {
-    pub fn start(name: &str, dir: &Path, yaml: &str) -> Process {
-        let config = dir.join(format!("{name}.yaml"));
-        std::fs::write(&config, yaml).unwrap();
+    pub fn start(name: &str, dir: &Path, config: &Value) -> Process {
+        let path = dir.join(format!("{name}.yaml"));
+        std::fs::write(&path, config.to_string()).unwrap();
         let log = dir.join(format!("{name}.log"));
         let out = std::fs::File::create(&log).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_hookbridge"))
             .args(["run", "--config"])
-            .arg(&config)
+            .arg(&path)
             .env("HOOKBRIDGE_LOG", std::env::var("HOOKBRIDGE_TEST_LOG").unwrap_or_else(|_| "info".into()))
             .stdin(Stdio::null())
             .stdout(out.try_clone().unwrap())

@@ -8,10 +8,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::bridge::{webhook_body, Process, Setup};
+use crate::bridge::{Process, Setup};
 use crate::broker::Broker;
-use crate::common::{Receiver, Reply, Seen};
-use crate::{check_order, parsed, source_lag, ticket, wait_until};
+use crate::common::{wait_until, Receiver, Reply, Seen};
+use crate::{check_order, parsed, source_lag, ticket};
 
 const PARTITIONS: i32 = 4;
 
@@ -37,16 +37,12 @@ fn topics(broker: &Broker) {
 
 /// A replica of `group`; with `ops`, its ops server listens on a port it picks itself.
 fn replica(broker: &Broker, dir: &Path, name: &str, group: &str, url: &str, ops: bool) -> Process {
-    let yaml = Setup {
-        brokers: &broker.addr,
-        group,
-        topic: "changes",
-        delivery: "concurrency: 64",
-        body: webhook_body(url),
+    let config = Setup {
         listen: ops.then(|| "127.0.0.1:0".to_string()),
+        ..Setup::webhook(&broker.addr, group, json!({"concurrency": 64}), url)
     }
-    .yaml();
-    Process::start(name, dir, &yaml)
+    .config();
+    Process::start(name, dir, &config)
 }
 
 /// Per object, the `seq` values received, in arrival order.
@@ -307,16 +303,9 @@ async fn events_final_past_a_stuck_one_are_not_delivered_again_after_a_crash() {
     }
     broker.produce_many("changes", &records).await;
     let dir = tempfile::tempdir().unwrap();
-    let yaml = Setup {
-        brokers: &broker.addr,
-        group: "stuck",
-        topic: "changes",
-        delivery: "concurrency: 16, timeout: 60s",
-        body: webhook_body(&rx.url("/hook")),
-        listen: None,
-    }
-    .yaml();
-    let mut a = Process::start("replica-a", dir.path(), &yaml);
+    let config =
+        Setup::webhook(&broker.addr, "stuck", json!({"concurrency": 16, "timeout": "60s"}), &rx.url("/hook")).config();
+    let mut a = Process::start("replica-a", dir.path(), &config);
     wait_until("the 200 events and the stuck one", Duration::from_secs(60), || rx.count() >= 201, || a.log_tail())
         .await;
     // Longer than the commit interval, so the last outcomes are committed.
@@ -324,7 +313,7 @@ async fn events_final_past_a_stuck_one_are_not_delivered_again_after_a_crash() {
     a.kill();
     assert_eq!(broker.committed("stuck", "changes"), BTreeMap::from([(0, 0)]), "the stuck event holds the position");
 
-    let mut b = Process::start("replica-b", dir.path(), &yaml);
+    let mut b = Process::start("replica-b", dir.path(), &config);
     wait_until(
         "the stuck event delivered",
         Duration::from_secs(60),
@@ -413,13 +402,6 @@ async fn park(
 
 /// A bridge of `group` on `changes`, delivering to `rx` with eight requests at most at once.
 fn bridge_of(broker: &Broker, group: &str, rx: &Receiver) -> crate::bridge::InProcess {
-    let setup = Setup {
-        brokers: &broker.addr,
-        group,
-        topic: "changes",
-        delivery: "concurrency: 8",
-        body: webhook_body(&rx.url("/hook")),
-        listen: None,
-    };
-    crate::bridge::InProcess::start(&setup.yaml())
+    let setup = Setup::webhook(&broker.addr, group, json!({"concurrency": 8}), &rx.url("/hook"));
+    crate::bridge::InProcess::start(&setup.config())
 }

@@ -10,10 +10,10 @@ use std::time::{Duration, Instant};
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 use serde_json::json;
 
-use crate::bridge::{webhook_body, InProcess, Setup};
+use crate::bridge::{InProcess, Setup};
 use crate::broker::Broker;
-use crate::common::Receiver;
-use crate::{check_order, parsed, ticket, wait_until};
+use crate::common::{wait_until, Receiver};
+use crate::{check_order, parsed, ticket};
 
 const OBJECTS: i64 = 20;
 const PER_OBJECT: i64 = 60;
@@ -49,19 +49,15 @@ impl FaultRun {
         let rx = Receiver::slow(Duration::from_millis(2)).await;
         broker.produce_many("changes", &half(true)).await;
         let setup = Setup {
-            brokers: &broker.addr,
-            group,
-            topic: "changes",
-            delivery: "concurrency: 32",
-            body: webhook_body(&rx.url("/hook")),
-            listen: None,
+            properties: json!({"enable.idempotence": "false"}),
+            ..Setup::webhook(&broker.addr, group, json!({"concurrency": 32}), &rx.url("/hook"))
         };
         // librdkafka's mock acknowledges some retried batches of an idempotent producer
         // without writing them (a plain producer, after injected produce errors: 1,200 acks,
         // 1,196 to 1,200 records; none lost without idempotence). A real broker checks the
         // sequence numbers. So these runs, which make producers retry, produce without it:
         // results may then be written twice, never lost.
-        let bridge = InProcess::start(&setup.yaml_with("    enable.idempotence: \"false\"\n"));
+        let bridge = InProcess::start(&setup.config());
         let total = (OBJECTS * PER_OBJECT) as usize;
         wait_until("a third delivered", Duration::from_secs(60), || rx.count() >= total / 3, String::new).await;
         FaultRun { broker, rx, bridge: Some(bridge), group }

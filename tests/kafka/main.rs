@@ -24,19 +24,10 @@ mod soak;
 mod subscriptions;
 
 use std::collections::{BTreeMap, HashSet};
-use std::time::{Duration, Instant};
 
 use broker::Record;
 use common::event;
 use serde_json::{json, Value};
-
-pub async fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool, context: impl Fn() -> String) {
-    let deadline = Instant::now() + limit;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out after {limit:?} waiting for {what}\n{}", context());
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
 
 pub fn ticket(id: &str, key: &str, object: Value) -> Vec<u8> {
     serde_json::to_vec(&event(id, key, json!({ "object": object }))).unwrap()

@@ -9,10 +9,10 @@ use std::time::Duration;
 use base64::Engine as _;
 use serde_json::{json, Value};
 
-use crate::bridge::{webhook_body, InProcess, Setup};
+use crate::bridge::{InProcess, Setup};
 use crate::broker::{Broker, Record};
-use crate::common::{event, Receiver, Reply};
-use crate::{parsed, ticket, wait_until};
+use crate::common::{event, wait_until, Receiver, Reply, KEY_SEQ};
+use crate::{parsed, ticket};
 
 /// Records that are not events go to the dead-letter topic with their coordinates and
 ///    raw bytes, and the records after them are delivered.
@@ -38,15 +38,8 @@ async fn malformed_records_are_dead_lettered_and_consumption_goes_on() {
     for r in &records {
         broker.produce(&producer, "changes", "k", r, &[]).await;
     }
-    let setup = Setup {
-        brokers: &broker.addr,
-        group: "malformed",
-        topic: "changes",
-        delivery: "quick_attempts: 2",
-        body: webhook_body(&rx.url("/hook")),
-        listen: None,
-    };
-    let bridge = InProcess::start(&setup.yaml());
+    let setup = Setup::webhook(&broker.addr, "malformed", json!({"quick_attempts": 2}), &rx.url("/hook"));
+    let bridge = InProcess::start(&setup.config());
     let mut dead = broker.reader("dead-letter");
     dead.until("three dead letters", Duration::from_secs(30), |r| r.len() >= 3).await;
     wait_until("three deliveries", Duration::from_secs(30), || rx.seen().len() >= 3, String::new).await;
@@ -98,19 +91,23 @@ async fn a_receiver_that_is_down_does_not_hold_the_partition_and_gets_everything
     })
     .await;
     let healthy = Receiver::ok().await;
-    let body = format!(
-        "connections:\n  flaky: {{url: \"{}\"}}\n  healthy: {{url: \"{}\"}}\nactions:\n  - {{name: flaky, type: webhook, connection: flaky, payload: '{{\"key\": \"$this->ref$\", \"seq\": \"$this->seq$\"}}'}}\n  - {{name: healthy, type: webhook, connection: healthy, payload: '{{\"key\": \"$this->ref$\", \"seq\": \"$this->seq$\"}}'}}\ntriggers:\n  - {{name: to-flaky, on: create, class: Ticket, condition: 'object.target == \"flaky\"', actions: [flaky]}}\n  - {{name: to-healthy, on: create, class: Ticket, condition: 'object.target == \"healthy\"', actions: [healthy]}}\n",
-        flaky.url("/"),
-        healthy.url("/")
-    );
-    let setup = Setup {
-        brokers: &broker.addr,
-        group: "down",
-        topic: "changes",
-        delivery: "quick_attempts: 2, retry: {max_attempts: 100, initial: 300ms, max: 300ms, multiplier: 1, jitter: 0}",
+    let body = json!({
+        "connections": {"flaky": {"url": flaky.url("/")}, "healthy": {"url": healthy.url("/")}},
+        "actions": [
+            {"name": "flaky", "type": "webhook", "connection": "flaky", "payload": KEY_SEQ},
+            {"name": "healthy", "type": "webhook", "connection": "healthy", "payload": KEY_SEQ},
+        ],
+        "triggers": [
+            {"name": "to-flaky", "on": "create", "class": "Ticket", "condition": r#"object.target == "flaky""#, "actions": ["flaky"]},
+            {"name": "to-healthy", "on": "create", "class": "Ticket", "condition": r#"object.target == "healthy""#, "actions": ["healthy"]},
+        ],
+    });
+    let setup = Setup::new(
+        &broker.addr,
+        "down",
+        json!({"quick_attempts": 2, "retry": {"max_attempts": 100, "initial": "300ms", "max": "300ms", "multiplier": 1, "jitter": 0}}),
         body,
-        listen: None,
-    };
+    );
     let a = |seq: i64| ticket(&format!("a{seq}"), "A", json!({"ref": "R-A", "seq": seq, "target": "flaky"}));
     let b = |n: i64| {
         ticket(&format!("b{n}"), &format!("B{n}"), json!({"ref": format!("R-B{n}"), "seq": n, "target": "healthy"}))
@@ -119,7 +116,7 @@ async fn a_receiver_that_is_down_does_not_hold_the_partition_and_gets_everything
     for record in [a(1), a(2), b(1), b(2), b(3), a(3), b(4), b(5)] {
         broker.produce(&producer, "changes", "same-partition", &record, &[]).await;
     }
-    let bridge = InProcess::start(&setup.yaml());
+    let bridge = InProcess::start(&setup.config());
     wait_until("the healthy receiver gets B1..B5", Duration::from_secs(30), || healthy.seen().len() >= 5, String::new)
         .await;
     let mut retry = broker.reader("changes.retry");
@@ -174,7 +171,7 @@ async fn a_receiver_that_is_down_does_not_hold_the_partition_and_gets_everything
     retry.until("A4 parked", Duration::from_secs(30), |rs| rs.iter().any(|r| seq_of(r) == 4)).await;
     bridge.stop().await;
     up.store(true, Ordering::SeqCst);
-    let bridge = InProcess::start(&setup.yaml());
+    let bridge = InProcess::start(&setup.config());
     responses.until("A4 delivered after the restart", Duration::from_secs(30), |rs| delivered(rs, 4).is_some()).await;
     bridge.stop().await;
     let a4 = delivered(&responses.records, 4).unwrap();
@@ -206,15 +203,8 @@ async fn cloudevents_binary_mode_is_accepted() {
         ("content-type", b"application/json"),
     ];
     broker.produce(&producer, "changes", "42", &serde_json::to_vec(&data).unwrap(), &headers).await;
-    let setup = Setup {
-        brokers: &broker.addr,
-        group: "ce",
-        topic: "changes",
-        delivery: "quick_attempts: 2",
-        body: webhook_body(&rx.url("/hook")),
-        listen: None,
-    };
-    let bridge = InProcess::start(&setup.yaml());
+    let setup = Setup::webhook(&broker.addr, "ce", json!({"quick_attempts": 2}), &rx.url("/hook"));
+    let bridge = InProcess::start(&setup.config());
     let mut responses = broker.reader("responses");
     responses.until("one result", Duration::from_secs(30), |rs| !rs.is_empty()).await;
     bridge.stop().await;
@@ -236,22 +226,21 @@ async fn results_are_keyed_by_object() {
     })
     .await;
     let refusing = Receiver::start(|_, _| Reply::Status(400, vec![], "no such channel".into())).await;
-    let body = format!(
-        "connections:\n  api: {{url: \"{}\"}}\n  refusing: {{url: \"{}\"}}\nactions:\n  - name: api\n    type: webhook\n    connection: api\n    payload: '{{\"ref\": \"$this->ref$\"}}'\n    callback: {{when: success, fields: {{remote_id: 'response.body.id'}}}}\n  - {{name: refusing, type: webhook, connection: refusing}}\ntriggers:\n  - {{name: created, on: create, class: Ticket, actions: [api, refusing]}}\n",
-        api.url("/"),
-        refusing.url("/")
-    );
+    let body = json!({
+        "connections": {"api": {"url": api.url("/")}, "refusing": {"url": refusing.url("/")}},
+        "actions": [
+            {
+                "name": "api", "type": "webhook", "connection": "api", "payload": r#"{"ref": "$this->ref$"}"#,
+                "callback": {"when": "success", "fields": {"remote_id": "response.body.id"}},
+            },
+            {"name": "refusing", "type": "webhook", "connection": "refusing"},
+        ],
+        "triggers": [{"name": "created", "on": "create", "class": "Ticket", "actions": ["api", "refusing"]}],
+    });
     let producer = broker.producer();
     broker.produce(&producer, "changes", "7", &ticket("e7", "7", json!({"ref": "R-7"})), &[]).await;
-    let setup = Setup {
-        brokers: &broker.addr,
-        group: "keys",
-        topic: "changes",
-        delivery: "quick_attempts: 2",
-        body,
-        listen: None,
-    };
-    let bridge = InProcess::start(&setup.yaml());
+    let setup = Setup::new(&broker.addr, "keys", json!({"quick_attempts": 2}), body);
+    let bridge = InProcess::start(&setup.config());
     let mut responses = broker.reader("responses");
     responses.until("two results and a callback update", Duration::from_secs(30), |rs| rs.len() >= 3).await;
     let mut dead = broker.reader("dead-letter");
@@ -286,16 +275,17 @@ async fn a_hanging_endpoint_does_not_get_the_replica_out_of_the_group() {
         .map(|seq| ("1".to_string(), ticket(&format!("e{seq}"), "1", json!({"ref": "R-1", "seq": seq}))))
         .collect();
     broker.produce_many("changes", &records).await;
+    // One request at a time: the pipeline takes 64 events, the source reads 320 and pauses.
     let setup = Setup {
-        brokers: &broker.addr,
-        group: "stalled",
-        topic: "changes",
-        // One request at a time: the pipeline takes 64 events, the source reads 320 and pauses.
-        delivery: "concurrency: 1, timeout: 9s, quick_attempts: 3, retry: {initial: 100ms, max: 1s}",
-        body: webhook_body(&rx.url("/hook")),
-        listen: None,
+        properties: json!({"max.poll.interval.ms": "7000"}),
+        ..Setup::webhook(
+            &broker.addr,
+            "stalled",
+            json!({"concurrency": 1, "timeout": "9s", "quick_attempts": 3, "retry": {"initial": "100ms", "max": "1s"}}),
+            &rx.url("/hook"),
+        )
     };
-    let bridge = InProcess::start(&setup.yaml_with("    max.poll.interval.ms: \"7000\"\n"));
+    let bridge = InProcess::start(&setup.config());
     wait_until("every event", Duration::from_secs(60), || rx.seen().len() > EVENTS as usize, String::new).await;
     bridge.stop().await;
     let seqs: Vec<i64> = rx.seen().iter().map(|s| s.json()["seq"].as_i64().unwrap()).collect();
@@ -319,19 +309,20 @@ async fn a_failing_action_never_sends_the_succeeding_one_again() {
     broker.create_topics(&["changes", "changes.retry", "responses", "dead-letter"], 2);
     let failing = Receiver::start(|_, _| Reply::Status(500, vec![], "down".into())).await;
     let ok = Receiver::ok().await;
-    let body = format!(
-        "connections:\n  failing: {{url: \"{}\"}}\n  ok: {{url: \"{}\"}}\nactions:\n  - {{name: failing, type: webhook, connection: failing}}\n  - {{name: ok, type: webhook, connection: ok}}\ntriggers:\n  - {{name: created, on: create, class: Ticket, actions: [ok, failing]}}\n",
-        failing.url("/"),
-        ok.url("/")
-    );
-    let setup = Setup {
-        brokers: &broker.addr,
-        group: "once",
-        topic: "changes",
-        delivery: "quick_attempts: 1, retry: {max_attempts: 3, initial: 100ms, max: 200ms, jitter: 0}",
+    let body = json!({
+        "connections": {"failing": {"url": failing.url("/")}, "ok": {"url": ok.url("/")}},
+        "actions": [
+            {"name": "failing", "type": "webhook", "connection": "failing"},
+            {"name": "ok", "type": "webhook", "connection": "ok"},
+        ],
+        "triggers": [{"name": "created", "on": "create", "class": "Ticket", "actions": ["ok", "failing"]}],
+    });
+    let setup = Setup::new(
+        &broker.addr,
+        "once",
+        json!({"quick_attempts": 1, "retry": {"max_attempts": 3, "initial": "100ms", "max": "200ms", "jitter": 0}}),
         body,
-        listen: None,
-    };
+    );
     let producer = broker.producer();
     let events = 10;
     for i in 0..events {
@@ -340,7 +331,7 @@ async fn a_failing_action_never_sends_the_succeeding_one_again() {
             .produce(&producer, "changes", &key, &ticket(&format!("e{i}"), &key, json!({"ref": format!("R-{i}")})), &[])
             .await;
     }
-    let bridge = InProcess::start(&setup.yaml());
+    let bridge = InProcess::start(&setup.config());
     let mut responses = broker.reader("responses");
     responses.until("a result for every delivery", Duration::from_secs(60), |rs| parsed(rs).len() >= 2 * events).await;
     bridge.stop().await;
@@ -382,20 +373,18 @@ async fn deliveries_held_behind_a_failing_one_do_not_stall_the_retry_partition()
         }
     })
     .await;
-    let setup = Setup {
-        brokers: &broker.addr,
-        group: "held",
-        topic: "changes",
-        delivery: "concurrency: 64, quick_attempts: 1, retry: {max_attempts: 100, initial: 300ms, max: 300ms, multiplier: 1, jitter: 0}",
-        body: webhook_body(&rx.url("/hook")),
-        listen: None,
-    };
+    let setup = Setup::webhook(
+        &broker.addr,
+        "held",
+        json!({"concurrency": 64, "quick_attempts": 1, "retry": {"max_attempts": 100, "initial": "300ms", "max": "300ms", "multiplier": 1, "jitter": 0}}),
+        &rx.url("/hook"),
+    );
     let producer = broker.producer();
     for seq in 0..EVENTS {
         let record = ticket(&format!("a{seq}"), "A", json!({"ref": "R-A", "seq": seq}));
         broker.produce(&producer, "changes", "A", &record, &[]).await;
     }
-    let bridge = InProcess::start(&setup.yaml());
+    let bridge = InProcess::start(&setup.config());
     wait_until(
         "every event of the lane delivered",
         Duration::from_secs(60),

@@ -89,16 +89,9 @@ async fn chaos_receiver() -> Receiver {
 }
 
 fn replica(broker: &Broker, dir: &Path, name: &str, url: &str) -> Process {
-    let yaml = Setup {
-        brokers: &broker.addr,
-        group: "chaos",
-        topic: "changes",
-        delivery: "concurrency: 64, timeout: 1s, quick_attempts: 2, retry: {max_attempts: 8, initial: 300ms, max: 3s, multiplier: 2, jitter: 0.2}",
-        body: webhook_body_from(url, name),
-        listen: None,
-    }
-    .yaml();
-    Process::start(name, dir, &yaml)
+    let config = Setup::new(&broker.addr, "chaos", json!({"concurrency": 64, "timeout": "1s", "quick_attempts": 2, "retry": {"max_attempts": 8, "initial": "300ms", "max": "3s", "multiplier": 2, "jitter": 0.2}}), webhook_body_from(url, name))
+    .config();
+    Process::start(name, dir, &config)
 }
 
 /// Dead letters so far: (event id, action).

@@ -10,10 +10,10 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::bridge::{webhook_body, InProcess, Setup};
+use crate::bridge::{InProcess, Setup};
 use crate::broker::{Broker, Record};
-use crate::common::{Receiver, Reply};
-use crate::{ticket, wait_until};
+use crate::common::{wait_until, Receiver, Reply};
+use crate::ticket;
 
 /// Answers 503 to objects whose reference starts with `R-late` until `up` is set, 200 to
 /// everything else: the late topic's deliveries get parked in the retry topic.
@@ -88,15 +88,17 @@ async fn a_regular_expression_takes_topics_created_while_running() {
     broker.produce_many("changes.early", &events("early", 4, 5)).await;
     broker.produce_many("other", &events("other", 2, 5)).await;
     let setup = Setup {
-        brokers: &broker.addr,
-        group: "pattern",
-        topic: r#""^changes\\..*""#,
-        delivery: "quick_attempts: 1, retry: {max_attempts: 100, initial: 200ms, max: 200ms, jitter: 0}",
-        body: webhook_body(&rx.url("/hook")),
-        listen: None,
+        topics: &[r"^changes\..*"],
+        source: json!({"retry_topic": "retry"}),
+        properties: json!({"topic.metadata.refresh.interval.ms": "1000"}),
+        ..Setup::webhook(
+            &broker.addr,
+            "pattern",
+            json!({"quick_attempts": 1, "retry": {"max_attempts": 100, "initial": "200ms", "max": "200ms", "jitter": 0}}),
+            &rx.url("/hook"),
+        )
     };
-    let yaml = setup.yaml_full("  retry_topic: retry\n", "    topic.metadata.refresh.interval.ms: \"1000\"\n");
-    let bridge = InProcess::start(&yaml);
+    let bridge = InProcess::start(&setup.config());
     wait_until(
         "the existing topic's 20 events",
         Duration::from_secs(30),
@@ -147,14 +149,16 @@ async fn a_named_topic_that_appears_while_running_is_read_with_its_retry_partiti
     let rx = receiver(up.clone()).await;
     broker.produce_many("changes", &events("first", 4, 5)).await;
     let setup = Setup {
-        brokers: &broker.addr,
-        group: "appears",
-        topic: "changes, later",
-        delivery: "quick_attempts: 1, retry: {max_attempts: 100, initial: 200ms, max: 200ms, jitter: 0}",
-        body: webhook_body(&rx.url("/hook")),
-        listen: None,
+        topics: &["changes", "later"],
+        properties: json!({"topic.metadata.refresh.interval.ms": "1000"}),
+        ..Setup::webhook(
+            &broker.addr,
+            "appears",
+            json!({"quick_attempts": 1, "retry": {"max_attempts": 100, "initial": "200ms", "max": "200ms", "jitter": 0}}),
+            &rx.url("/hook"),
+        )
     };
-    let bridge = InProcess::start(&setup.yaml_with("    topic.metadata.refresh.interval.ms: \"1000\"\n"));
+    let bridge = InProcess::start(&setup.config());
     wait_until("the first topic's 20 events", Duration::from_secs(30), || delivered_keys(&rx).len() >= 20, String::new)
         .await;
 

@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use super::server::signal;
+use serde_json::Value;
+
+use crate::common::{exit_within, sigterm};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_hookbridge");
 
@@ -18,16 +20,16 @@ pub struct Bridge {
 }
 
 impl Bridge {
-    /// Writes `yaml` as `<name>.yaml` in `dir` and runs the bridge on it. With
+    /// Writes `config` as `<name>.yaml` in `dir` and runs the bridge on it. With
     /// `server.listen: "127.0.0.1:0"` the bridge picks its ops port and logs it.
-    pub fn start(dir: &Path, name: &str, yaml: &str, env: &[(&str, &str)]) -> Bridge {
-        let config = dir.join(format!("{name}.yaml"));
-        std::fs::write(&config, yaml).unwrap();
+    pub fn start(dir: &Path, name: &str, config: &Value, env: &[(&str, &str)]) -> Bridge {
+        let path = dir.join(format!("{name}.yaml"));
+        std::fs::write(&path, config.to_string()).unwrap();
         let log = dir.join(format!("{name}.log"));
         let out = std::fs::File::create(&log).unwrap();
         let child = Command::new(BIN)
             .args(["run", "--config"])
-            .arg(&config)
+            .arg(&path)
             .env("HOOKBRIDGE_LOG", "info,hookbridge=debug,async_nats=warn")
             .envs(env.iter().copied())
             .stdout(Stdio::from(out.try_clone().unwrap()))
@@ -93,20 +95,16 @@ impl Bridge {
 
     /// Waits for the process to exit by itself.
     pub async fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(status) = self.try_status() {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "bridge still running after {limit:?}:\n{}", self.log());
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        if self.status.is_none() {
+            self.status = exit_within(self.child.as_mut().unwrap(), limit).await;
         }
+        self.status.unwrap_or_else(|| panic!("bridge still running after {limit:?}:\n{}", self.log()))
     }
 
     /// SIGTERM, then waits for the drain to finish.
     pub async fn terminate(&mut self, limit: Duration) -> ExitStatus {
         if self.try_status().is_none() {
-            signal(self.child.as_ref().unwrap().id(), "TERM");
+            sigterm(self.child.as_ref().unwrap());
         }
         self.wait_exit(limit).await
     }

@@ -6,9 +6,9 @@ use std::time::{Duration, Instant};
 use async_nats::HeaderMap;
 
 use super::bridge::Bridge;
-use super::common::{event, Receiver};
+use super::common::{event, wait_until, Receiver};
 use super::server::NatsServer;
-use super::{config, consumer_counts, create_streams, publish, wait_stream, wait_until, HEAVY};
+use super::{config, consumer_counts, create_streams, publish, wait_stream, HEAVY};
 use serde_json::json;
 
 #[tokio::test]
@@ -30,9 +30,9 @@ async fn a_dead_letter_over_max_payload_neither_freezes_the_consumer_nor_blocks_
     }
     let rx = Receiver::ok().await;
     let dir = tempfile::tempdir().unwrap();
-    let yaml = config(&nats.url(), &rx.url("/hook"), "").replace("shutdown_timeout: 20s", "shutdown_timeout: 3s");
-    let mut bridge = Bridge::start(dir.path(), "payload", &yaml, &[]);
-    wait_until(Duration::from_secs(60), "every good event delivered", || rx.seen().len() >= good).await;
+    let config = config(&nats.url(), &rx.url("/hook"), json!({"shutdown_timeout": "3s"}));
+    let mut bridge = Bridge::start(dir.path(), "payload", &config, &[]);
+    wait_until("every good event delivered", Duration::from_secs(60), || rx.seen().len() >= good, String::new).await;
     let letters = wait_stream(&js, "DEAD", 1, Duration::from_secs(20)).await;
     assert_eq!(letters.len(), 1, "{}", bridge.log());
     let letter = &letters[0].1;

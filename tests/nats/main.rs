@@ -26,7 +26,7 @@ use async_nats::HeaderMap;
 use base64::Engine as _;
 use bridge::Bridge;
 use common::Seen;
-use common::{event, Receiver, Reply};
+use common::{event, wait_until, webhook, with_keys, Receiver, Reply, KEY_SEQ};
 use serde_json::{json, Value};
 use server::NatsServer;
 
@@ -40,41 +40,28 @@ static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// A config: NATS source on `changes.>` of stream CHANGES, results and dead letters on NATS
 /// subjects, one webhook action on every created Ticket.
-fn config(nats: &str, hook: &str, delivery: &str) -> String {
+fn config(nats: &str, hook: &str, delivery: Value) -> Value {
     config_on(nats, CONSUMER, "changes.>", hook, delivery)
 }
 
-/// What every config here starts with: the NATS source (consumer `consumer` filtered on
-/// `filter`), the result and dead-letter subjects, the ops server on a port of its choosing,
-/// and `delivery` added to the delivery settings.
-fn header(nats: &str, consumer: &str, filter: &str, delivery: &str) -> String {
-    format!(
-        r#"source:
-  type: nats
-  url: "{nats}"
-  stream: CHANGES
-  subjects: ["{filter}"]
-  consumer: {consumer}
-responses: {{type: nats, subject: {RESULTS}}}
-dead_letter: {{type: nats, subject: {DEAD}}}
-server: {{listen: "127.0.0.1:0"}}
-delivery: {{allow_private_networks: true, shutdown_timeout: 20s, {delivery}}}
-"#
-    )
+/// The same, for one consumer filtered on `filter`.
+fn config_on(nats: &str, consumer: &str, filter: &str, hook: &str, delivery: Value) -> Value {
+    bridge_config(nats, consumer, filter, delivery, webhook(json!({"url": hook}), json!({"payload": KEY_SEQ})))
 }
 
-/// The same, for one consumer filtered on `filter`.
-fn config_on(nats: &str, consumer: &str, filter: &str, hook: &str, delivery: &str) -> String {
-    let header = header(nats, consumer, filter, delivery);
-    format!(
-        r#"{header}connections:
-  hook: {{url: "{hook}"}}
-actions:
-  - {{name: hook, type: webhook, connection: hook, payload: '{{"key": "$this->ref$", "seq": "$this->seq$"}}'}}
-triggers:
-  - {{name: created, on: create, class: Ticket, actions: [hook]}}
-"#
-    )
+/// What every config here is made of: the NATS source (consumer `consumer` filtered on
+/// `filter`), the result and dead-letter subjects, the ops server on a port of its choosing,
+/// `delivery`'s keys set in the delivery settings, and `body` (connections, actions,
+/// triggers).
+fn bridge_config(nats: &str, consumer: &str, filter: &str, delivery: Value, body: Value) -> Value {
+    let config = json!({
+        "source": {"type": "nats", "url": nats, "stream": "CHANGES", "subjects": [filter], "consumer": consumer},
+        "responses": {"type": "nats", "subject": RESULTS},
+        "dead_letter": {"type": "nats", "subject": DEAD},
+        "server": {"listen": "127.0.0.1:0"},
+        "delivery": with_keys(json!({"allow_private_networks": true, "shutdown_timeout": "20s"}), delivery),
+    });
+    with_keys(config, body)
 }
 
 /// The input stream and the two output streams a deployment creates before starting.
@@ -147,14 +134,6 @@ async fn counts_of(js: &Context, consumer: &str) -> (u64, usize) {
     (info.num_pending, info.num_ack_pending)
 }
 
-async fn wait_until(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out after {limit:?} waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// Waits for the consumer to have nothing pending and nothing unacknowledged.
 async fn wait_consumer_drained(js: &Context, limit: Duration) {
     wait_drained(js, CONSUMER, limit).await
@@ -179,7 +158,11 @@ const OBJECTS: usize = 50;
 const PER_OBJECT: usize = 40;
 const EVENTS: usize = OBJECTS * PER_OBJECT;
 const RECEIVER_DELAY: Duration = Duration::from_millis(50);
-const ORDERED_DELIVERY: &str = "concurrency: 64, timeout: 10s, retry: {max_attempts: 20, initial: 100ms, max: 2s}";
+
+/// The delivery settings of the ordering runs.
+fn ordered_delivery() -> Value {
+    json!({"concurrency": 64, "timeout": "10s", "retry": {"max_attempts": 20, "initial": "100ms", "max": "2s"}})
+}
 
 /// 2,000 events, 40 per object over 50 objects, interleaved in stream order, each on the
 /// subject `subject(object)`.
@@ -256,8 +239,10 @@ async fn single_replica_run(delay: Duration, label: &str) -> Stats {
     let rx = Receiver::slow(delay).await;
     let dir = tempfile::tempdir().unwrap();
     // No consumer exists: the bridge creates it.
-    let mut bridge = Bridge::start(dir.path(), "single", &config(&nats.url(), &rx.url("/hook"), ORDERED_DELIVERY), &[]);
-    wait_until(Duration::from_secs(90), "every event delivered", || stats(&rx.seen()).unique == EVENTS).await;
+    let mut bridge =
+        Bridge::start(dir.path(), "single", &config(&nats.url(), &rx.url("/hook"), ordered_delivery()), &[]);
+    wait_until("every event delivered", Duration::from_secs(90), || stats(&rx.seen()).unique == EVENTS, String::new)
+        .await;
     // SIGTERM right away: the last deliveries and their acks are still in flight.
     let status = bridge.terminate(Duration::from_secs(30)).await;
     assert!(status.success(), "bridge exited with {status}:\n{}", bridge.log());
@@ -305,19 +290,31 @@ async fn ordered_events_survive_kill_replicas_and_server_restart() {
     publish_ordered(&js, |obj| format!("changes.{obj}")).await;
     let rx = Receiver::slow(RECEIVER_DELAY).await;
     let dir = tempfile::tempdir().unwrap();
-    let yaml = config(&nats.url(), &rx.url("/hook"), ORDERED_DELIVERY);
+    let config = config(&nats.url(), &rx.url("/hook"), ordered_delivery());
     let started = Instant::now();
-    let mut first = Bridge::start(dir.path(), "first", &yaml, &[]);
-    wait_until(Duration::from_secs(60), "a third of the events", || stats(&rx.seen()).unique >= EVENTS / 3).await;
+    let mut first = Bridge::start(dir.path(), "first", &config, &[]);
+    wait_until(
+        "a third of the events",
+        Duration::from_secs(60),
+        || stats(&rx.seen()).unique >= EVENTS / 3,
+        String::new,
+    )
+    .await;
     first.kill9();
     let (at_kill, killed_after) = (stats(&rx.seen()).unique, started.elapsed());
-    let mut a = Bridge::start(dir.path(), "replica-a", &yaml, &[]);
-    let mut b = Bridge::start(dir.path(), "replica-b", &yaml, &[]);
-    wait_until(Duration::from_secs(60), "two thirds of the events", || stats(&rx.seen()).unique >= 2 * EVENTS / 3)
-        .await;
+    let mut a = Bridge::start(dir.path(), "replica-a", &config, &[]);
+    let mut b = Bridge::start(dir.path(), "replica-b", &config, &[]);
+    wait_until(
+        "two thirds of the events",
+        Duration::from_secs(60),
+        || stats(&rx.seen()).unique >= 2 * EVENTS / 3,
+        String::new,
+    )
+    .await;
     let (at_restart, restarted_after) = (stats(&rx.seen()).unique, started.elapsed());
     nats.restart().await;
-    wait_until(Duration::from_secs(90), "every event delivered", || stats(&rx.seen()).unique == EVENTS).await;
+    wait_until("every event delivered", Duration::from_secs(90), || stats(&rx.seen()).unique == EVENTS, String::new)
+        .await;
     let s = stats(&rx.seen());
     report("kill -9 at 1/3, 2 replicas, nats-server restart at 2/3", &s);
     eprintln!(
@@ -352,48 +349,58 @@ async fn partitioned_subjects_keep_per_object_order_across_a_crash() {
     let js = nats.jetstream().await;
     create_streams(&js).await;
     let stream = js.get_stream("CHANGES").await.unwrap();
+    const ACK_WAIT: Duration = Duration::from_secs(5);
     for bucket in 0..2 {
         let (name, filter) = (format!("hookbridge-p{bucket}"), format!("changes.{bucket}.>"));
-        operator_consumer(&stream, &name, &filter, Duration::from_secs(5), 10_000).await;
+        operator_consumer(&stream, &name, &filter, ACK_WAIT, 10_000).await;
     }
     publish_ordered(&js, |obj| format!("changes.{}.{obj}", obj % 2)).await;
     let rx = Receiver::slow(RECEIVER_DELAY).await;
     let dir = tempfile::tempdir().unwrap();
-    let yaml = |bucket: usize| {
+    let config = |bucket: usize| {
         config_on(
             &nats.url(),
             &format!("hookbridge-p{bucket}"),
             &format!("changes.{bucket}.>"),
             &rx.url("/hook"),
-            ORDERED_DELIVERY,
+            ordered_delivery(),
         )
     };
     let started = Instant::now();
-    let mut p0 = Bridge::start(dir.path(), "p0", &yaml(0), &[]);
-    let mut p1 = Bridge::start(dir.path(), "p1", &yaml(1), &[]);
-    wait_until(Duration::from_secs(60), "a third of the events", || stats(&rx.seen()).unique >= EVENTS / 3).await;
+    let mut p0 = Bridge::start(dir.path(), "p0", &config(0), &[]);
+    let mut p1 = Bridge::start(dir.path(), "p1", &config(1), &[]);
+    wait_until(
+        "a third of the events",
+        Duration::from_secs(60),
+        || stats(&rx.seen()).unique >= EVENTS / 3,
+        String::new,
+    )
+    .await;
     p0.kill9();
     let (at_kill, killed_after) = (stats(&rx.seen()).unique, started.elapsed());
     // What the killed replica held and did not ack: the restarted one must wait for it.
     let (_, orphans) = counts_of(&js, "hookbridge-p0").await;
-    let mut p0 = Bridge::start(dir.path(), "p0-restarted", &yaml(0), &[]);
+    let restarted = Instant::now();
+    let mut p0 = Bridge::start(dir.path(), "p0-restarted", &config(0), &[]);
     // Restart the server while the restarted replica is delivering (after its wait).
+    let in_bucket0 = |h: &Seen| h.key.trim_start_matches("R-").parse::<usize>().is_ok_and(|o| o % 2 == 0);
     let bucket0 = |hits: &[Seen]| {
-        let even: Vec<Seen> = hits
-            .iter()
-            .filter(|h| h.key.trim_start_matches("R-").parse::<usize>().is_ok_and(|o| o % 2 == 0))
-            .cloned()
-            .collect();
+        let even: Vec<Seen> = hits.iter().filter(|h| in_bucket0(h)).cloned().collect();
         stats(&even).unique
     };
-    wait_until(Duration::from_secs(60), "two thirds of bucket 0", || bucket0(&rx.seen()) >= EVENTS / 3).await;
+    wait_until("two thirds of bucket 0", Duration::from_secs(60), || bucket0(&rx.seen()) >= EVENTS / 3, String::new)
+        .await;
     let (at_restart, restarted_after) = (stats(&rx.seen()).unique, started.elapsed());
     nats.restart().await;
-    wait_until(Duration::from_secs(90), "every event delivered", || stats(&rx.seen()).unique == EVENTS).await;
+    wait_until("every event delivered", Duration::from_secs(90), || stats(&rx.seen()).unique == EVENTS, String::new)
+        .await;
     let s = stats(&rx.seen());
+    // The restarted replica's first delivery (the killed one sent nothing after the kill).
+    let resumed = rx.seen().iter().filter(|h| in_bucket0(h) && h.at > restarted).map(|h| h.at - restarted).min();
+    let resumed = resumed.expect("the restarted replica delivered");
     report("2 subject buckets x 1 replica, kill -9 of one, nats-server restart", &s);
     eprintln!(
-        "nats run |   bucket 0 killed after {at_kill} events ({killed_after:.1?}) and restarted; nats-server restarted after {at_restart} ({restarted_after:.1?}), when bucket 0 was two thirds done; consumer ack_wait 5 s"
+        "nats run |   bucket 0 killed after {at_kill} events ({killed_after:.1?}) with {orphans} unacknowledged, restarted, first delivery {resumed:.1?} later; nats-server restarted after {at_restart} ({restarted_after:.1?}), when bucket 0 was two thirds done; consumer ack_wait 5 s"
     );
     for bucket in 0..2 {
         wait_drained(&js, &format!("hookbridge-p{bucket}"), Duration::from_secs(30)).await;
@@ -403,11 +410,12 @@ async fn partitioned_subjects_keep_per_object_order_across_a_crash() {
         assert!(status.success(), "replica exited with {status}:\n{}", bridge.log());
     }
     // The wait happens only when the kill left messages unacknowledged (on a loaded machine
-    // the replica may have had none in hand at that instant).
+    // the replica may have had none in hand at that instant): then the restarted replica
+    // pulls nothing before their ack_wait is over, so bucket 0 gets no delivery before.
     if orphans > 0 {
         assert!(
-            p0.log().contains("waiting for their redelivery before the first pull"),
-            "{orphans} orphans\n{}",
+            resumed >= ACK_WAIT,
+            "{orphans} orphans, yet bucket 0 resumed {resumed:?} after the restart\n{}",
             p0.log()
         );
     }
@@ -439,7 +447,7 @@ async fn malformed_messages_are_dead_lettered_with_sequence_and_raw_bytes() {
     publish(&js, "changes.good", HeaderMap::new(), serde_json::to_vec(&good).unwrap()).await;
     let rx = Receiver::ok().await;
     let dir = tempfile::tempdir().unwrap();
-    let mut bridge = Bridge::start(dir.path(), "malformed", &config(&nats.url(), &rx.url("/hook"), ""), &[]);
+    let mut bridge = Bridge::start(dir.path(), "malformed", &config(&nats.url(), &rx.url("/hook"), json!({})), &[]);
     let letters = wait_stream(&js, "DEAD", 3, Duration::from_secs(20)).await;
     assert_eq!(letters.len(), 3, "{}", bridge.log());
     for (((reason, raw), seq), (_, letter)) in bad.iter().zip(&sequences).zip(&letters) {
@@ -489,7 +497,7 @@ async fn cloudevents_binary_mode_from_ce_headers() {
     publish(&js, "changes.7", headers, serde_json::to_vec(&data).unwrap()).await;
     let rx = Receiver::ok().await;
     let dir = tempfile::tempdir().unwrap();
-    let mut bridge = Bridge::start(dir.path(), "ce", &config(&nats.url(), &rx.url("/hook"), ""), &[]);
+    let mut bridge = Bridge::start(dir.path(), "ce", &config(&nats.url(), &rx.url("/hook"), json!({})), &[]);
     bridge.wait_ready().await;
     let results = wait_stream(&js, "RESULTS", 1, Duration::from_secs(20)).await;
     assert_eq!(results.len(), 1, "{}", bridge.log());
@@ -552,19 +560,17 @@ async fn wait_all_settled(js: &Context, limit: Duration) {
 
 /// A config with one trigger linked to two webhook actions, `ok` and `down`, each on its own
 /// receiver; the payload names the event (its id is the object's title).
-fn two_actions(nats: &str, ok: &str, down: &str, delivery: &str) -> String {
-    let header = header(nats, CONSUMER, "changes.>", delivery);
-    format!(
-        r#"{header}connections:
-  ok: {{url: "{ok}"}}
-  down: {{url: "{down}"}}
-actions:
-  - {{name: ok, type: webhook, connection: ok, payload: '{{"event": "$this->title$"}}'}}
-  - {{name: down, type: webhook, connection: down, payload: '{{"event": "$this->title$"}}'}}
-triggers:
-  - {{name: created, on: create, class: Ticket, actions: [ok, down]}}
-"#
-    )
+fn two_actions(nats: &str, ok: &str, down: &str, delivery: Value) -> Value {
+    let payload = r#"{"event": "$this->title$"}"#;
+    let body = json!({
+        "connections": {"ok": {"url": ok}, "down": {"url": down}},
+        "actions": [
+            {"name": "ok", "type": "webhook", "connection": "ok", "payload": payload},
+            {"name": "down", "type": "webhook", "connection": "down", "payload": payload},
+        ],
+        "triggers": [{"name": "created", "on": "create", "class": "Ticket", "actions": ["ok", "down"]}],
+    });
+    bridge_config(nats, CONSUMER, "changes.>", delivery, body)
 }
 
 /// Publishes event `id` of object `key`; returns its stream sequence.
@@ -614,11 +620,17 @@ async fn a_failing_action_is_retried_alone_and_the_other_is_sent_once() {
     let ok = Receiver::ok().await;
     let down = Receiver::start(|_, _| Reply::Status(503, vec![], "down".into())).await;
     let dir = tempfile::tempdir().unwrap();
-    let delivery = "quick_attempts: 1, retry: {max_attempts: 4, initial: 50ms, max: 200ms, jitter: 0}";
-    let yaml = two_actions(&nats.url(), &ok.url("/ok"), &down.url("/down"), delivery);
-    let mut bridge = Bridge::start(dir.path(), "one-fails", &yaml, &[]);
-    wait_until(Duration::from_secs(60), "every attempt at the 503 endpoint", || down.seen().len() >= 6 * MAX_ATTEMPTS)
-        .await;
+    let delivery =
+        json!({"quick_attempts": 1, "retry": {"max_attempts": 4, "initial": "50ms", "max": "200ms", "jitter": 0}});
+    let config = two_actions(&nats.url(), &ok.url("/ok"), &down.url("/down"), delivery);
+    let mut bridge = Bridge::start(dir.path(), "one-fails", &config, &[]);
+    wait_until(
+        "every attempt at the 503 endpoint",
+        Duration::from_secs(60),
+        || down.seen().len() >= 6 * MAX_ATTEMPTS,
+        String::new,
+    )
+    .await;
     // Room for a late duplicate to show up before counting.
     tokio::time::sleep(Duration::from_millis(500)).await;
 
@@ -736,10 +748,12 @@ async fn a_crash_with_retries_pending_loses_nothing_and_resends_nothing_delivere
     let ok = Receiver::ok().await;
     let down = Receiver::start(|_, _| Reply::Status(503, vec![], "down".into())).await;
     let dir = tempfile::tempdir().unwrap();
-    let delivery = "quick_attempts: 1, retry: {max_attempts: 6, initial: 300ms, max: 300ms, jitter: 0}";
-    let yaml = two_actions(&nats.url(), &ok.url("/ok"), &down.url("/down"), delivery);
-    let mut first = Bridge::start(dir.path(), "before-kill", &yaml, &[]);
-    wait_until(Duration::from_secs(30), "two attempts per event", || down.seen().len() >= 2 * EVENTS).await;
+    let delivery =
+        json!({"quick_attempts": 1, "retry": {"max_attempts": 6, "initial": "300ms", "max": "300ms", "jitter": 0}});
+    let config = two_actions(&nats.url(), &ok.url("/ok"), &down.url("/down"), delivery);
+    let mut first = Bridge::start(dir.path(), "before-kill", &config, &[]);
+    wait_until("two attempts per event", Duration::from_secs(30), || down.seen().len() >= 2 * EVENTS, String::new)
+        .await;
     // Every event acked: what remains is in the retry stream.
     let deadline = Instant::now() + Duration::from_secs(10);
     while counts_in(&js, "CHANGES", CONSUMER).await != (0, 0) {
@@ -750,7 +764,7 @@ async fn a_crash_with_retries_pending_loses_nothing_and_resends_nothing_delivere
     let at_kill = down.seen().len();
     assert!(retry_records(&js).await > 0, "retries were pending at the kill");
     assert!(at_kill < EVENTS * MAX_ATTEMPTS as usize, "killed before the retries ran out");
-    let mut second = Bridge::start(dir.path(), "after-kill", &yaml, &[]);
+    let mut second = Bridge::start(dir.path(), "after-kill", &config, &[]);
     let letters = wait_stream(&js, "DEAD", EVENTS, Duration::from_secs(60)).await;
     assert!(letters.len() >= EVENTS, "{}", second.log());
     wait_all_settled(&js, Duration::from_secs(30)).await;
@@ -805,8 +819,8 @@ async fn a_broken_retry_record_is_dead_lettered() {
     create_streams(&js).await;
     let ok = Receiver::ok().await;
     let dir = tempfile::tempdir().unwrap();
-    let yaml = two_actions(&nats.url(), &ok.url("/ok"), &ok.url("/down"), "");
-    let mut bridge = Bridge::start(dir.path(), "broken-record", &yaml, &[]);
+    let config = two_actions(&nats.url(), &ok.url("/ok"), &ok.url("/down"), json!({}));
+    let mut bridge = Bridge::start(dir.path(), "broken-record", &config, &[]);
     bridge.wait_ready().await;
     let payload = serde_json::to_vec(&event("e-1", "1", json!({"object": {"ref": "R-1", "title": "e-1"}}))).unwrap();
     // Retry headers that do not parse, and an event published to the retry subject by hand.
@@ -849,10 +863,11 @@ async fn a_receiver_down_past_the_quick_retries_gets_the_event_through_the_retry
     .await;
     publish(&js, "changes.1", HeaderMap::new(), serde_json::to_vec(&event("e1", "1", json!({}))).unwrap()).await;
     let dir = tempfile::tempdir().unwrap();
-    let delivery = "quick_attempts: 2, retry: {max_attempts: 30, initial: 100ms, max: 400ms, jitter: 0}";
+    let delivery =
+        json!({"quick_attempts": 2, "retry": {"max_attempts": 30, "initial": "100ms", "max": "400ms", "jitter": 0}});
     let mut bridge = Bridge::start(dir.path(), "down", &config(&nats.url(), &rx.url("/hook"), delivery), &[]);
     // Two quick attempts from the event, then two from each retry record: two records so far.
-    wait_until(Duration::from_secs(20), "six attempts", || rx.seen().len() >= 6).await;
+    wait_until("six attempts", Duration::from_secs(20), || rx.seen().len() >= 6, String::new).await;
     let durable = bridge.metric("hookbridge_retries_scheduled_total{action=\"hook\",stage=\"durable\"}").await;
     assert!(durable.unwrap_or(0.0) >= 2.0, "records stored: {durable:?}\n{}", bridge.metrics().await);
     let seen = rx.seen();
@@ -886,7 +901,8 @@ async fn retries_exhausted_in_the_retry_stream_are_dead_lettered_and_acked() {
     let seq =
         publish(&js, "changes.1", HeaderMap::new(), serde_json::to_vec(&event("e1", "1", json!({}))).unwrap()).await;
     let dir = tempfile::tempdir().unwrap();
-    let delivery = "quick_attempts: 2, retry: {max_attempts: 5, initial: 50ms, max: 200ms, jitter: 0}";
+    let delivery =
+        json!({"quick_attempts": 2, "retry": {"max_attempts": 5, "initial": "50ms", "max": "200ms", "jitter": 0}});
     let mut bridge = Bridge::start(dir.path(), "exhausted", &config(&nats.url(), &rx.url("/hook"), delivery), &[]);
     let letters = wait_stream(&js, "DEAD", 1, Duration::from_secs(20)).await;
     assert_eq!(letters.len(), 1, "{}", bridge.log());
@@ -917,7 +933,7 @@ async fn startup_fails_clearly_without_the_stream_or_an_output_stream() {
     let nats = NatsServer::start().await;
     let js = nats.jetstream().await;
     let dir = tempfile::tempdir().unwrap();
-    let yaml = config(&nats.url(), "http://127.0.0.1:9/hook", "");
+    let config = config(&nats.url(), "http://127.0.0.1:9/hook", json!({}));
     // Outputs captured, input stream missing.
     for (name, subject) in [("RESULTS", RESULTS), ("DEAD", DEAD)] {
         js.create_stream(async_nats::jetstream::stream::Config {
@@ -928,7 +944,7 @@ async fn startup_fails_clearly_without_the_stream_or_an_output_stream() {
         .await
         .unwrap();
     }
-    let mut bridge = Bridge::start(dir.path(), "no-stream", &yaml, &[]);
+    let mut bridge = Bridge::start(dir.path(), "no-stream", &config, &[]);
     let status = bridge.wait_exit(Duration::from_secs(20)).await;
     assert!(!status.success());
     assert!(bridge.log().contains("stream \"CHANGES\" does not exist"), "{}", bridge.log());
@@ -941,7 +957,7 @@ async fn startup_fails_clearly_without_the_stream_or_an_output_stream() {
     .await
     .unwrap();
     js.delete_stream("DEAD").await.unwrap();
-    let mut bridge = Bridge::start(dir.path(), "no-output", &yaml, &[]);
+    let mut bridge = Bridge::start(dir.path(), "no-output", &config, &[]);
     let status = bridge.wait_exit(Duration::from_secs(20)).await;
     assert!(!status.success());
     let log = bridge.log();
@@ -958,7 +974,8 @@ async fn startup_fails_clearly_without_the_stream_or_an_output_stream() {
     })
     .await
     .unwrap();
-    let two = yaml.replace(r#"subjects: ["changes.>"]"#, r#"subjects: ["changes.a.>", "changes.b.>"]"#);
+    let mut two = config.clone();
+    two["source"]["subjects"] = json!(["changes.a.>", "changes.b.>"]);
     let mut bridge = Bridge::start(dir.path(), "two-subjects", &two, &[]);
     let deadline = Instant::now() + Duration::from_secs(20);
     while bridge.exited().is_none() && !bridge.log().contains("consumer bound") {
@@ -1002,11 +1019,9 @@ async fn startup_fails_clearly_when_the_retry_stream_cannot_be_made() {
     let js = async_nats::jetstream::new(client);
     create_streams(&js).await;
     let dir = tempfile::tempdir().unwrap();
-    let yaml = config(&nats.url(), "http://127.0.0.1:9/hook", "").replace(
-        "  consumer: hookbridge\n",
-        "  consumer: hookbridge\n  credentials: {user: bridge, password: bridge-pw}\n",
-    );
-    let mut bridge = Bridge::start(dir.path(), "no-create-right", &yaml, &[]);
+    let mut config = config(&nats.url(), "http://127.0.0.1:9/hook", json!({}));
+    config["source"]["credentials"] = json!({"user": "bridge", "password": "bridge-pw"});
+    let mut bridge = Bridge::start(dir.path(), "no-create-right", &config, &[]);
     let status = bridge.wait_exit(Duration::from_secs(30)).await;
     assert!(!status.success());
     let log = bridge.log();
@@ -1026,7 +1041,7 @@ async fn startup_fails_clearly_when_the_retry_stream_cannot_be_made() {
     })
     .await
     .unwrap();
-    let mut bridge = Bridge::start(dir.path(), "operator-made", &yaml, &[]);
+    let mut bridge = Bridge::start(dir.path(), "operator-made", &config, &[]);
     bridge.wait_ready().await;
     assert!(bridge.terminate(Duration::from_secs(30)).await.success(), "{}", bridge.log());
     assert!(counts_in(&js, RETRY_STREAM, RETRY_CONSUMER).await == (0, 0));
@@ -1038,7 +1053,8 @@ async fn startup_fails_clearly_when_the_retry_stream_cannot_be_made() {
     })
     .await
     .unwrap();
-    let taken = yaml.replace("  consumer: hookbridge\n", "  consumer: hookbridge\n  retry_subject: elsewhere.retry\n");
+    let mut taken = config.clone();
+    taken["source"]["retry_subject"] = json!("elsewhere.retry");
     let mut bridge = Bridge::start(dir.path(), "subject-taken", &taken, &[]);
     let status = bridge.wait_exit(Duration::from_secs(30)).await;
     assert!(!status.success());
@@ -1060,18 +1076,16 @@ async fn user_and_password_authentication() {
     create_streams(&js).await;
     let rx = Receiver::ok().await;
     let dir = tempfile::tempdir().unwrap();
-    let yaml = config(&nats.url(), &rx.url("/hook"), "").replace(
-        "  consumer: hookbridge\n",
-        "  consumer: hookbridge\n  credentials: {user: bridge, password: {env: NATS_TEST_PASSWORD}}\n",
-    );
-    let mut bridge = Bridge::start(dir.path(), "auth", &yaml, &[("NATS_TEST_PASSWORD", "s3cret-pw")]);
+    let mut config = config(&nats.url(), &rx.url("/hook"), json!({}));
+    config["source"]["credentials"] = json!({"user": "bridge", "password": {"env": "NATS_TEST_PASSWORD"}});
+    let mut bridge = Bridge::start(dir.path(), "auth", &config, &[("NATS_TEST_PASSWORD", "s3cret-pw")]);
     bridge.wait_ready().await;
     publish(&js, "changes.1", HeaderMap::new(), serde_json::to_vec(&event("e1", "1", json!({}))).unwrap()).await;
     let results = wait_stream(&js, "RESULTS", 1, Duration::from_secs(20)).await;
     assert_eq!(results.len(), 1, "{}", bridge.log());
     assert!(!bridge.log().contains("s3cret-pw"), "the password never appears in logs");
     assert!(bridge.terminate(Duration::from_secs(30)).await.success());
-    let mut wrong = Bridge::start(dir.path(), "wrong", &yaml, &[("NATS_TEST_PASSWORD", "nope")]);
+    let mut wrong = Bridge::start(dir.path(), "wrong", &config, &[("NATS_TEST_PASSWORD", "nope")]);
     let status = wrong.wait_exit(Duration::from_secs(20)).await;
     assert!(!status.success());
     assert!(wrong.log().to_lowercase().contains("authorization"), "{}", wrong.log());
@@ -1101,25 +1115,27 @@ async fn mutual_tls_with_a_private_ca() {
     create_streams(&js).await;
     let rx = Receiver::ok().await;
     let dir = tempfile::tempdir().unwrap();
-    let base = config(&nats.url(), &rx.url("/hook"), "");
-    let with = |credentials: &str| {
-        base.replace("  consumer: hookbridge\n", &format!("  consumer: hookbridge\n  credentials: {credentials}\n"))
+    let base = config(&nats.url(), &rx.url("/hook"), json!({}));
+    let with = |credentials: Value| {
+        let mut config = base.clone();
+        config["source"]["credentials"] = credentials;
+        config
     };
-    let full = format!(
-        "{{ca_file: \"{}\", client_cert: \"{}\", client_key: \"{}\", tls_required: true}}",
-        pki.path("ca.pem"),
-        pki.path("client.pem"),
-        pki.path("client.key")
-    );
-    let mut bridge = Bridge::start(dir.path(), "tls", &with(&full), &[]);
+    let full = json!({
+        "ca_file": pki.path("ca.pem"),
+        "client_cert": pki.path("client.pem"),
+        "client_key": pki.path("client.key"),
+        "tls_required": true,
+    });
+    let mut bridge = Bridge::start(dir.path(), "tls", &with(full), &[]);
     bridge.wait_ready().await;
     publish(&js, "changes.1", HeaderMap::new(), serde_json::to_vec(&event("e1", "1", json!({}))).unwrap()).await;
     let results = wait_stream(&js, "RESULTS", 1, Duration::from_secs(20)).await;
     assert_eq!(results.len(), 1, "{}", bridge.log());
     assert!(bridge.terminate(Duration::from_secs(30)).await.success());
     // Without the client certificate the server refuses the handshake: a clear startup error.
-    let ca_only = format!("{{ca_file: \"{}\"}}", pki.path("ca.pem"));
-    let mut refused = Bridge::start(dir.path(), "tls-no-cert", &with(&ca_only), &[]);
+    let ca_only = json!({"ca_file": pki.path("ca.pem")});
+    let mut refused = Bridge::start(dir.path(), "tls-no-cert", &with(ca_only), &[]);
     let status = refused.wait_exit(Duration::from_secs(30)).await;
     assert!(!status.success());
     assert!(refused.log().contains("cannot connect to"), "{}", refused.log());

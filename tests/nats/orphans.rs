@@ -10,9 +10,9 @@ use futures::StreamExt as _;
 use serde_json::json;
 
 use super::bridge::Bridge;
-use super::common::{event, Receiver};
+use super::common::{event, wait_until, Receiver};
 use super::server::NatsServer;
-use super::{config, create_streams, operator_consumer, stats, wait_until, CONSUMER, HEAVY};
+use super::{config, create_streams, operator_consumer, stats, CONSUMER, HEAVY};
 
 const EVENTS: usize = 20;
 const ACK_WAIT: Duration = Duration::from_secs(2);
@@ -47,8 +47,9 @@ async fn unacknowledged_messages_of_a_crashed_replica_come_back_in_stream_order(
 
     let rx = Receiver::ok().await;
     let dir = tempfile::tempdir().unwrap();
-    let mut bridge = Bridge::start(dir.path(), "after-crash", &config(&nats.url(), &rx.url("/hook"), ""), &[]);
-    wait_until(Duration::from_secs(30), "every event delivered", || stats(&rx.seen()).unique == EVENTS).await;
+    let mut bridge = Bridge::start(dir.path(), "after-crash", &config(&nats.url(), &rx.url("/hook"), json!({})), &[]);
+    wait_until("every event delivered", Duration::from_secs(30), || stats(&rx.seen()).unique == EVENTS, String::new)
+        .await;
     let seqs: Vec<i64> = rx.seen().iter().map(|h| h.seq).collect();
     let s = stats(&rx.seen());
     assert_eq!(s.late_first, 0, "first deliveries out of stream order: {seqs:?}\n{}", bridge.log());

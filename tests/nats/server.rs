@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::common::{exit_within, sigterm};
+
 /// The nats-server binary: `$NATS_SERVER`, then `PATH`, then Debian's location. Missing is
 /// a test failure, never a skip: the NATS tests are the only proof the source works.
 fn binary() -> PathBuf {
@@ -102,13 +104,9 @@ impl NatsServer {
     /// Stops the server gracefully (SIGTERM), as an orchestrator would.
     pub async fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            signal(child.id(), "TERM");
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while child.try_wait().unwrap().is_none() {
-                if Instant::now() > deadline {
-                    let _ = child.kill();
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
+            sigterm(&child);
+            if exit_within(&mut child, Duration::from_secs(10)).await.is_none() {
+                let _ = child.kill();
             }
             let _ = child.wait();
         }
@@ -140,10 +138,4 @@ impl Drop for NatsServer {
 fn listening_port(log: &str) -> Option<u16> {
     let addr = log.lines().find_map(|l| l.split("Listening for client connections on ").nth(1))?;
     addr.trim().rsplit(':').next()?.parse().ok()
-}
-
-/// Sends a signal to a process by id.
-pub fn signal(pid: u32, name: &str) {
-    let status = Command::new("kill").arg(format!("-{name}")).arg(pid.to_string()).status().unwrap();
-    assert!(status.success(), "kill -{name} {pid} failed");
 }
