@@ -10,10 +10,10 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::bridge::{webhook_body, InProcess, Setup};
+use crate::bridge::{InProcess, Setup};
 use crate::broker::{Broker, Record};
-use crate::common::{Receiver, Reply};
-use crate::{ticket, wait_until};
+use crate::common::{wait_until, Receiver, Reply};
+use crate::ticket;
 
 /// Parking holds 2,048 deliveries in memory at concurrency 64 (its floor); 300 more are
 /// kept by reference.
@@ -35,19 +35,17 @@ async fn followers_past_parking_memory_are_written_to_the_retry_topic_once_and_d
         }
     })
     .await;
-    let setup = Setup {
-        brokers: &broker.addr,
-        group: "spill",
-        topic: "changes",
-        delivery: "concurrency: 64, quick_attempts: 1, retry: {max_attempts: 1000, initial: 300ms, max: 300ms, multiplier: 1, jitter: 0}",
-        body: webhook_body(&rx.url("/hook")),
-        listen: None,
-    };
+    let delivery = json!({
+        "concurrency": 64,
+        "quick_attempts": 1,
+        "retry": {"max_attempts": 1000, "initial": "300ms", "max": "300ms", "multiplier": 1, "jitter": 0},
+    });
+    let setup = Setup::webhook(&broker.addr, "spill", delivery, &rx.url("/hook"));
     let records: Vec<(String, Vec<u8>)> = (0..EVENTS)
         .map(|seq| ("A".to_string(), ticket(&format!("a{seq}"), "A", json!({"ref": "R-A", "seq": seq}))))
         .collect();
     broker.produce_many("changes", &records).await;
-    let bridge = InProcess::start(&setup.yaml());
+    let bridge = InProcess::start(&setup.config());
     let mut retry = broker.reader("changes.retry");
     let seq_of = |r: &Record| r.json()["object"]["seq"].as_i64().unwrap();
     let first_failures = |rs: &[Record]| rs.iter().filter(|r| seq_of(r) == 0).count();
