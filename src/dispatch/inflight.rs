@@ -70,11 +70,9 @@ impl InFlight {
         if s.remaining == 0 {
             // Every outcome for this message is final and every result was published before
             // we got here: only now may the position move.
-            if let Some(ack) = s.ack.take() {
+            if let Some(ack) = s.finish() {
                 ack.settle(Settle::Done);
-                metrics::get().events_pending.dec();
             }
-            s.room.clear();
         }
     }
 
@@ -93,12 +91,8 @@ impl InFlight {
     /// stage, which keeps the record, reads it again at its turn. Its acknowledgement is
     /// dropped, so the source position stays before it, and its read-ahead room is given back.
     pub fn let_go(&self) {
-        let mut s = self.settlement.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(ack) = s.ack.take() {
-            drop(ack);
-            metrics::get().events_pending.dec();
-        }
-        s.room.clear();
+        let unsettled = self.settlement.lock().unwrap_or_else(|p| p.into_inner()).finish();
+        drop(unsettled);
     }
 
     /// A copy of the message for the durable retry stage, without its acknowledgement.
@@ -110,6 +104,19 @@ impl InFlight {
             ack: Ack::none(),
             retry: self.retry.clone().map(Ok),
         }
+    }
+}
+
+impl Settlement {
+    /// The message leaves the pipeline: its ack (to settle, or to drop unsettled), once; the
+    /// read-ahead room it held is given back.
+    fn finish(&mut self) -> Option<Ack> {
+        self.room.clear();
+        let ack = self.ack.take();
+        if ack.is_some() {
+            metrics::get().events_pending.dec();
+        }
+        ack
     }
 }
 

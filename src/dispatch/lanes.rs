@@ -9,7 +9,7 @@
 //! due times happen to fall: a delivery that comes back while an earlier one of its lane is
 //! still away is held here until its turn (up to `max_held` held in all). Beyond that, a
 //! stage that can read a record again by reference keeps it where it is: only the reference
-//! is kept here (a few dozen bytes, up to `max_spilled`), the delivery is let go unsettled,
+//! is kept here (a few hundred bytes, up to `max_spilled`), the delivery is let go unsettled,
 //! and at its turn the stage reads it again. A stage that cannot, or past `max_spilled`, gets
 //! it handed back once more. So the source keeps flowing for every other object while one
 //! object's endpoint is failing, that object's deliveries keep their order, and a follower
@@ -361,7 +361,8 @@ mod tests {
     #[test]
     fn beyond_the_memory_cap_a_follower_is_kept_by_reference_and_fetched_at_its_turn() {
         // One held in memory; e3 and e4 come back while e1 is still away: kept by reference,
-        // not handed to the stage again, and fetched one at a time, in source order.
+        // not handed to the stage again, and fetched together at their turn, going in source
+        // order whatever order they are read back in.
         let mut p: Parking<&str, u32> = Parking::new(1, 100, 600_000);
         let k = key();
         for o in 1..=4 {
