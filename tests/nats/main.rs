@@ -222,6 +222,17 @@ fn stats(hits: &[Seen]) -> Stats {
 
 /// The delivery counts of a run, for the test log. Throughput is not measured here: the
 /// end-to-end benchmark (`scripts/bench.sh`, BENCHMARKS.md) does that on a quiet machine.
+/// Waits until a third of the ordered events were delivered: when the crash tests kill.
+async fn wait_for_a_third(rx: &Receiver) {
+    wait_until(
+        "a third of the events",
+        Duration::from_secs(60),
+        || stats(&rx.seen()).unique >= EVENTS / 3,
+        String::new,
+    )
+    .await;
+}
+
 fn report(label: &str, s: &Stats) {
     eprintln!(
         "nats run | {label}: {} events delivered; duplicates {}; order violations {} (first deliveries out of order: {})",
@@ -293,13 +304,7 @@ async fn ordered_events_survive_kill_replicas_and_server_restart() {
     let config = config(&nats.url(), &rx.url("/hook"), ordered_delivery());
     let started = Instant::now();
     let mut first = Bridge::start(dir.path(), "first", &config, &[]);
-    wait_until(
-        "a third of the events",
-        Duration::from_secs(60),
-        || stats(&rx.seen()).unique >= EVENTS / 3,
-        String::new,
-    )
-    .await;
+    wait_for_a_third(&rx).await;
     first.kill9();
     let (at_kill, killed_after) = (stats(&rx.seen()).unique, started.elapsed());
     let mut a = Bridge::start(dir.path(), "replica-a", &config, &[]);
@@ -369,13 +374,7 @@ async fn partitioned_subjects_keep_per_object_order_across_a_crash() {
     let started = Instant::now();
     let mut p0 = Bridge::start(dir.path(), "p0", &config(0), &[]);
     let mut p1 = Bridge::start(dir.path(), "p1", &config(1), &[]);
-    wait_until(
-        "a third of the events",
-        Duration::from_secs(60),
-        || stats(&rx.seen()).unique >= EVENTS / 3,
-        String::new,
-    )
-    .await;
+    wait_for_a_third(&rx).await;
     p0.kill9();
     let (at_kill, killed_after) = (stats(&rx.seen()).unique, started.elapsed());
     // What the killed replica held and did not ack: the restarted one must wait for it.
